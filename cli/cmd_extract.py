@@ -1,0 +1,165 @@
+"""``extract``: compute feature sets of a corpus into the workdir's store (resumable)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from cli.common import (EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, add_workdir,
+                        parse_int_list, say)
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from data.corpora import LAYOUTS
+
+    p = sub.add_parser(
+        "extract", help="extract feature sets of a corpus into the workdir's HDF5 store",
+        description="Compute feature sets into WORKDIR/features.h5. Rerunning computes only what "
+                    "is missing; a killed run loses no stored row. Clips that fail are recorded "
+                    "with the reason and listed; the rest is stored (exit code 3).")
+    p.add_argument("--corpus", required=True, metavar="ROOT", help="corpus root folder")
+    p.add_argument("--layout", required=True, choices=sorted(LAYOUTS),
+                   help="corpus layout: avb (A-VB 2022), exvo (ExVo 2022 data_info.csv), csv (any corpus)")
+    p.add_argument("--labels", metavar="CSV",
+                   help="label table (csv layout: the CSV with a `file` column; default ROOT/labels.csv)")
+    add_workdir(p)
+    p.add_argument("--features", nargs="+", required=True, metavar="SPEC",
+                   help="feature specs: opensmile:ComParE_2016, opensmile:eGeMAPSv02, "
+                        "ssl:<hub id or local folder>, logmel:128")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)), metavar="N",
+                   help="processes for openSMILE / log-mel and for audio decoding (default: all cores)")
+    p.add_argument("--level", default="functionals", choices=["functionals", "lld"],
+                   help="openSMILE level: functionals (one vector per clip) or lld (frame sequences)")
+    p.add_argument("--layers", default="all", metavar="all|I[,J..]",
+                   help="SSL hidden states to keep: all (L+1; 0 = input of layer 1) or indices like 12 or 6,12")
+    p.add_argument("--poolings", default="mean,last", metavar="P[,P..]",
+                   help="SSL poolings over each clip's true frames: mean,last,first,max,std")
+    p.add_argument("--frames-layers", default="", metavar="I[,J..]",
+                   help="SSL layers whose frame sequences are stored too (for sequence heads)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
+                   help="storage dtype of SSL arrays")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where SSL models run (auto: CUDA when available)")
+    p.add_argument("--batch-seconds", type=float, default=64.0, metavar="S",
+                   help="upper bound of audio seconds per SSL batch (padding included)")
+    p.add_argument("--shard", metavar="K/N",
+                   help="process only shard K of N (0-based) into WORKDIR/shards/K-of-N; combine with "
+                        "`merge`. Under torchrun, RANK/WORLD_SIZE set it automatically")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _options(args: argparse.Namespace):
+    from extract.base import ExtractOptions
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.batch_seconds <= 0:
+        raise UsageError(f"--batch-seconds must be positive, got {args.batch_seconds}")
+    poolings = tuple(p.strip() for p in args.poolings.split(",") if p.strip())
+    return ExtractOptions(layers=parse_int_list(args.layers, "--layers"), poolings=poolings,
+                          frames_layers=parse_int_list(args.frames_layers or None, "--frames-layers") or (),
+                          dtype=args.dtype, device=args.device, batch_seconds=args.batch_seconds,
+                          level=args.level, workers=args.workers)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``K/N`` -> (K, N); falls back to torchrun's RANK / WORLD_SIZE when set."""
+    if text is None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        return None
+    try:
+        k, n = (int(t) for t in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard must look like K/N (e.g. 0/8), got {text!r}") from None
+    if not 0 <= k < n:
+        raise UsageError(f"--shard K/N needs 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def run(args: argparse.Namespace) -> int:
+    from data.corpora import read_corpus
+    from data.corpus import CorpusError
+    from data.workdir import save_corpus_ref
+    from extract.base import ExtractorUnavailable
+    from extract.lock import WorkdirBusy, WorkdirLock
+    from extract.run import extract_corpus, prepare_extractor, shard_of
+    from extract.store import FeatureStore, StoreError
+
+    options = _options(args)
+    root = Path(args.corpus)
+    if not root.is_dir():
+        raise UsageError(f"--corpus {root} is not a folder")
+    try:
+        corpus = read_corpus(root, args.layout, labels=args.labels)
+    except (CorpusError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from exc
+    for problem in corpus.problems:
+        log.warning("corpus: %s", problem)
+    workdir = Path(args.workdir)
+    shard = parse_shard(args.shard)
+    ids = None
+    store_dir = workdir
+    if shard is not None:
+        k, n = shard
+        ids = [c for c in corpus.clips.index if shard_of(c, n) == k]
+        store_dir = workdir / "shards" / f"{k}-of-{n}"
+        say(f"shard {k}/{n}: {len(ids)} of {len(corpus)} clips -> {store_dir}")
+    # Resolve every extractor before touching the store: a missing model fails here.
+    prepared = []
+    for spec in args.features:
+        try:
+            prepared.append(prepare_extractor(spec, options))
+        except (ValueError, ExtractorUnavailable) as exc:
+            raise UsageError(f"{spec}: {exc}") from exc
+    save_corpus_ref(workdir, root, args.layout, args.labels)
+    store = FeatureStore(store_dir)
+    failed_any: dict[str, str] = {}
+    try:
+        with WorkdirLock(store_dir):
+            store.check_schema()
+            for ex_header in prepared:
+                ex, header = ex_header
+                bar: Progress | None = None
+
+                def on_start(n: int, audio_s: float, _spec: str = header.spec) -> None:
+                    nonlocal bar
+                    bar = Progress(n, audio_s, _spec, enabled=not args.no_progress and n > 0)
+
+                def progress(n: int, audio_s: float) -> None:
+                    if bar is not None:
+                        bar(n, audio_s)
+
+                try:
+                    s = extract_corpus(store, corpus, header.spec, options=options, ids=ids,
+                                       progress=progress, on_start=on_start, prepared=ex_header)
+                finally:
+                    if bar is not None:
+                        bar.close()
+                say(f"{s.key}: {s.total} clips, {s.reused} reused, {s.computed} computed, "
+                    f"{len(s.failed)} failed, {s.audio_seconds:.1f} audio-s in {s.seconds:.1f} s "
+                    f"({s.audio_s_per_s:.1f} audio-s/s)")
+                for cid, w in sorted(s.warnings.items())[:20]:
+                    say(f"  warning {cid}: {'; '.join(w)}")
+                for cid, reason in sorted(s.failed.items()):
+                    failed_any[f"{header.spec} {cid}"] = reason
+    except WorkdirBusy as exc:
+        raise UsageError(str(exc)) from exc
+    except StoreError as exc:
+        raise UsageError(str(exc)) from exc
+    except OSError as exc:
+        if exc.errno == 28:  # ENOSPC
+            raise UsageError(
+                f"disk full while writing {store_dir}: {exc}. Every row reported done is safe in "
+                f"the store; free space and rerun the same command to finish.") from exc
+        raise
+    if failed_any:
+        say(f"{len(failed_any)} clip(s) failed (recorded in the store; see `verify`):")
+        for what, reason in failed_any.items():
+            say(f"  {what}: {reason}")
+        return EXIT_CLIPS_FAILED
+    return EXIT_OK

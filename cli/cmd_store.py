@@ -1,0 +1,187 @@
+"""``list``, ``export``, ``verify`` and ``merge``: look at, take out, check and combine stores."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cli.common import EXIT_CLIPS_FAILED, EXIT_OK, UsageError, add_workdir, say
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="show every feature set of a workdir with its provenance",
+                       description="Every feature set: key, spec, rows, failures, fields, config "
+                                   "and provenance (library versions, device, dtype, dates, throughput).")
+    add_workdir(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run_list)
+
+    p = sub.add_parser("export", help="write one feature matrix to .npz, .csv or .parquet",
+                       description="Export a feature set's rows (arrays `ids` and `X` in .npz; one row "
+                                   "per clip with an `id` column in .csv/.parquet).")
+    add_workdir(p)
+    p.add_argument("--features", required=True, metavar="SPEC|KEY",
+                   help="the set: its spec (opensmile:eGeMAPSv02), name or key (see `list`)")
+    p.add_argument("--field", help="field to export (default: functionals, or pooled_<pooling> for SSL)")
+    p.add_argument("--layer", type=int, help="SSL hidden-state index to export (default: the last stored)")
+    p.add_argument("--pooling", default="mean", help="SSL pooling to export (default: mean)")
+    p.add_argument("--split", choices=["Train", "Val", "Test"], help="only clips of this split")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file: .npz, .csv or .parquet")
+    p.set_defaults(func=run_export)
+
+    p = sub.add_parser("verify", help="check every feature set for completeness and readability",
+                       description="Reads every row of every set, compares stored content hashes with "
+                                   "the audio on disk, lists missing and failed clips. Exit 0 when "
+                                   "complete, 3 when clips are missing or failed.")
+    add_workdir(p)
+    p.add_argument("--no-hash-check", action="store_true",
+                   help="skip comparing stored hashes with the audio files")
+    p.set_defaults(func=run_verify)
+
+    p = sub.add_parser("merge", help="combine shard stores (extract --shard K/N) into the workdir's store",
+                       description="Every WORKDIR/shards/*/ store is folded into WORKDIR/features.h5; "
+                                   "shards must share each feature set's configuration.")
+    add_workdir(p)
+    p.add_argument("--keep-shards", action="store_true", help="leave the shard folders in place")
+    p.set_defaults(func=run_merge)
+
+
+def _store(workdir: str):
+    from extract.store import FeatureStore, StoreError
+
+    store = FeatureStore(workdir)
+    if not Path(workdir).is_dir():
+        raise UsageError(f"--workdir {workdir} does not exist")
+    try:
+        store.check_schema()
+    except StoreError as exc:
+        raise UsageError(str(exc)) from exc
+    return store
+
+
+def run_list(args: argparse.Namespace) -> int:
+    store = _store(args.workdir)
+    infos = store.sets()
+    if args.json:
+        say(json.dumps([{"key": i.key, "spec": i.header.spec, "rows": i.n_rows,
+                         "failed": i.n_failed, "parts_pending": i.n_parts,
+                         "config": i.header.config, "provenance": i.header.provenance,
+                         "fields": {k: {"shape": f.shape, "dtype": f.dtype, "ragged": f.ragged}
+                                    for k, f in i.header.fields.items()}} for i in infos],
+                       indent=2, default=str))
+        return EXIT_OK
+    if not infos:
+        say(f"{args.workdir}: no feature sets yet")
+    for i in infos:
+        h = i.header
+        say(f"{h.key}")
+        say(f"  spec        {h.spec}")
+        say(f"  rows        {i.n_rows} stored, {i.n_failed} failed"
+            + (f", {i.n_parts} journal part(s) not yet compacted" if i.n_parts else ""))
+        for name, f in h.fields.items():
+            shape = ("T, " if f.ragged else "") + ", ".join(str(s) for s in f.shape)
+            say(f"  field       {name} ({shape}) {f.dtype}")
+        say(f"  config      {json.dumps(h.config, sort_keys=True)}")
+        prov = {k: v for k, v in h.provenance.items() if k not in ("runs", "last_run")}
+        say(f"  provenance  {json.dumps(prov, sort_keys=True, default=str)}")
+        last = h.provenance.get("last_run")
+        if last:
+            say(f"  last run    {last.get('date')}: {last.get('computed')} clips in "
+                f"{last.get('seconds')} s, {last.get('audio_s_per_s')} audio-s/s, "
+                f"{last.get('clips_per_s')} clips/s")
+    return EXIT_OK
+
+
+def resolve_field(header, field: str | None, layer: int | None, pooling: str) -> tuple[str, object]:
+    """(field name, row index) to read for an export/train request."""
+    fields = header.fields
+    if field is None:
+        if "functionals" in fields:
+            field = "functionals"
+        elif f"pooled_{pooling}" in fields:
+            field = f"pooled_{pooling}"
+        else:
+            fixed = [k for k, f in fields.items() if not f.ragged and f.shape]
+            if len(fixed) != 1:
+                raise UsageError(f"set {header.key} has fields {sorted(fields)}; choose one with --field")
+            field = fixed[0]
+    if field not in fields:
+        raise UsageError(f"set {header.key} has no field {field!r}; fields: {sorted(fields)}")
+    spec = fields[field]
+    layers = spec.attrs.get("layers")
+    if layers is None:
+        if layer is not None:
+            raise UsageError(f"--layer given but field {field!r} has no layers")
+        return field, None
+    if layer is None:
+        layer = layers[-1]
+    if layer not in layers:
+        raise UsageError(f"layer {layer} is not stored in {header.key}; stored layers: {layers}")
+    return field, layers.index(layer)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    store = _store(args.workdir)
+    try:
+        header = store.find(args.features)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from exc
+    field, index = resolve_field(header, args.field, args.layer, args.pooling)
+    done, _ = store.status(header.key)
+    ids = sorted(done)
+    if args.split:
+        from data.workdir import open_corpus
+
+        corpus = open_corpus(args.workdir)
+        keep = set(corpus.split_ids(args.split))
+        ids = [c for c in ids if c in keep]
+    X, present = store.read(header.key, field, ids, index=index)
+    X = X.reshape(len(ids), -1)
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix == ".npz":
+        np.savez(out, ids=np.array(ids), X=X)
+    elif suffix in (".csv", ".parquet"):
+        cols = header.fields[field].attrs.get("columns")
+        if not cols or len(cols) != X.shape[1]:
+            cols = [f"f{i}" for i in range(X.shape[1])]
+        df = pd.DataFrame(X.astype(np.float32), columns=cols)
+        df.insert(0, "id", ids)
+        df.to_csv(out, index=False) if suffix == ".csv" else df.to_parquet(out, index=False)
+    else:
+        raise UsageError(f"--out must end in .npz, .csv or .parquet, got {out.name}")
+    say(f"wrote {out}: {len(ids)} clips x {X.shape[1]} ({header.key}, field {field}"
+        + (f", layer {args.layer if args.layer is not None else header.fields[field].attrs['layers'][-1]}"
+           if index is not None else "") + ")")
+    return EXIT_OK
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from extract.verify import verify_store
+
+    store = _store(args.workdir)
+    report = verify_store(store, check_hashes=not args.no_hash_check)
+    for line in report.lines():
+        say(line)
+    return EXIT_OK if report.ok else EXIT_CLIPS_FAILED
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from extract.lock import WorkdirBusy, WorkdirLock
+    from extract.merge import merge_shards
+    from extract.store import StoreError
+
+    store = _store(args.workdir)
+    try:
+        with WorkdirLock(args.workdir, purpose="merge"):
+            result = merge_shards(store, keep_shards=args.keep_shards)
+    except (WorkdirBusy, StoreError) as exc:
+        raise UsageError(str(exc)) from exc
+    for key, (n_shards, n_rows) in result.items():
+        say(f"{key}: merged {n_shards} shard(s), {n_rows} rows now stored")
+    if not result:
+        say(f"no shard stores under {Path(args.workdir) / 'shards'}")
+    return EXIT_OK

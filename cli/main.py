@@ -1,0 +1,73 @@
+"""The command line: ``python run_pipeline.py COMMAND --help``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from cli.common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, setup_logging
+
+# sub-command -> module in cli/ with add_parser(subparsers) and run(args) -> int
+COMMANDS = {
+    "demo": "cli.cmd_demo",
+    "extract": "cli.cmd_extract",
+    "train": "cli.cmd_train",
+    "list": "cli.cmd_store",
+    "export": "cli.cmd_store",
+    "verify": "cli.cmd_store",
+    "merge": "cli.cmd_store",
+    "report": "cli.cmd_report",
+}
+
+log = logging.getLogger("cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_pipeline.py",
+        description="Extract SSL / openSMILE features of a vocal-emotion corpus once into an HDF5 "
+                    "store, then train light heads on them many times.",
+        epilog="Exit codes: 0 success, 2 usage or configuration error, 3 finished but some clips "
+               "failed (listed; everything else is stored).")
+    parser.add_argument("-v", "--verbose", action="count", default=1,
+                        help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    seen = set()
+    for name, module in COMMANDS.items():
+        mod = importlib.import_module(module)
+        if module in seen:
+            continue
+        seen.add(module)
+        mod.add_parser(sub)
+    return parser
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    setup_logging(0 if args.quiet else args.verbose)
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: finished rows were flushed to the store; rerun the same command to "
+              "continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Which corpus a workdir was built from, so later commands need only ``--workdir``."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+CORPUS_FILE = "corpus.json"
+
+
+def save_corpus_ref(workdir: str | os.PathLike, root: str | os.PathLike, layout: str,
+                    labels: str | os.PathLike | None = None) -> None:
+    """Remember the corpus of a workdir (absolute paths)."""
+    wd = Path(workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    ref = {"root": str(Path(root).resolve()), "layout": layout,
+           "labels": str(Path(labels).resolve()) if labels else None}
+    tmp = wd / f".{CORPUS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(ref, indent=2))
+    os.replace(tmp, wd / CORPUS_FILE)
+
+
+def load_corpus_ref(workdir: str | os.PathLike) -> dict | None:
+    """The corpus reference of a workdir, or None when it has none."""
+    p = Path(workdir) / CORPUS_FILE
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def open_corpus(workdir: str | os.PathLike):
+    """Read the corpus a workdir was built from.
+
+    Raises:
+        FileNotFoundError: the workdir has no corpus reference (run ``extract`` first).
+    """
+    from data.corpora import read_corpus
+
+    ref = load_corpus_ref(workdir)
+    if ref is None:
+        raise FileNotFoundError(
+            f"{workdir} has no {CORPUS_FILE}: run `extract --corpus ROOT --layout L --workdir "
+            f"{workdir} ...` first, which records the corpus")
+    return read_corpus(ref["root"], ref["layout"], labels=ref.get("labels"))

@@ -1,0 +1,359 @@
+"""extract_corpus(): the resumable, crash-safe extraction loop.
+
+For one feature spec over one corpus:
+
+1. resolve the extractor (fails before the store is touched), compute its key;
+2. hash every clip's audio file (cached by path, size and mtime in the workdir);
+3. skip clips whose stored row has the same content hash; everything else is to do;
+4. compute (per-clip extractors in worker processes that also decode; batched extractors in
+   this process, fed by decoding workers), writing finished rows to the journal in parts;
+5. compact the journal into ``features.h5``.
+
+A failing clip is recorded with its reason and the loop goes on. Ctrl-C / SIGTERM flush what is
+finished before leaving; kill -9 loses at most the rows not yet flushed.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.audio import AudioError, audio_info, file_hash, load_audio
+from data.corpus import Corpus
+from extract.base import (SAMPLE_RATE, ExtractOptions, Extractor, build_extractor, config_hash)
+from extract.store import SCHEMA_VERSION, FeatureStore, SetHeader
+
+log = logging.getLogger(__name__)
+
+HASH_CACHE = "hash_cache.json"
+Progress = Callable[[int, float], None]
+
+
+@dataclass
+class ExtractSummary:
+    """What one extraction run did."""
+
+    key: str
+    spec: str
+    total: int
+    reused: int = 0
+    computed: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, list[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+    audio_seconds: float = 0.0
+
+    @property
+    def audio_s_per_s(self) -> float:
+        return self.audio_seconds / self.seconds if self.seconds > 0 else 0.0
+
+
+def prepare_extractor(spec: str, options: ExtractOptions) -> tuple[Extractor, SetHeader]:
+    """Build and resolve the extractor of a spec and the header of its feature set.
+
+    Raises:
+        ValueError: bad option; ExtractorUnavailable: cannot run here (before any store I/O).
+    """
+    ex = build_extractor(spec, options)
+    ex.resolve()
+    identity = ex.identity()
+    h = config_hash(identity, SCHEMA_VERSION)
+    header = SetHeader(key=f"{ex.readable_name()}-{h}", name=ex.readable_name(), spec=spec,
+                       config=identity, config_hash=h, fields=ex.fields(),
+                       provenance=_base_provenance() | ex.provenance())
+    return ex, header
+
+
+def _base_provenance() -> dict[str, Any]:
+    import h5py
+
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "h5py": h5py.__version__, "host": socket.gethostname(),
+            "schema_version": SCHEMA_VERSION}
+
+
+# --------------------------------------------------------------------------------------------
+def shard_of(clip_id: str, n: int) -> int:
+    """Deterministic shard (0..n-1) of a clip id: stable across runs, machines and corpora."""
+    return int.from_bytes(hashlib.blake2b(clip_id.encode(), digest_size=8).digest(), "big") % n
+
+
+def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4
+                ) -> tuple[dict[str, str], dict[str, str]]:
+    """Content hash of every clip's file, reusing a cache keyed by (path, size, mtime).
+
+    Returns:
+        (hashes: id -> hash, errors: id -> reason) for files that cannot be read.
+    """
+    cache_path = workdir / HASH_CACHE
+    try:
+        cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    except ValueError:
+        cache = {}
+    hashes: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    todo: list[tuple[str, str, list]] = []
+    for cid, p in paths.items():
+        try:
+            st = os.stat(p)
+        except OSError as exc:
+            errors[cid] = f"{p}: {exc.strerror or exc}; check the path or restore the file"
+            continue
+        sig = [st.st_size, st.st_mtime_ns]
+        hit = cache.get(p)
+        if hit and hit[:2] == sig:
+            hashes[cid] = hit[2]
+        else:
+            todo.append((cid, p, sig))
+
+    def one(item: tuple[str, str, list]) -> tuple[str, str, list, str | None, str | None]:
+        cid, p, sig = item
+        try:
+            return cid, p, sig, file_hash(p), None
+        except OSError as exc:
+            return cid, p, sig, None, f"{p}: {exc}"
+
+    if todo:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for cid, p, sig, h, err in pool.map(one, todo):
+                if h is None:
+                    errors[cid] = err or p
+                else:
+                    hashes[cid] = h
+                    cache[p] = [*sig, h]
+        workdir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_path)
+    return hashes, errors
+
+
+def _clip_error(path: str, exc: BaseException) -> str:
+    """The reason recorded for a failed clip: always names the file."""
+    if isinstance(exc, AudioError):
+        return str(exc)
+    return f"{path}: {type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------------------------
+# worker-process side (module level so that it pickles)
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(spec: str, options: ExtractOptions) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C does
+    ex = build_extractor(spec, options)
+    ex.resolve()
+    _WORKER["ex"] = ex
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _per_clip_task(item: tuple[str, str]) -> tuple[str, dict | None, str | None, list[str], int]:
+    cid, path = item
+    ex: Extractor = _WORKER["ex"]
+    try:
+        x = load_audio(path, sample_rate=SAMPLE_RATE)
+        values = ex.compute(x)
+        return cid, values, None, ex.warnings_for(len(x)), len(x)
+    except Exception as exc:  # one bad clip never sinks the corpus
+        return cid, None, _clip_error(path, exc), [], 0
+
+
+def _decode_task(items: list[tuple[str, str]]) -> list[tuple[str, np.ndarray | None, str | None]]:
+    out = []
+    for cid, path in items:
+        try:
+            out.append((cid, load_audio(path, sample_rate=SAMPLE_RATE), None))
+        except Exception as exc:
+            out.append((cid, None, _clip_error(path, exc)))
+    return out
+
+
+def _decode_init() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# --------------------------------------------------------------------------------------------
+def extract_corpus(
+    store: FeatureStore,
+    corpus: Corpus,
+    spec: str,
+    *,
+    options: ExtractOptions | None = None,
+    ids: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    on_start: Callable[[int, float], None] | None = None,
+    prepared: tuple[Extractor, SetHeader] | None = None,
+    compact: bool = True,
+    flush_rows: int = 256,
+) -> ExtractSummary:
+    """Extract one feature set for the clips of a corpus, computing only what is missing.
+
+    Args:
+        store: the workdir's store (the caller holds the workdir lock).
+        corpus: clip table (ids and absolute paths).
+        spec: feature spec, e.g. ``opensmile:eGeMAPSv02``.
+        options: extractor options (workers, layers, ...).
+        ids: restrict to these clip ids (e.g. one shard); default all clips.
+        progress: called with (clips, audio seconds) as clips finish.
+        on_start: called once with (clips to do, their audio seconds) before computing.
+        prepared: an already resolved (extractor, header), to avoid resolving twice.
+        compact: compact the journal at the end.
+        flush_rows: rows per journal part.
+
+    Returns:
+        An :class:`ExtractSummary`. Failed clips are in ``summary.failed``; nothing raises for
+        a bad clip.
+    """
+    options = options or ExtractOptions()
+    ex, header = prepared or prepare_extractor(spec, options)
+    t0 = time.perf_counter()
+    store.clean_temporary()
+    paths = {cid: str(p) for cid, p in corpus.clips["path"].items()}
+    if ids is not None:
+        wanted = set(ids)
+        paths = {c: p for c, p in paths.items() if c in wanted}
+    summary = ExtractSummary(key=header.key, spec=spec, total=len(paths))
+
+    hashes, hash_errors = clip_hashes(paths, store.workdir)
+    done, _failed_before = store.status(header.key)
+    todo = [c for c in sorted(paths) if c in hashes and done.get(c) != hashes[c]]
+    summary.reused = sum(1 for c in paths if c in hashes and done.get(c) == hashes[c])
+
+    with store.writer(header, flush_rows=flush_rows) as writer:
+        for cid, reason in sorted(hash_errors.items()):
+            writer.fail(cid, "", reason)
+            summary.failed[cid] = reason
+        durations = {}
+        for c in todo:
+            try:
+                frames, sr, _ = audio_info(paths[c])
+                durations[c] = frames / sr if sr else 0.0
+            except Exception:  # decoded (and reported) later
+                durations[c] = 0.0
+        if on_start:
+            on_start(len(todo), float(sum(durations.values())))
+        log.info("%s: %d clips, %d stored already, %d to compute", header.key, len(paths),
+                 summary.reused, len(todo))
+
+        def record(cid: str, values: dict | None, err: str | None, warns: list[str], n: int) -> None:
+            if err is not None:
+                writer.fail(cid, hashes[cid], err)
+                summary.failed[cid] = err
+                log.warning("failed: %s", err)
+            else:
+                writer.add(cid, hashes[cid], values or {})
+                summary.computed += 1
+                summary.audio_seconds += n / SAMPLE_RATE
+                for w in warns:
+                    writer.note(cid, w)
+                    summary.warnings.setdefault(cid, []).append(w)
+            if progress:
+                progress(1, n / SAMPLE_RATE if err is None else durations.get(cid, 0.0))
+
+        if todo:
+            if ex.mode == "per_clip":
+                _run_per_clip(ex, spec, options, todo, paths, record)
+            else:
+                _run_batched(ex, options, todo, paths, durations, record)
+    summary.seconds = time.perf_counter() - t0
+    run_info = {"date": _dt.datetime.now().isoformat(timespec="seconds"),
+                "computed": summary.computed, "failed": len(summary.failed),
+                "seconds": round(summary.seconds, 3),
+                "audio_seconds": round(summary.audio_seconds, 3),
+                "audio_s_per_s": round(summary.audio_s_per_s, 2),
+                "clips_per_s": round(summary.computed / summary.seconds, 2) if summary.seconds else 0,
+                "workers": options.workers}
+    prov = store.header(header.key).provenance
+    runs = list(prov.get("runs", []))[-19:] + [run_info]
+    store.update_provenance(header.key, runs=runs, last_run=run_info,
+                            **{k: v for k, v in ex.provenance().items()})
+    if compact:
+        try:
+            store.compact([header.key])
+        except OSError as exc:
+            log.warning("compaction of %s failed (%s); rows stay safe in the journal and are "
+                        "read from there; it is retried on the next run", header.key, exc)
+    return summary
+
+
+def _run_per_clip(ex: Extractor, spec: str, options: ExtractOptions, todo: list[str],
+                  paths: dict[str, str], record: Callable) -> None:
+    items = [(c, paths[c]) for c in todo]
+    if options.workers <= 1:
+        _WORKER["ex"] = ex
+        for item in items:
+            record(*_per_clip_task(item))
+        return
+    ctx = mp.get_context("spawn" if _has_torch_threads() else "fork")
+    with ctx.Pool(options.workers, initializer=_init_worker, initargs=(spec, options)) as pool:
+        try:
+            for result in pool.imap_unordered(_per_clip_task, items, chunksize=1):
+                record(*result)
+        except BaseException:
+            pool.terminate()
+            raise
+
+
+def _has_torch_threads() -> bool:
+    import sys
+
+    return "torch" in sys.modules
+
+
+def _run_batched(ex: Extractor, options: ExtractOptions, todo: list[str], paths: dict[str, str],
+                 durations: dict[str, float], record: Callable) -> None:
+    n_samples = [max(1, int(round(durations[c] * SAMPLE_RATE))) for c in todo]
+    batches = ex.plan_batches(n_samples)
+    ex.load()
+    jobs = [[(todo[i], paths[todo[i]]) for i in b] for b in batches]
+
+    def decoded() -> Iterator[list[tuple[str, np.ndarray | None, str | None]]]:
+        if options.workers <= 1:
+            for job in jobs:
+                yield _decode_task(job)
+            return
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(options.workers, initializer=_decode_init) as pool:
+            try:
+                yield from pool.imap(_decode_task, jobs, chunksize=1)
+            except BaseException:
+                pool.terminate()
+                raise
+
+    for batch in decoded():
+        good = [(c, x) for c, x, err in batch if err is None]
+        for c, x, err in batch:
+            if err is not None:
+                record(c, None, err, [], 0)
+        if not good:
+            continue
+        results = ex.compute_batch([x for _, x in good])
+        for (c, x), res in zip(good, results):
+            if isinstance(res, Exception):
+                record(c, None, _clip_error(paths[c], res), [], 0)
+            else:
+                record(c, res, None, ex.warnings_for(len(x)), len(x))
+
+
+def estimate_seconds(durations: Sequence[float]) -> float:
+    """Total audio seconds (helper for progress bars)."""
+    return float(math.fsum(durations))

@@ -1,0 +1,134 @@
+"""``verify``: is every feature set complete, readable and consistent with the audio on disk?"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from extract.store import FeatureStore, StoreError, _open_read
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SetCheck:
+    key: str
+    spec: str
+    rows: int = 0
+    missing: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    stale: list[str] = field(default_factory=list)       # stored hash != audio on disk
+    unreadable: list[str] = field(default_factory=list)  # problems reading values
+    nonfinite_rows: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.failed or self.stale or self.unreadable)
+
+
+@dataclass
+class VerifyReport:
+    workdir: Path
+    store_problems: list[str] = field(default_factory=list)
+    sets: list[SetCheck] = field(default_factory=list)
+    corpus_size: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.store_problems and all(s.ok for s in self.sets)
+
+    def lines(self, max_list: int = 20) -> list[str]:
+        out = [f"store {self.workdir}: {'OK' if self.ok else 'PROBLEMS'}"]
+        out += [f"  problem: {p}" for p in self.store_problems]
+        for s in self.sets:
+            out.append(f"{s.key} ({s.spec}): {s.rows} rows"
+                       + (f" of {self.corpus_size} clips" if self.corpus_size is not None else "")
+                       + (" OK" if s.ok else ""))
+            if s.nonfinite_rows:
+                out.append(f"  note: {s.nonfinite_rows} row(s) hold NaN/Inf values")
+            for label, items in (("missing", s.missing), ("stale (audio changed since extraction)",
+                                                          s.stale), ("unreadable", s.unreadable)):
+                if items:
+                    out.append(f"  {len(items)} {label}: " + ", ".join(items[:max_list])
+                               + (" ..." if len(items) > max_list else ""))
+            if s.failed:
+                out.append(f"  {len(s.failed)} failed:")
+                for cid, reason in sorted(s.failed.items())[:max_list]:
+                    out.append(f"    {cid}: {reason}")
+            if not s.ok:
+                out.append(f"  fix: rerun `extract` with the same --features ({s.spec}); only "
+                           f"missing, failed and stale clips are computed")
+        return out
+
+
+def verify_store(store: FeatureStore, *, check_hashes: bool = True) -> VerifyReport:
+    """Check every set of a store; never modifies anything."""
+    from data.workdir import load_corpus_ref, open_corpus
+    from extract.run import clip_hashes
+
+    report = VerifyReport(store.workdir)
+    if store.path.exists():
+        try:
+            with _open_read(store.path):
+                pass
+        except OSError as exc:
+            report.store_problems.append(f"{store.path} cannot be opened by HDF5: {exc}")
+            return report
+    for p in sorted(store.workdir.glob("features.journal/*/part-*.h5")):
+        try:
+            with _open_read(p) as f:
+                f["ids"][()]
+        except (OSError, KeyError) as exc:
+            report.store_problems.append(f"journal part {p} is damaged ({exc}); delete it and "
+                                         f"rerun extract to recompute its rows")
+    corpus = None
+    if load_corpus_ref(store.workdir) is not None:
+        try:
+            corpus = open_corpus(store.workdir)
+            report.corpus_size = len(corpus)
+        except Exception as exc:  # corpus moved: verify the store alone
+            report.store_problems.append(f"corpus of this workdir cannot be read: {exc}")
+    current = {}
+    if corpus is not None and check_hashes:
+        current, _ = clip_hashes({c: str(p) for c, p in corpus.clips["path"].items()}, store.workdir)
+    try:
+        keys = store.keys()
+    except StoreError as exc:
+        report.store_problems.append(str(exc))
+        return report
+    for key in keys:
+        h = store.header(key)
+        chk = SetCheck(key, h.spec)
+        try:
+            done, failed = store.status(key)
+        except StoreError as exc:
+            chk.unreadable.append(str(exc))
+            report.sets.append(chk)
+            continue
+        chk.rows = len(done)
+        chk.failed = {c: r for c, (_, r) in failed.items()}
+        ids = sorted(done)
+        for name, spec in h.fields.items():
+            try:
+                if spec.ragged:
+                    for lo in range(0, len(ids), 512):
+                        for a in store.read_sequences(key, name, ids[lo:lo + 512]):
+                            if a is not None and not np.isfinite(a).all():
+                                chk.nonfinite_rows += 1
+                else:
+                    for lo in range(0, len(ids), 4096):
+                        X, present = store.read(key, name, ids[lo:lo + 4096])
+                        if not present.all():
+                            chk.unreadable.append(f"{name}: {int((~present).sum())} rows absent")
+                        if X.dtype.kind == "f":
+                            chk.nonfinite_rows += int((~np.isfinite(X.reshape(len(X), -1))).any(1).sum())
+            except Exception as exc:
+                chk.unreadable.append(f"field {name}: {type(exc).__name__}: {exc}")
+        if corpus is not None:
+            chk.missing = sorted(c for c in corpus.clips.index if c not in done and c not in failed)
+            if current:
+                chk.stale = sorted(c for c, hsh in done.items() if c in current and current[c] != hsh)
+        report.sets.append(chk)
+    return report

@@ -1,0 +1,161 @@
+"""The feature store: journal + compaction, aligned reads, newest record wins, refusals."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from extract.base import FieldSpec
+from extract.lock import WorkdirBusy, WorkdirLock
+from extract.store import (SCHEMA_VERSION, ConfigMismatch, FeatureStore, SchemaMismatch,
+                           SetHeader)
+
+
+def _header(key="toy-abc", dims=4, layers=3, cfg=None):
+    return SetHeader(
+        key=key, name="toy", spec="toy:x", config=cfg or {"extractor": "toy", "dims": dims},
+        config_hash="abc", provenance={"numpy": np.__version__},
+        fields={"vec": FieldSpec((dims,), "float32", False, {"columns": list("abcd")[:dims]}),
+                "pooled": FieldSpec((layers, dims), "float16", False, {"layers": [0, 6, 12]}),
+                "frames": FieldSpec((dims,), "float32", True)})
+
+
+def _values(i, dims=4, layers=3, frames=None):
+    rng = np.random.default_rng(i)
+    return {"vec": rng.standard_normal(dims).astype("f4"),
+            "pooled": rng.standard_normal((layers, dims)).astype("f2"),
+            "frames": rng.standard_normal((frames if frames is not None else 2 + i % 5, dims)).astype("f4")}
+
+
+def _fill(store, ids, header=None, flush_rows=3):
+    header = header or _header()
+    with store.writer(header, flush_rows=flush_rows) as w:
+        for i in ids:
+            w.add(f"c{i:03d}", f"h{i}", _values(i))
+    return header
+
+
+def _check(store, ids):
+    key = "toy-abc"
+    want = [f"c{i:03d}" for i in ids]
+    X, present = store.read(key, "vec", want)
+    assert present.all()
+    for row, i in zip(X, ids):
+        np.testing.assert_array_equal(row, _values(i)["vec"])
+    L, _ = store.read(key, "pooled", want, index=1)
+    for row, i in zip(L, ids):
+        np.testing.assert_array_equal(row, _values(i)["pooled"][1])
+    for cid, i in zip(want, ids):
+        np.testing.assert_array_equal(store.read_sequence(key, "frames", cid), _values(i)["frames"])
+
+
+def test_rows_readable_from_journal_then_after_compaction(tmp_path):
+    store = FeatureStore(tmp_path)
+    _fill(store, range(10))
+    assert len(list((tmp_path / "features.journal" / "toy-abc").glob("part-*.h5"))) == 4
+    _check(store, range(10))
+    store.compact()
+    assert not (tmp_path / "features.journal").exists()
+    _check(store, range(10))
+    info = store.info("toy-abc")
+    assert (info.n_rows, info.n_failed, info.n_parts) == (10, 0, 0)
+    with h5py.File(tmp_path / "features.h5", "r") as f:
+        assert f.attrs["schema_version"] == SCHEMA_VERSION
+        ids = [s.decode() for s in f["sets/toy-abc/ids"][()]]
+        assert ids == sorted(ids)
+
+
+def test_aligned_read_reports_missing_rows(tmp_path):
+    store = FeatureStore(tmp_path)
+    _fill(store, [1, 3])
+    X, present = store.read("toy-abc", "vec", ["c003", "nope", "c001"])
+    assert present.tolist() == [True, False, True]
+    np.testing.assert_array_equal(X[1], 0)
+    np.testing.assert_array_equal(X[0], _values(3)["vec"])
+
+
+def test_incremental_compaction_equals_single_run(tmp_path):
+    a, b = FeatureStore(tmp_path / "a"), FeatureStore(tmp_path / "b")
+    _fill(a, range(0, 12))
+    a.compact()
+    _fill(b, range(6, 12))
+    b.compact()
+    _fill(b, range(0, 6))
+    b.compact()
+    for name in ("vec", "pooled"):
+        ids = [f"c{i:03d}" for i in range(12)]
+        np.testing.assert_array_equal(a.read("toy-abc", name, ids)[0], b.read("toy-abc", name, ids)[0])
+    with h5py.File(a.path) as fa, h5py.File(b.path) as fb:
+        for name in ("ids", "hashes", "fields/vec", "fields/pooled", "fields/frames/data",
+                     "fields/frames/offsets"):
+            np.testing.assert_array_equal(fa[f"sets/toy-abc/{name}"][()], fb[f"sets/toy-abc/{name}"][()])
+
+
+def test_newest_record_wins_and_failure_is_cleared(tmp_path):
+    store = FeatureStore(tmp_path)
+    h = _header()
+    with store.writer(h) as w:
+        w.fail("c001", "h1", "broken.wav: unreadable")
+        w.add("c002", "old", _values(99))
+    store.compact()
+    done, failed = store.status("toy-abc")
+    assert "c001" in failed and failed["c001"][1].startswith("broken.wav")
+    with store.writer(h) as w:
+        w.add("c001", "h1", _values(1))
+        w.add("c002", "h2", _values(2))
+    done, failed = store.status("toy-abc")
+    assert failed == {} and done == {"c001": "h1", "c002": "h2"}
+    _check(store, [1, 2])
+    store.compact()
+    _check(store, [1, 2])
+
+
+def test_config_mismatch_is_refused(tmp_path):
+    store = FeatureStore(tmp_path)
+    _fill(store, range(2))
+    other = _header(cfg={"extractor": "toy", "dims": 4, "extra": 1})
+    with pytest.raises(ConfigMismatch, match="config.extra"):
+        store.writer(other)
+
+
+def test_other_schema_version_is_refused_and_untouched(tmp_path):
+    with h5py.File(tmp_path / "features.h5", "w") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION + 1
+    before = (tmp_path / "features.h5").read_bytes()
+    store = FeatureStore(tmp_path)
+    with pytest.raises(SchemaMismatch, match="schema version"):
+        store.writer(_header())
+    assert (tmp_path / "features.h5").read_bytes() == before
+
+
+def test_shape_check_names_field(tmp_path):
+    store = FeatureStore(tmp_path)
+    with store.writer(_header()) as w:
+        with pytest.raises(ValueError, match="'vec'"):
+            w.add("c1", "h", {**_values(1), "vec": np.zeros(5, "f4")})
+
+
+def test_leftover_temporary_files_are_ignored_and_cleaned(tmp_path):
+    store = FeatureStore(tmp_path)
+    _fill(store, range(3))
+    junk = tmp_path / "features.journal" / "toy-abc" / ".part-1-2-3.h5.tmp"
+    junk.write_bytes(b"half written")
+    _check(store, range(3))
+    assert store.clean_temporary() == 1 and not junk.exists()
+
+
+def test_lock_refuses_second_writer_and_names_holder(tmp_path):
+    with WorkdirLock(tmp_path):
+        with pytest.raises(WorkdirBusy, match=r"pid \d+"):
+            WorkdirLock(tmp_path).acquire()
+    with WorkdirLock(tmp_path):  # released: can be taken again
+        pass
+
+
+def test_find_by_spec_name_or_key(tmp_path):
+    store = FeatureStore(tmp_path)
+    _fill(store, range(1))
+    assert store.find("toy:x").key == "toy-abc"
+    assert store.find("toy-abc").key == "toy-abc"
+    with pytest.raises(KeyError, match="extract"):
+        store.find("opensmile:eGeMAPSv02")
