@@ -48,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", metavar="K/N",
                    help="process only shard K of N (0-based) into WORKDIR/shards/K-of-N; combine with "
                         "`merge`. Under torchrun, RANK/WORLD_SIZE set it automatically")
+    p.add_argument("--flush-rows", type=int, default=256, metavar="N",
+                   help="rows per crash-safe journal part (a kill loses at most the unflushed rows; "
+                        "parts are also flushed every 30 s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -136,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
 
                 try:
                     s = extract_corpus(store, corpus, header.spec, options=options, ids=ids,
-                                       progress=progress, on_start=on_start, prepared=ex_header)
+                                       progress=progress, on_start=on_start, prepared=ex_header,
+                                       flush_rows=args.flush_rows)
                 finally:
                     if bar is not None:
                         bar.close()

@@ -92,44 +92,21 @@ def run_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def resolve_field(header, field: str | None, layer: int | None, pooling: str) -> tuple[str, object]:
-    """(field name, row index) to read for an export/train request."""
-    fields = header.fields
-    if field is None:
-        if "functionals" in fields:
-            field = "functionals"
-        elif f"pooled_{pooling}" in fields:
-            field = f"pooled_{pooling}"
-        else:
-            fixed = [k for k, f in fields.items() if not f.ragged and f.shape]
-            if len(fixed) != 1:
-                raise UsageError(f"set {header.key} has fields {sorted(fields)}; choose one with --field")
-            field = fixed[0]
-    if field not in fields:
-        raise UsageError(f"set {header.key} has no field {field!r}; fields: {sorted(fields)}")
-    spec = fields[field]
-    layers = spec.attrs.get("layers")
-    if layers is None:
-        if layer is not None:
-            raise UsageError(f"--layer given but field {field!r} has no layers")
-        return field, None
-    if layer is None:
-        layer = layers[-1]
-    if layer not in layers:
-        raise UsageError(f"layer {layer} is not stored in {header.key}; stored layers: {layers}")
-    return field, layers.index(layer)
-
-
 def run_export(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
+
+    from heads.features import FeatureError, resolve_field
 
     store = _store(args.workdir)
     try:
         header = store.find(args.features)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from exc
-    field, index = resolve_field(header, args.field, args.layer, args.pooling)
+    try:
+        field, index, layer = resolve_field(header, args.field, args.layer, args.pooling)
+    except FeatureError as exc:
+        raise UsageError(str(exc)) from exc
     done, _ = store.status(header.key)
     ids = sorted(done)
     if args.split:
@@ -154,8 +131,7 @@ def run_export(args: argparse.Namespace) -> int:
     else:
         raise UsageError(f"--out must end in .npz, .csv or .parquet, got {out.name}")
     say(f"wrote {out}: {len(ids)} clips x {X.shape[1]} ({header.key}, field {field}"
-        + (f", layer {args.layer if args.layer is not None else header.fields[field].attrs['layers'][-1]}"
-           if index is not None else "") + ")")
+        + (f", layer {layer}" if layer is not None else "") + ")")
     return EXIT_OK
 
 
