@@ -45,8 +45,10 @@ class Progress:
         self.total_audio_s = total_audio_s
         self.audio_s = 0.0
         self.t0 = time.perf_counter()
+        tty = sys.stderr.isatty()
         self.bar = tqdm(total=total, desc=desc, unit="clip", disable=not enabled,
-                        dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
+                        dynamic_ncols=True, file=sys.stderr, smoothing=0.1,
+                        mininterval=0.2 if tty else 15.0)
 
     def __call__(self, clips: int, audio_s: float) -> None:
         self.audio_s += audio_s

@@ -145,9 +145,17 @@ def register_extractor(cls: type[Extractor]) -> type[Extractor]:
     return cls
 
 
-def _import_builtin_extractors() -> None:
-    # Imported lazily so that `import extract.base` stays light (no torch at import time).
-    from extract import melspec, opensmile, ssl  # noqa: F401
+BUILTIN_MODULES = {"opensmile": "extract.opensmile", "ssl": "extract.ssl", "logmel": "extract.melspec"}
+"""Where the built-in extractors live; imported on first use so that a worker process that
+computes openSMILE never imports torch."""
+
+
+def _import_builtin_extractors(kind: str | None = None) -> None:
+    import importlib
+
+    for name, module in BUILTIN_MODULES.items():
+        if (kind is None or kind == name) and name not in EXTRACTORS:
+            importlib.import_module(module)
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -157,7 +165,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
         ValueError: the spec has no ``:`` or names no known extractor.
     """
     kind, sep, arg = spec.partition(":")
-    _import_builtin_extractors()
+    _import_builtin_extractors(kind if kind in BUILTIN_MODULES else None)
     if not sep or not arg:
         raise ValueError(
             f"feature spec {spec!r} must look like KIND:ARG, e.g. opensmile:eGeMAPSv02 or "

@@ -303,7 +303,9 @@ def _run_per_clip(ex: Extractor, spec: str, options: ExtractOptions, todo: list[
         for item in items:
             record(*_per_clip_task(item))
         return
-    ctx = mp.get_context("spawn" if _has_torch_threads() else "fork")
+    # spawn: a fresh interpreter per worker, safe whatever threads this process runs (torch);
+    # workers import only the extractor's own module.
+    ctx = mp.get_context("spawn")
     with ctx.Pool(options.workers, initializer=_init_worker, initargs=(spec, options)) as pool:
         try:
             for result in pool.imap_unordered(_per_clip_task, items, chunksize=1):
@@ -311,12 +313,6 @@ def _run_per_clip(ex: Extractor, spec: str, options: ExtractOptions, todo: list[
         except BaseException:
             pool.terminate()
             raise
-
-
-def _has_torch_threads() -> bool:
-    import sys
-
-    return "torch" in sys.modules
 
 
 def _run_batched(ex: Extractor, options: ExtractOptions, todo: list[str], paths: dict[str, str],
