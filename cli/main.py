@@ -20,6 +20,7 @@ COMMANDS = {
     "verify": "cli.cmd_store",
     "merge": "cli.cmd_store",
     "report": "cli.cmd_report",
+    "bench": "cli.cmd_bench",
 }
 
 log = logging.getLogger("cli")

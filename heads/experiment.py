@@ -19,7 +19,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +182,11 @@ def default_run_name(cfg: ExperimentConfig) -> str:
     return f"{stamp}-{cfg.task.replace(',', '+').replace(':', '_')}-{cfg.head}-{feats}{layer}"
 
 
+def run_dir_of(cfg: ExperimentConfig) -> Path:
+    """WORKDIR/runs/<run_name> of a config whose run name is resolved."""
+    return Path(cfg.workdir) / "runs" / (cfg.run_name or default_run_name(cfg))
+
+
 def _id_for_submission(corpus: Corpus, cid: str) -> str:
     return f"[{cid}]" if corpus.layout in ("avb", "exvo") else cid
 
@@ -217,7 +222,8 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     log.info("%d clips (%d Train, %d Val, %d Test) x %d features", len(ds.ids), len(ds.rows("Train")),
              len(ds.rows("Val")), len(ds.rows("Test")), ds.X.shape[1])
     run_name = cfg.run_name or default_run_name(cfg)
-    run_dir = Path(cfg.workdir) / "runs" / run_name
+    cfg = replace(cfg, run_name=run_name)  # fit functions find the run dir through it
+    run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     per_task: dict[str, Any] = {}
