@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     for task, head, feats in DEMO_RUNS:
         name = f"demo-{task}-{head}-{feats[0].split(':')[1]}"
         cmd_train.run(ns(workdir=str(wd), task=task, features=list(feats), head=head, layer=None,
-                         pooling="mean", seeds=1, n_boot=200, run_name=name, jobs=args.workers))
+                         pooling="mean", seeds=1, n_boot=200, run_name=name, jobs=1))
     cmd_report.run(ns(workdir=str(wd)))
     say(f"demo finished in {time.perf_counter() - t0:.0f} s; open {wd / 'report.md'}")
     return rc or EXIT_OK
