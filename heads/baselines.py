@@ -265,7 +265,7 @@ class ClassicalHead(abc.ABC):
             score = problem.score(estimator.predict(problem.X_val))
             scores.append((params, score))
             best.offer(params, score, lambda: estimator)
-            logger.info(
+            logger.debug(
                 "%s %s %s: val score %.4f (%.1f s)",
                 self.name, problem.kind, params, score, time.perf_counter() - start,
             )
@@ -414,8 +414,8 @@ def _ridge_search(
                 _ridge_estimator, problem, alpha, coef, intercept, binarizer
             ),
         )
-        logger.info("%s %s alpha=%g: val score %.4f", head_name, problem.kind, alpha, score)
-    logger.info("%s: %d alphas in %.1f s", head_name, len(grid), time.perf_counter() - start)
+        logger.debug("%s %s alpha=%g: val score %.4f", head_name, problem.kind, alpha, score)
+    logger.debug("%s: %d alphas in %.1f s", head_name, len(grid), time.perf_counter() - start)
     return scores, best
 
 
@@ -514,7 +514,7 @@ class LogRegHead(ClassicalHead):
             scores.append((params, score))
             if best.offer(params, score, lambda: copy.deepcopy(estimator)):
                 best.model.set_params(warm_start=False)
-            logger.info(
+            logger.debug(
                 "%s C=%g: val score %.4f (%.1f s)",
                 self.name, params["C"], score, time.perf_counter() - start,
             )
@@ -637,7 +637,7 @@ class XGBHead(ClassicalHead):
             kwargs["eval_set"] = [(problem.X_val[rows], y_eval)]
         estimator.fit(problem.X, problem.y, **kwargs)
         if rows.any():
-            logger.info("xgb: best iteration %d", estimator.best_iteration)
+            logger.debug("xgb: best iteration %d", estimator.best_iteration)
         return estimator
 
 

@@ -61,7 +61,8 @@ def score_task(task: Task, truths: dict[str, np.ndarray], preds: dict[str, np.nd
         emo = next(v for t, v in zip(task.targets, targets.values()) if t.metric == "ccc")
         cty = next(v for t, v in zip(task.targets, targets.values()) if t.metric == "uar")
         age = next(v for t, v in zip(task.targets, targets.values()) if t.metric == "mae")
-        score = float(metrics.exvo_score(emo["score"], cty["score"], age["score"]))
+        parts = (emo["score"], cty["score"], age["score"])
+        score = float(metrics.exvo_score(*parts)) if all(np.isfinite(parts)) else float("nan")
     elif task.headline == "ccc":
         cols = [c for t in targets.values() for c in t.get("per_column", {}).values() if np.isfinite(c)]
         score = float(np.mean(cols)) if cols else float("nan")
