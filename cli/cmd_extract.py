@@ -48,6 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", metavar="K/N",
                    help="process only shard K of N (0-based) into WORKDIR/shards/K-of-N; combine with "
                         "`merge`. Under torchrun, RANK/WORLD_SIZE set it automatically")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process (plus --workers); ray: GPU/CPU actors on a Ray cluster, "
+                        "results gathered into shard stores and merged (needs `pip install .[ray]`)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster address (default: start a local one; 'auto' joins a running one)")
+    p.add_argument("--ray-actors", type=int, metavar="N",
+                   help="model actors for --engine ray (default: one per GPU, or 2 on CPU-only clusters)")
     p.add_argument("--flush-rows", type=int, default=256, metavar="N",
                    help="rows per crash-safe journal part (a kill loses at most the unflushed rows; "
                         "parts are also flushed every 30 s)")
@@ -84,6 +91,39 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
+def _torchrun_device() -> None:
+    """Under torchrun: one GPU per process (LOCAL_RANK), when there are GPUs."""
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is None:
+        return
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(local_rank) % torch.cuda.device_count())
+
+
+def _torchrun_merge(workdir: Path) -> None:
+    """Under torchrun: wait for every rank, then rank 0 merges the shard stores."""
+    import torch.distributed as dist
+
+    from extract.lock import WorkdirLock
+    from extract.merge import merge_shards
+    from extract.store import FeatureStore
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
+    if dist.get_rank() == 0:
+        with WorkdirLock(workdir, purpose="merge"):
+            result = merge_shards(FeatureStore(workdir))
+        for key, (n_shards, n_rows) in result.items():
+            say(f"{key}: merged {n_shards} shard(s), {n_rows} rows now stored")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def run(args: argparse.Namespace) -> int:
     from data.corpora import read_corpus
     from data.corpus import CorpusError
@@ -105,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
         log.warning("corpus: %s", problem)
     workdir = Path(args.workdir)
     shard = parse_shard(args.shard)
+    under_torchrun = args.shard is None and shard is not None
+    if under_torchrun:
+        _torchrun_device()
     ids = None
     store_dir = workdir
     if shard is not None:
@@ -120,6 +163,14 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, ExtractorUnavailable) as exc:
             raise UsageError(f"{spec}: {exc}") from exc
     save_corpus_ref(workdir, root, args.layout, args.labels)
+    if args.engine == "ray":
+        from extract.ray_engine import extract_with_ray
+
+        if shard is not None:
+            raise UsageError("--engine ray shards the work itself; do not combine it with --shard")
+        return _report_failures(extract_with_ray(workdir, corpus, prepared, options,
+                                                 address=args.ray_address, actors=args.ray_actors,
+                                                 flush_rows=args.flush_rows))
     store = FeatureStore(store_dir)
     failed_any: dict[str, str] = {}
     try:
@@ -161,6 +212,12 @@ def run(args: argparse.Namespace) -> int:
                 f"disk full while writing {store_dir}: {exc}. Every row reported done is safe in "
                 f"the store; free space and rerun the same command to finish.") from exc
         raise
+    if under_torchrun:
+        _torchrun_merge(workdir)
+    return _report_failures(failed_any)
+
+
+def _report_failures(failed_any: dict[str, str]) -> int:
     if failed_any:
         say(f"{len(failed_any)} clip(s) failed (recorded in the store; see `verify`):")
         for what, reason in failed_any.items():

@@ -25,9 +25,9 @@ def shard_dirs(workdir: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
 
-def _copy_as_part(src_file: Path, group: str, dest_dir: Path, tag: str) -> None:
+def _copy_as_part(src_file: Path, group: str, dest_dir: Path, seq: int) -> None:
     dest_dir.mkdir(parents=True, exist_ok=True)
-    name = f"part-{time.time_ns()}-{os.getpid()}-{tag}.h5"
+    name = f"part-{time.time_ns()}-{os.getpid()}-{seq}.h5"
     tmp = dest_dir / f".{name}.tmp"
     try:
         with _open_read(src_file) as src, h5py.File(tmp, "w", libver="latest") as dst:
@@ -77,16 +77,20 @@ def merge_shards(store: FeatureStore, *, keep_shards: bool = False) -> dict[str,
                     has = f"sets/{key}" in f
                 if has:
                     seq += 1
-                    _copy_as_part(s.path, f"sets/{key}", dest, f"m{seq}")
+                    _copy_as_part(s.path, f"sets/{key}", dest, seq)
             for part in s._part_paths(key):
                 seq += 1
-                _copy_as_part(part, "", dest, f"m{seq}")
+                _copy_as_part(part, "", dest, seq)
             counts[key] = counts.get(key, 0) + 1
     if counts:
         store.compact(list(counts))
     if not keep_shards:
         for d in shards:
             shutil.rmtree(d, ignore_errors=True)
+        try:
+            (store.workdir / "shards").rmdir()
+        except OSError:
+            pass
     result = {}
     for key, n in counts.items():
         result[key] = (n, store.info(key).n_rows)
