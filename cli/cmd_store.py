@@ -36,6 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_workdir(p)
     p.add_argument("--no-hash-check", action="store_true",
                    help="skip comparing stored hashes with the audio files")
+    p.add_argument("--repair", action="store_true",
+                   help="fix what was found: move damaged files aside and recompute missing, failed "
+                        "and stale rows with each set's recorded options (good rows are kept)")
+    p.add_argument("--workers", type=int, help="processes for recomputation (default: as recorded)")
     p.set_defaults(func=run_verify)
 
     p = sub.add_parser("merge", help="combine shard stores (extract --shard K/N) into the workdir's store",
@@ -136,13 +140,34 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from extract.verify import verify_store
+    from extract.lock import WorkdirBusy, WorkdirLock
+    from extract.store import FeatureStore
+    from extract.verify import repair_store, verify_store
 
-    store = _store(args.workdir)
+    if not Path(args.workdir).is_dir():
+        raise UsageError(f"--workdir {args.workdir} does not exist")
+    store = FeatureStore(args.workdir)  # no schema check: verify must look at damaged stores
     report = verify_store(store, check_hashes=not args.no_hash_check)
     for line in report.lines():
         say(line)
-    return EXIT_OK if report.ok else EXIT_CLIPS_FAILED
+    if not args.repair or report.ok:
+        return EXIT_OK if report.ok else EXIT_CLIPS_FAILED
+    try:
+        with WorkdirLock(args.workdir, purpose="verify --repair"):
+            fixed = repair_store(store, report, workers=args.workers)
+    except WorkdirBusy as exc:
+        raise UsageError(str(exc)) from exc
+    for p in fixed.quarantined:
+        say(f"moved aside: {p}")
+    for key, n in fixed.recomputed.items():
+        say(f"{key}: recomputed {n} row(s)")
+    for key, why in fixed.skipped.items():
+        say(f"{key}: not repaired: {why}")
+    after = verify_store(store, check_hashes=not args.no_hash_check)
+    say("after repair:")
+    for line in after.lines():
+        say(line)
+    return EXIT_OK if after.ok else EXIT_CLIPS_FAILED
 
 
 def run_merge(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ finished before leaving; kill -9 loses at most the rows not yet flushed.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -74,7 +75,8 @@ def prepare_extractor(spec: str, options: ExtractOptions) -> tuple[Extractor, Se
     h = config_hash(identity, SCHEMA_VERSION)
     header = SetHeader(key=f"{ex.readable_name()}-{h}", name=ex.readable_name(), spec=spec,
                        config=identity, config_hash=h, fields=ex.fields(),
-                       provenance=_base_provenance() | ex.provenance())
+                       provenance=_base_provenance() | ex.provenance()
+                       | {"options": dataclasses.asdict(options)})
     return ex, header
 
 

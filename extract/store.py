@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 STORE_FILE = "features.h5"
 JOURNAL_DIR = "features.journal"
+CATALOG_FILE = "sets.json"  # every set's header, outside HDF5: lets `verify --repair` rebuild
 _STR = h5py.string_dtype("utf-8")
 _ROW_BLOCK = 2048  # rows per block when compacting (bounds memory)
 
@@ -141,11 +142,15 @@ def _fsync_dir(path: Path) -> None:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -372,6 +377,7 @@ class FeatureStore:
         d = self.journal / header.key
         d.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(d / "set.json", header.to_json())
+        self._catalog_put(header)
 
     def update_provenance(self, key: str, **entries: Any) -> None:
         """Merge entries into a set's provenance (stored with its header)."""
@@ -380,7 +386,29 @@ class FeatureStore:
         prov.update(entries)
         d = self.journal / key
         d.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(d / "set.json", SetHeader(**{**h.__dict__, "provenance": prov}).to_json())
+        new = SetHeader(**{**h.__dict__, "provenance": prov})
+        _atomic_write_text(d / "set.json", new.to_json())
+        self._catalog_put(new)
+
+    # ---------------------------------------------------------------- catalogue
+    def catalog(self) -> dict[str, SetHeader]:
+        """Every set ever registered here (headers kept in ``sets.json`` beside the store)."""
+        p = self.workdir / CATALOG_FILE
+        if not p.exists():
+            return {}
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError:
+            return {}
+        return {k: SetHeader.from_json(v) for k, v in raw.items()}
+
+    def _catalog_put(self, header: SetHeader | None, *, remove: str | None = None) -> None:
+        cat = {k: h.to_json() for k, h in self.catalog().items()}
+        if header is not None:
+            cat[header.key] = header.to_json()
+        if remove is not None:
+            cat.pop(remove, None)
+        _atomic_write_text(self.workdir / CATALOG_FILE, json.dumps(cat, sort_keys=True))
 
     # ---------------------------------------------------------------- views
     def _part_paths(self, key: str) -> list[Path]:
@@ -583,6 +611,7 @@ class FeatureStore:
                 (jd / "set.json").unlink()
             _remove_empty_dir(jd)
         for k in drop:
+            self._catalog_put(None, remove=k)
             jd = self.journal / k
             if jd.is_dir():
                 for p in jd.iterdir():

@@ -32,6 +32,8 @@ class SetCheck:
 class VerifyReport:
     workdir: Path
     store_problems: list[str] = field(default_factory=list)
+    damaged_store: bool = False          # features.h5 exists but HDF5 cannot open it
+    damaged_parts: list[Path] = field(default_factory=list)
     sets: list[SetCheck] = field(default_factory=list)
     corpus_size: int | None = None
 
@@ -74,15 +76,19 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True) -> VerifyRep
             with _open_read(store.path):
                 pass
         except OSError as exc:
-            report.store_problems.append(f"{store.path} cannot be opened by HDF5: {exc}")
+            report.store_problems.append(
+                f"{store.path} cannot be opened by HDF5 ({exc}); `verify --repair` moves it aside "
+                f"and recomputes every set from the journal and the audio")
+            report.damaged_store = True
             return report
     for p in sorted(store.workdir.glob("features.journal/*/part-*.h5")):
         try:
             with _open_read(p) as f:
                 f["ids"][()]
         except (OSError, KeyError) as exc:
-            report.store_problems.append(f"journal part {p} is damaged ({exc}); delete it and "
-                                         f"rerun extract to recompute its rows")
+            report.store_problems.append(f"journal part {p} is damaged ({exc}); `verify --repair` "
+                                         f"moves it aside and recomputes its rows")
+            report.damaged_parts.append(p)
     corpus = None
     if load_corpus_ref(store.workdir) is not None:
         try:
@@ -132,3 +138,88 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True) -> VerifyRep
                 chk.stale = sorted(c for c, hsh in done.items() if c in current and current[c] != hsh)
         report.sets.append(chk)
     return report
+
+
+@dataclass
+class RepairSummary:
+    quarantined: list[str] = field(default_factory=list)
+    recomputed: dict[str, int] = field(default_factory=dict)
+    still_failed: dict[str, dict[str, str]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _options_from(prov: dict):
+    from extract.base import ExtractOptions
+
+    raw = dict(prov.get("options") or {})
+    for k in ("layers", "poolings", "frames_layers"):
+        if raw.get(k) is not None:
+            raw[k] = tuple(raw[k])
+    known = set(ExtractOptions.__dataclass_fields__)
+    return ExtractOptions(**{k: v for k, v in raw.items() if k in known})
+
+
+def repair_store(store: FeatureStore, report: VerifyReport, *, workers: int | None = None,
+                 progress=None) -> RepairSummary:
+    """Fix what :func:`verify_store` found, recomputing only what is needed.
+
+    Damaged files are moved aside (never deleted): an unreadable ``features.h5`` becomes
+    ``features.h5.damaged-<time>``, a damaged journal part ``damaged-<name>``. Then every set
+    with missing, failed, stale or lost rows is extracted again with the options it was made
+    with; rows that are good are reused, not recomputed. The caller holds the workdir lock.
+    """
+    import dataclasses
+    import os
+    import time
+
+    from data.workdir import open_corpus
+    from extract.run import extract_corpus, prepare_extractor
+
+    out = RepairSummary()
+    lost_store = False
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if report.damaged_store and store.path.exists():
+        aside = store.path.with_name(f"{store.path.name}.damaged-{stamp}")
+        os.replace(store.path, aside)
+        out.quarantined.append(str(aside))
+        lost_store = True
+    for p in report.damaged_parts:
+        aside = p.with_name(f"damaged-{p.name}")
+        os.replace(p, aside)
+        out.quarantined.append(str(aside))
+        lost_store = True
+    if report.store_problems and not lost_store:
+        return out  # e.g. another schema version: never touched
+    needs = {s.key for s in report.sets if not s.ok}
+    catalog = store.catalog()
+    if lost_store:
+        needs |= set(catalog)
+    if not needs:
+        return out
+    corpus = open_corpus(store.workdir)
+    for key in sorted(needs):
+        header = catalog.get(key)
+        if header is None:
+            try:
+                header = store.header(key)
+            except KeyError:
+                out.skipped[key] = "no header recorded for this set"
+                continue
+        options = _options_from(header.provenance)
+        if workers is not None:
+            options = dataclasses.replace(options, workers=workers)
+        try:
+            ex, new_header = prepare_extractor(header.spec, options)
+        except Exception as exc:
+            out.skipped[key] = f"cannot rebuild the extractor: {exc}"
+            continue
+        if new_header.key != key:
+            out.skipped[key] = (f"this environment makes key {new_header.key}, not {key} "
+                                f"(a library or model changed); extract again into a new set")
+            continue
+        s = extract_corpus(store, corpus, header.spec, options=options,
+                           prepared=(ex, new_header), progress=progress)
+        out.recomputed[key] = s.computed
+        if s.failed:
+            out.still_failed[key] = s.failed
+    return out
