@@ -1,0 +1,58 @@
+"""Randomly initialised wav2vec2 checkpoints, saved like real ones, for demos and benchmarks.
+
+They exercise the real loading path (``from_pretrained`` on a local folder) where no weights can
+be downloaded. Their embeddings carry no learned knowledge: every folder written here holds an
+``UNTRAINED.txt`` marker, and reports label sets made from it as untrained.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+MARKER = "UNTRAINED.txt"
+
+BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+        "intermediate_size": 3072, "conv_dim": (512,) * 7}
+"""wav2vec2-base sizes: same compute as the real checkpoint."""
+
+SMALL = {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+         "intermediate_size": 128, "conv_dim": (32,) * 7, "num_conv_pos_embeddings": 16,
+         "num_conv_pos_embedding_groups": 4}
+"""A small model for the demo: the same conv geometry (400-sample receptive field, 320 hop)."""
+
+
+def is_untrained(folder: str | os.PathLike) -> bool:
+    """True when a model folder was written by :func:`make_untrained_wav2vec2`."""
+    return (Path(folder) / MARKER).exists()
+
+
+def make_untrained_wav2vec2(folder: str | os.PathLike, *, size: str = "small", seed: int = 0) -> Path:
+    """Write a random wav2vec2 (group-norm, like wav2vec2-base) into ``folder``; reuse if there.
+
+    Args:
+        folder: target folder (config.json, weights, preprocessor_config.json, UNTRAINED.txt).
+        size: ``small`` (demo) or ``base`` (benchmark: wav2vec2-base compute).
+        seed: torch seed of the initialisation.
+    """
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    folder = Path(folder)
+    if (folder / "config.json").exists() and is_untrained(folder):
+        return folder
+    dims = {"small": SMALL, "base": BASE}[size]
+    cfg = Wav2Vec2Config(**dims, feat_extract_norm="group", do_stable_layer_norm=False,
+                         conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
+    torch.manual_seed(seed)
+    model = Wav2Vec2Model(cfg).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": True,
+        "feature_size": 1, "padding_side": "right", "padding_value": 0.0,
+        "return_attention_mask": False, "sampling_rate": 16000}, indent=2))
+    (folder / MARKER).write_text(
+        f"Randomly initialised wav2vec2 ({size}, seed {seed}) written by vocal-probe. Its "
+        f"embeddings exercise the extraction path; they are not a result.\n")
+    return folder
