@@ -1,0 +1,158 @@
+"""Reader for any corpus described by one CSV table.
+
+::
+
+    file,split,group,label_a,label_b,...
+    clips/a.wav,train,spk1,0.3,happy
+
+``file`` (required) is the audio path relative to the corpus root (absolute paths work too);
+``split`` (optional) is mapped case-insensitively from train/val/valid/dev/test; ``group``
+(optional) is the speaker. Every other column is a label: numeric when all its non-empty cells
+are numbers, else text. The clip id is the file path without its extension, relative to the
+root with ``/`` separators.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from data.corpora import register_layout
+from data.corpus import (
+    Corpus,
+    CorpusError,
+    assemble_corpus,
+    canonical_columns,
+    examples,
+    normalise_split,
+    read_table,
+    require_columns,
+)
+
+logger = logging.getLogger(__name__)
+
+RESERVED = ("file", "split", "group")
+
+
+def clip_id_for(file: str, root: Path) -> str:
+    """Clip id of a ``file`` cell: the path without extension, relative to ``root``, ``/``-separated.
+
+    Example:
+        >>> clip_id_for("clips\\\\a.b.wav", Path("/data"))
+        'clips/a.b'
+    """
+    text = file.replace("\\", "/")
+    path = PurePosixPath(text)
+    if path.is_absolute():
+        try:
+            path = PurePosixPath(Path(text).relative_to(root).as_posix())
+        except ValueError:
+            pass
+    return str(path.with_suffix("")) if path.suffix else str(path)
+
+
+def _numeric_or_text(series: pd.Series) -> pd.Series:
+    values = pd.to_numeric(series, errors="coerce")
+    if series.notna().any() and (values.notna() == series.notna()).all():
+        return values.astype(float)
+    return series
+
+
+@register_layout("csv")
+def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
+    """Read a corpus described by one CSV.
+
+    Args:
+        root: the corpus folder; ``file`` paths are relative to it.
+        labels: the CSV (default ``root/labels.csv``).
+
+    Returns:
+        The corpus. Rows whose file is missing are left out and noted in ``problems``; rows
+        repeating the same file with the same values are merged (noted).
+
+    Raises:
+        CorpusError: no such CSV, no ``file`` column, an unknown split value, or rows for the
+            same clip with different values (names the lines).
+    """
+    root = Path(root)
+    path = Path(labels) if labels is not None else root / "labels.csv"
+    table = read_table(path, what="corpus table")
+    table = canonical_columns(table, RESERVED)
+    require_columns(
+        table, ["file"], path=path, hint="the csv layout needs a 'file' column with audio paths relative to the root"
+    )
+    problems: list[str] = []
+    no_file = table["file"].isna().to_numpy()
+    if no_file.any():
+        problems.append(
+            f"{path.name}: {int(no_file.sum())} row(s) with an empty 'file' cell "
+            f"(lines {examples(list(np.flatnonzero(no_file) + 2))}); skipped"
+        )
+    lines = pd.Series(np.arange(len(table)) + 2)[~no_file]
+    table = table[~no_file]
+
+    if "split" in table.columns:
+        split = table["split"].map(normalise_split)
+        bad = split.isna().to_numpy()
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise CorpusError(
+                f"{path} line {lines.iloc[first]}: split {table['split'].iloc[first]!r} is not one of "
+                "train/val/valid/dev/test; fix the value or leave the cell empty"
+            )
+        table = table.assign(split=split.to_numpy())
+    else:
+        table = table.assign(split="")
+    if "group" not in table.columns:
+        table = table.assign(group="")
+
+    ids = table["file"].map(lambda f: clip_id_for(f, root))
+    table.index = pd.Index(ids.to_numpy(), name="clip_id")
+    lines.index = table.index
+    dup = table.index.duplicated(keep=False)
+    if dup.any():
+        dup_ids = pd.unique(table.index[dup])
+        for clip_id in dup_ids:
+            rows = table.loc[[clip_id]]
+            if len(rows.drop_duplicates()) > 1:
+                raise CorpusError(
+                    f"{path}: lines {list(lines.loc[[clip_id]])} describe clip {clip_id!r} with "
+                    "different values; keep one row per clip"
+                )
+        problems.append(
+            f"{path.name}: {len(dup_ids)} file(s) listed on more than one identical row "
+            f"({examples(dup_ids)}); kept one row each"
+        )
+        table = table[~table.index.duplicated(keep="first")]
+
+    audio: dict[str, Path] = {}
+    missing: list[str] = []
+    for clip_id, file in table["file"].items():
+        candidate = Path(file.replace("\\", "/"))
+        full = candidate if candidate.is_absolute() else root / candidate
+        if full.is_file():
+            audio[clip_id] = full.absolute()
+        else:
+            missing.append(file)
+    if missing:
+        problems.append(
+            f"{path.name}: {len(missing)} listed file(s) do not exist under {root} "
+            f"({examples(missing)}); they are left out"
+        )
+
+    label_cols = [c for c in table.columns if c not in RESERVED]
+    label_table = pd.DataFrame({c: _numeric_or_text(table[c]) for c in label_cols}, index=table.index)
+    label_table = label_table.loc[[i for i in table.index if i in audio]]
+    return assemble_corpus(
+        root,
+        "csv",
+        audio=audio,
+        labels=label_table,
+        split=table["split"].fillna(""),
+        group=table["group"].fillna(""),
+        problems=problems,
+        audio_where=f"{root} (as listed in {path.name})",
+        audio_listed=True,
+    )

@@ -1,0 +1,414 @@
+"""The corpus every reader produces: a clip table, a label table and a list of problems.
+
+A :class:`Corpus` is plain data. ``clips`` says where each clip's audio is, its split and its
+group (speaker/subject); ``labels`` holds one row per clip that has label rows, one column per
+label. Readers (``data.corpora``) fill it; they put recoverable oddities of a release (label rows
+without audio, audio without labels, out-of-range values) into ``problems`` and raise
+:class:`CorpusError` for anything that makes the tables untrustworthy.
+
+This module also holds the table helpers the readers share: reading a CSV with every column as
+text, finding columns by name, turning columns into numbers with errors that name the line.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("Train", "Val", "Test")
+"""Canonical split names; ``''`` marks a clip whose split is unknown."""
+
+CLIP_COLUMNS = ("path", "split", "group")
+INDEX_NAME = "clip_id"
+
+_SPLIT_ALIASES = {
+    "train": "Train",
+    "training": "Train",
+    "val": "Val",
+    "valid": "Val",
+    "validation": "Val",
+    "dev": "Val",
+    "devel": "Val",
+    "development": "Val",
+    "test": "Test",
+    "testing": "Test",
+}
+
+# Empty cells and the usual spellings of "missing"; anything else is a value.
+NA_VALUES = ["", "nan", "NaN", "NAN", "NULL", "null", "N/A", "n/a", "#N/A"]
+
+_EXAMPLES = 5
+
+
+class CorpusError(ValueError):
+    """A corpus cannot be read into trustworthy tables; the message names the file and the fix."""
+
+
+def normalise_split(value: object) -> str | None:
+    """Map a split name to ``Train``/``Val``/``Test``.
+
+    Args:
+        value: a split as written in a table (any case; ``dev``/``valid`` mean ``Val``).
+
+    Returns:
+        The canonical name, ``''`` for a missing value, or None for a value that is not a split.
+
+    Example:
+        >>> normalise_split("devel"), normalise_split(" TEST "), normalise_split(float("nan"))
+        ('Val', 'Test', '')
+    """
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    text = str(value).strip()
+    if not text:
+        return ""
+    return _SPLIT_ALIASES.get(text.lower())
+
+
+def strip_id(value: object) -> str:
+    """Clip id as text without the brackets A-VB writes around it (``[10119]`` -> ``10119``).
+
+    Example:
+        >>> strip_id(" [10119] "), strip_id("10119")
+        ('10119', '10119')
+    """
+    text = str(value).strip()
+    if len(text) >= 2 and text[0] == "[" and text[-1] == "]":
+        text = text[1:-1].strip()
+    return text
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders ``'9'`` before ``'10'`` and ``'a2'`` before ``'a10'``."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in re.split(r"(\d+)", text)
+        if part
+    )
+
+
+def examples(items: Iterable[object], n: int = _EXAMPLES) -> str:
+    """A short comma-separated sample of ``items`` for messages (``a, b, c, ... (12 in all)``)."""
+    items = list(items)
+    shown = ", ".join(str(i) for i in items[:n])
+    return shown if len(items) <= n else f"{shown}, ... ({len(items)} in all)"
+
+
+def read_table(path: Path, *, what: str) -> pd.DataFrame:
+    """Read a CSV with every cell as text and stripped header names.
+
+    Args:
+        path: the CSV file.
+        what: what the table is, for messages (e.g. ``"A-VB label table"``).
+
+    Returns:
+        The table; missing cells are NaN, every other cell a ``str``.
+
+    Raises:
+        CorpusError: the file is missing, empty or not parseable as CSV.
+    """
+    if not path.is_file():
+        raise CorpusError(f"{what} not found: {path}; check the corpus root and the layout")
+    try:
+        table = pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            na_values=NA_VALUES,
+            skipinitialspace=True,
+            encoding="utf-8-sig",
+        )
+    except pd.errors.EmptyDataError as exc:
+        raise CorpusError(f"{what} {path} is empty; it needs a header row and data rows") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise CorpusError(
+            f"cannot read {what} {path} ({exc}); save it as a UTF-8 comma-separated CSV"
+        ) from exc
+    table.columns = [str(c).strip() for c in table.columns]
+    for col in table.columns:
+        table[col] = table[col].map(lambda v: v.strip() if isinstance(v, str) else v)
+        table[col] = table[col].mask(table[col].eq(""))
+    return table
+
+
+def find_column(table: pd.DataFrame, names: Sequence[str]) -> str | None:
+    """First column of ``table`` whose name matches one of ``names``, ignoring case, spaces and
+    underscores; None when none matches."""
+
+    def norm(s: str) -> str:
+        return re.sub(r"[\s_\-]", "", s).casefold()
+
+    present = {norm(c): c for c in table.columns}
+    for name in names:
+        hit = present.get(norm(name))
+        if hit is not None:
+            return hit
+    return None
+
+
+def canonical_columns(table: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
+    """Rename columns that match one of ``names`` up to case/spaces/underscores to that name."""
+    mapping = {}
+    for name in names:
+        hit = find_column(table, [name])
+        if hit is not None and hit != name and name not in table.columns:
+            mapping[hit] = name
+    return table.rename(columns=mapping) if mapping else table
+
+
+def require_columns(table: pd.DataFrame, required: Sequence[str], *, path: Path, hint: str = "") -> None:
+    """Raise CorpusError naming the missing columns, the file and the columns found.
+
+    Raises:
+        CorpusError: a required column is absent.
+    """
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise CorpusError(
+            f"{path}: missing required column(s) {missing}; columns found: {list(table.columns)}"
+            + (f". {hint}" if hint else "")
+        )
+
+
+def to_numeric(series: pd.Series, *, path: Path, column: str) -> pd.Series:
+    """Convert a text column to float; empty cells become NaN.
+
+    ``series`` must be in file order (before re-indexing) so the reported line is right.
+
+    Raises:
+        CorpusError: a non-empty cell is not a number (names the file, line and value).
+    """
+    values = pd.to_numeric(series, errors="coerce").astype(float)
+    bad = (series.notna() & values.isna()).to_numpy()
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise CorpusError(
+            f"{path} line {first + 2}: column {column!r} holds {series.iloc[first]!r}, "
+            "expected a number "
+            f"({int(bad.sum())} such cells); fix the value or leave the cell empty"
+        )
+    return values
+
+
+def dedupe_ids(table: pd.DataFrame, ids: pd.Series, *, path: Path, problems: list[str]) -> pd.DataFrame:
+    """Index ``table`` by ``ids``; drop identical duplicate rows, refuse conflicting ones.
+
+    Args:
+        table: rows read from ``path`` (positional index as read).
+        ids: clip id of each row.
+        path: the table, for messages.
+        problems: list to append a note about removed duplicates to.
+
+    Returns:
+        ``table`` indexed by clip id (index name ``clip_id``), one row per id.
+
+    Raises:
+        CorpusError: one id has rows with different values (names the id and the lines).
+    """
+    table = table.copy()
+    table.index = pd.Index(ids.to_numpy(), name=INDEX_NAME)
+    lines = pd.Series(np.arange(len(table)) + 2, index=table.index)
+    dup = table.index.duplicated(keep=False)
+    if not dup.any():
+        return table
+    dup_ids = pd.unique(table.index[dup])
+    for clip_id in dup_ids:
+        rows = table.loc[[clip_id]]
+        if len(rows.drop_duplicates()) > 1:
+            raise CorpusError(
+                f"{path}: clip id {clip_id!r} appears on lines "
+                f"{list(lines.loc[[clip_id]])} with different values; keep one row per clip"
+            )
+    problems.append(
+        f"{path.name}: {len(dup_ids)} clip id(s) appear on more than one identical row "
+        f"({examples(dup_ids)}); kept one row each"
+    )
+    return table[~table.index.duplicated(keep="first")]
+
+
+@dataclass(frozen=True, eq=False)
+class Corpus:
+    """Clips, labels and the problems a reader found.
+
+    Attributes:
+        root: the corpus folder.
+        layout: the reader that produced it (``avb``, ``exvo``, ``csv``).
+        clips: index ``clip_id`` (str); columns ``path`` (absolute path), ``split``
+            (``Train``/``Val``/``Test`` or ``''``) and ``group`` (speaker/subject or ``''``).
+        labels: index ``clip_id``, only clips that have label rows; numeric label columns are
+            float, class columns str; missing labels (e.g. Test rows) are NaN.
+        problems: human-readable warnings about the release (not fatal).
+    """
+
+    root: Path
+    layout: str
+    clips: pd.DataFrame
+    labels: pd.DataFrame
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in CLIP_COLUMNS if c not in self.clips.columns]
+        if missing:
+            raise CorpusError(f"Corpus.clips lacks column(s) {missing}; has {list(self.clips.columns)}")
+        if self.clips.index.name != INDEX_NAME or self.labels.index.name != INDEX_NAME:
+            raise CorpusError(f"Corpus tables must be indexed by {INDEX_NAME!r}")
+        if not self.clips.index.is_unique:
+            raise CorpusError("Corpus.clips has duplicate clip ids")
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def ids(self) -> list[str]:
+        """All clip ids in table order."""
+        return list(self.clips.index)
+
+    def split_ids(self, split: str) -> list[str]:
+        """Ids of the clips in one split.
+
+        Args:
+            split: ``Train``, ``Val`` or ``Test`` (aliases like ``dev`` accepted), or ``''`` for
+                clips whose split is unknown.
+
+        Returns:
+            Clip ids in table order.
+
+        Raises:
+            ValueError: ``split`` is not a split name.
+        """
+        canon = normalise_split(split)
+        if canon is None:
+            raise ValueError(f"unknown split {split!r}; use one of {list(SPLITS)} or ''")
+        return list(self.clips.index[self.clips["split"].to_numpy() == canon])
+
+    def subset(self, ids: Iterable[str]) -> Corpus:
+        """A corpus holding only ``ids`` (in that order), with their labels.
+
+        Raises:
+            KeyError: an id is not in the corpus (names up to five of them).
+        """
+        ids = [str(i) for i in ids]
+        unknown = [i for i in ids if i not in self.clips.index]
+        if unknown:
+            raise KeyError(f"{len(unknown)} id(s) not in the corpus at {self.root}: {examples(unknown)}")
+        keep = [i for i in ids if i in self.labels.index]
+        return replace(self, clips=self.clips.loc[ids], labels=self.labels.loc[keep])
+
+    def summary(self) -> dict[str, int]:
+        """Clip counts per split (``''`` shown as ``unknown``) and of labelled clips."""
+        counts = self.clips["split"].replace("", "unknown").value_counts()
+        out = {name: int(counts.get(name, 0)) for name in (*SPLITS, "unknown")}
+        out["labelled"] = len(self.labels)
+        out["total"] = len(self.clips)
+        return out
+
+
+def empty_labels() -> pd.DataFrame:
+    """A label table with no rows and no columns, indexed by ``clip_id``."""
+    return pd.DataFrame(index=pd.Index([], name=INDEX_NAME, dtype=str))
+
+
+def scan_audio(folder: Path, *, suffixes: Sequence[str], problems: list[str]) -> dict[str, Path]:
+    """Audio files directly in ``folder`` by clip id (file name without extension).
+
+    Args:
+        folder: the audio folder.
+        suffixes: accepted extensions, lower case with dot (``(".wav",)``); case-insensitive.
+        problems: list to append a note to when two files share an id.
+
+    Returns:
+        ``{clip_id: absolute path}``.
+    """
+    found: dict[str, Path] = {}
+    clashes: list[str] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            stem, dot, ext = name.rpartition(".")
+            if not dot or f".{ext.lower()}" not in suffixes or not entry.is_file():
+                continue
+            if stem in found:
+                clashes.append(stem)
+                continue
+            found[stem] = Path(entry.path).absolute()
+    if clashes:
+        problems.append(
+            f"{folder}: {len(clashes)} clip id(s) have more than one audio file "
+            f"({examples(sorted(clashes, key=natural_key))}); used the first found"
+        )
+    return found
+
+
+def assemble_corpus(
+    root: Path,
+    layout: str,
+    *,
+    audio: dict[str, Path],
+    labels: pd.DataFrame,
+    split: pd.Series,
+    group: pd.Series,
+    problems: list[str],
+    audio_where: str,
+    audio_listed: bool = False,
+) -> Corpus:
+    """Join audio files and label rows into a :class:`Corpus`, noting what does not match.
+
+    Args:
+        root: the corpus folder.
+        layout: the reader's name.
+        audio: ``{clip_id: path}`` of the audio files found.
+        labels: label rows indexed by clip id (may hold ids without audio).
+        split: canonical split per clip id (``''`` unknown).
+        group: speaker/subject per clip id.
+        problems: notes gathered so far; the notes made here are appended.
+        audio_where: where audio was looked for, for messages.
+        audio_listed: True when ``audio`` came from the label table itself (csv layout), so no
+            clip can lack a label row.
+
+    Returns:
+        The corpus, clips in natural id order.
+
+    Raises:
+        CorpusError: no clip has an audio file.
+    """
+    ids = sorted(audio, key=natural_key)
+    if not ids:
+        raise CorpusError(
+            f"no audio files found in {audio_where}; check the corpus root and the layout"
+        )
+    no_audio = [i for i in labels.index if i not in audio]
+    if no_audio:
+        problems.append(
+            f"{len(no_audio)} label row(s) have no audio file in {audio_where} "
+            f"({examples(sorted(no_audio, key=natural_key))}); they are left out"
+        )
+    if not audio_listed:
+        unlabelled = [i for i in ids if i not in labels.index]
+        if unlabelled:
+            problems.append(
+                f"{len(unlabelled)} audio file(s) have no label row "
+                f"({examples(unlabelled)}); kept with split ''"
+            )
+    index = pd.Index(ids, name=INDEX_NAME)
+    clips = pd.DataFrame(
+        {
+            "path": [str(audio[i]) for i in ids],
+            "split": split.reindex(index).fillna("").astype(str).to_numpy(),
+            "group": group.reindex(index).fillna("").astype(str).to_numpy(),
+        },
+        index=index,
+    )
+    keep = [i for i in ids if i in labels.index]
+    table = labels.loc[keep]
+    table.index = pd.Index(keep, name=INDEX_NAME)
+    for note in problems:
+        logger.info("%s corpus at %s: %s", layout, root, note)
+    return Corpus(root=root, layout=layout, clips=clips, labels=table, problems=tuple(problems))
