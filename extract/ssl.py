@@ -15,16 +15,27 @@ layer ``i``. This is what transformers 5 reports as ``hidden_states``: for stabl
 Batching without changing values. Padding a batch of waveforms changes every output of a
 group-norm model (the first conv layer normalises over time) and leaks through the stacked
 positional convs of data2vec-audio. So the front end (conv feature encoder, feature projection,
-positional conv embedding) runs per clip on the clip's exact length; only the transformer
-layers run on the zero-padded batch, under an attention mask that hides padded keys, where
-padding cannot reach a true frame. Every statistic is pooled over a clip's true frames only.
-At :meth:`SSLExtractor.load` a self-check compares this path with the model's own
-``output_hidden_states=True`` forward on two probe clips; a checkpoint that fails it falls back
-to running the model on each clip alone (equal lengths batched), and says so in the log.
+positional conv embedding) runs on a right-padded batch in a way that keeps each clip's true
+frames exactly what the clip alone gives (:meth:`_Encoder.frontend_batch`): the unpadded convs
+look only to the right, so a conv output frame inside a clip's true frame count (computed layer
+by layer, ``floor((L - k) / s) + 1``) depends only on that clip's samples; a group-norm layer
+takes each clip's mean and population variance over its true frames only; the feature
+projection works frame by frame; the positional conv sees zeros past each clip's end (padded
+frames are zeroed before the conv, and before each of data2vec-audio's stacked conv layers).
+The transformer layers then run on the padded batch under an attention mask that hides padded
+keys, where padding cannot reach a true frame. Every statistic is pooled over a clip's true
+frames only. At :meth:`SSLExtractor.load` a self-check compares this path with the model's own
+``output_hidden_states=True`` forward on two probe clips, and the batched front end with the
+per-clip one on a mixed-length batch. A checkpoint whose batched front end differs keeps the
+front end clip by clip (:data:`STRATEGY_SPLIT`); one that fails the first check falls back to
+running the model on each clip alone (equal lengths batched). Both say so in the log. The
+strategies agree to float rounding (about 3e-6 in float32), so the strategy is provenance,
+not identity.
 
-Long clips. The conv feature encoder runs in chunks of :data:`CONV_CHUNK_FRAMES` output frames
-(exact: chunks are cut on the frame grid, and a group-norm first layer gets its statistics over
-the whole clip in a first pass). The transformer sees a whole clip at once when the attention
+Long clips. A clip over :data:`CONV_CHUNK_FRAMES` output frames leaves the batched front end;
+its conv feature encoder runs alone in chunks of that many output frames (exact: chunks are cut
+on the frame grid, and a group-norm first layer gets its statistics over the whole clip in a
+first pass). The transformer sees a whole clip at once when the attention
 is SDPA (memory linear in the length with flash / memory-efficient kernels). WavLM only has an
 eager attention whose memory is quadratic; its clips longer than :data:`EAGER_MAX_FULL_FRAMES`
 frames (60 s) run in windows of :data:`EAGER_WINDOW_FRAMES` frames with
@@ -81,6 +92,8 @@ MAX_BATCH_CLIPS = 64
 """At most this many clips in one planned batch, whatever their length."""
 CONV_CHUNK_FRAMES = 1500
 """Output frames (30 s) per chunk of the conv feature encoder on long clips."""
+FRONTEND_BATCH_SECONDS = 64.0
+"""At most this much padded audio per batch of the batched front end (bounds its memory)."""
 EAGER_MAX_FULL_FRAMES = 3000
 """Eager-attention models (WavLM) see clips up to this many frames (60 s) whole."""
 EAGER_WINDOW_FRAMES = 1500
@@ -93,6 +106,7 @@ HIDDEN_STATES = "input-of-layer-1,raw-layer-outputs"
 """Our hidden-state convention (see the module docstring); part of the identity."""
 STORAGE_DTYPES = ("float16", "float32")
 DEVICES = ("auto", "cpu", "cuda")
+STRATEGY_BATCHED = "batched-frontend+masked-encoder"
 STRATEGY_SPLIT = "per-clip-frontend+masked-encoder"
 STRATEGY_FORWARD = "per-clip-forward"
 
@@ -215,6 +229,7 @@ class _Encoder:
             {"add_adapter": False} if "add_adapter" in inspect.signature(lengths_fn).parameters else {}
         )
         self.chunkable = self._conv_stack_chunkable()
+        self.batch_frontend_problem = self._batch_frontend_problem()
         self.pos_conv_gemm: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def enable_pos_conv_gemm(self) -> bool:
@@ -251,24 +266,32 @@ class _Encoder:
         self.pos_conv_gemm = (w, bias.to(w.device))
         return True
 
-    def _pos_conv_by_gemm(self, x: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-        """The positional conv embedding of ``(1, T, H)`` frames via unfold + bmm."""
+    def _pos_conv_by_gemm(self, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """The positional conv embedding of ``(B, T, H)`` frames via unfold + bmm.
+
+        Args:
+            x: ``(batch, frames, hidden)``; frames past a clip's end must be zero.
+            chunk: rows (clips x frames) per matmul, which bounds the memory to
+                ``chunk * hidden * kernel`` floats.
+        """
         pos = self.model.encoder.pos_conv_embed
         w, bias = self.pos_conv_gemm
         groups, rows, per_group = w.shape
         kernel = rows // per_group
-        frames, hidden = x.shape[1], x.shape[2]
+        batch, frames, hidden = x.shape
         pad = kernel // 2
-        xp = nn.functional.pad(x[0].float().t(), (pad, pad)).reshape(groups, per_group, -1)  # (G, Cg, T')
+        xp = nn.functional.pad(x.float().transpose(1, 2), (pad, pad))  # (B, H, T')
+        xp = xp.reshape(batch, groups, per_group, -1)  # (B, G, Cg, T')
         n_out = frames + 2 * pad - kernel + 1 - pos.padding.num_pad_remove  # = frames
+        step = max(1, chunk // batch)
         out = []
-        for t0 in range(0, n_out, chunk):  # bounded memory: chunk * H * k floats
-            t1 = min(n_out, t0 + chunk)
-            cols = xp[:, :, t0:t1 + kernel - 1].unfold(2, kernel, 1)  # (G, Cg, t, k)
-            cols = cols.permute(0, 2, 1, 3).reshape(groups, t1 - t0, rows)  # (G, t, Cg * k)
-            out.append(torch.bmm(cols, w))  # (G, t, Cg)
-        y = torch.cat(out, dim=1).permute(1, 0, 2).reshape(n_out, hidden) + bias
-        return pos.activation(y)[None]  # (1, T, H)
+        for t0 in range(0, n_out, step):
+            t1 = min(n_out, t0 + step)
+            cols = xp[..., t0:t1 + kernel - 1].unfold(3, kernel, 1)  # (B, G, Cg, t, k)
+            cols = cols.permute(1, 0, 3, 2, 4).reshape(groups, batch * (t1 - t0), rows)
+            out.append(torch.bmm(cols, w).reshape(groups, batch, t1 - t0, per_group))
+        y = torch.cat(out, dim=2).permute(1, 2, 0, 3).reshape(batch, n_out, hidden) + bias
+        return pos.activation(y)  # (B, T, H)
 
     def _conv_stack_chunkable(self) -> bool:
         for j, layer in enumerate(self.model.feature_extractor.conv_layers):
@@ -378,6 +401,139 @@ class _Encoder:
         if not self.stable:
             x = encoder.layer_norm(x)
         return x[0]
+
+    # -- front end: batched ---------------------------------------------------------------
+    def _batch_frontend_problem(self) -> str | None:
+        """Why :meth:`frontend_batch` cannot run this model exactly (``None``: it can)."""
+        for j, layer in enumerate(self.model.feature_extractor.conv_layers):
+            conv = getattr(layer, "conv", None)
+            if not isinstance(conv, nn.Conv1d) or conv.padding != (0,) or conv.dilation != (1,):
+                return f"conv layer {j} is not an unpadded, undilated Conv1d"
+            norm = getattr(layer, "layer_norm", None)
+            if isinstance(norm, nn.GroupNorm) and not type(layer).__name__.endswith("GroupNormConvLayer"):
+                return f"conv layer {j} ({type(layer).__name__}) has a group norm in an unknown layout"
+        pos = getattr(self.model.encoder, "pos_conv_embed", None)
+        stacked = getattr(pos, "layers", None)
+        convs = [getattr(m, "conv", None) for m in stacked] if isinstance(stacked, nn.ModuleList) else [
+            getattr(pos, "conv", None)
+        ]
+        for conv in convs:
+            if (
+                not isinstance(conv, nn.Conv1d)
+                or conv.stride != (1,) or conv.dilation != (1,)
+                or conv.padding != (conv.kernel_size[0] // 2,)
+            ):
+                return f"unknown positional embedding {type(pos).__name__}"
+        if not isinstance(stacked, nn.ModuleList) and not all(hasattr(pos, a) for a in ("padding", "activation")):
+            return f"unknown positional embedding {type(pos).__name__}"
+        return None
+
+    def conv_lengths(self, num_samples: torch.Tensor) -> list[torch.Tensor]:
+        """True output lengths of every conv layer, ``floor((L - k) / s) + 1`` per clip."""
+        out, n = [], num_samples
+        for layer in self.model.feature_extractor.conv_layers:
+            n = torch.div(n - layer.conv.kernel_size[0], layer.conv.stride[0], rounding_mode="floor") + 1
+            out.append(n)
+        return out
+
+    @staticmethod
+    def masked_group_norm(norm: nn.GroupNorm, y: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """GroupNorm of a right-padded batch with each clip's statistics over its true frames.
+
+        Args:
+            norm: the module (its groups, epsilon and affine parameters are used).
+            y: ``(batch, channels, frames)`` conv output; frames at or past a clip's length
+                are padding and never enter a statistic.
+            lengths: ``(batch,)`` true frame counts, each at least 1.
+
+        Returns:
+            ``(batch, channels, frames)`` float32 (GroupNorm runs in float32 under autocast);
+            the values of padded frames are meaningless.
+        """
+        batch, channels, frames = y.shape
+        groups = norm.num_groups
+        yg = y.float().reshape(batch, groups, channels // groups, frames)
+        mask = (torch.arange(frames, device=y.device)[None, :] < lengths[:, None]).to(yg.dtype)
+        mask = mask[:, None, None, :]  # (B, 1, 1, T)
+        count = (lengths.to(yg.dtype) * (channels // groups))[:, None]  # (B, 1)
+        mean = (yg * mask).sum(dim=(2, 3)) / count  # (B, G)
+        centred = yg - mean[:, :, None, None]
+        var = (centred.square() * mask).sum(dim=(2, 3)) / count  # population variance
+        out = (centred * torch.rsqrt(var + norm.eps)[:, :, None, None]).reshape(batch, channels, frames)
+        if norm.affine:
+            out = out * norm.weight.float()[None, :, None] + norm.bias.float()[None, :, None]
+        return out
+
+    def _pos_conv_batched(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Positional conv embedding of a padded batch, equal to each clip's own on true frames.
+
+        A clip run alone sees zeros past its end (the conv's own padding), so padded frames
+        are zeroed before every conv: before the single conv (after HuBERT's batch norm when
+        there is one), and before each of data2vec-audio's stacked conv layers, whose layer
+        norm and bias make padded frames non-zero again.
+
+        Args:
+            x: ``(batch, frames, hidden)`` float32.
+            mask: ``(batch, frames, 1)`` bool, True on true frames.
+        """
+        pos = self.model.encoder.pos_conv_embed
+        x = x.masked_fill(~mask, 0.0)
+        if self.pos_conv_gemm is not None:
+            return self._pos_conv_by_gemm(x)
+        h, m = x.transpose(1, 2), mask.transpose(1, 2)  # (B, H, T), (B, 1, T)
+        stacked = getattr(pos, "layers", None)
+        if isinstance(stacked, nn.ModuleList):  # data2vec-audio
+            for j, layer in enumerate(stacked):
+                h = layer(h if j == 0 else h.masked_fill(~m, 0.0))
+            return h.transpose(1, 2)
+        if getattr(pos, "batch_norm", None) is not None:  # HuBERT conv_pos_batch_norm
+            h = pos.batch_norm(h).masked_fill(~m, 0.0)
+        h = pos.activation(pos.padding(pos.conv(h)))
+        return h.transpose(1, 2)
+
+    def frontend_batch(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """:meth:`frontend` of several clips in one right-padded batch, exact on true frames.
+
+        The unpadded convs look only to the right, so a conv output frame inside a clip's true
+        frame count depends only on the clip's own samples; a group-norm layer takes each clip's
+        statistics over its true frames only (:meth:`masked_group_norm`). The feature
+        projection works frame by frame, and the positional conv sees zeros past each clip's
+        end, as it does on the clip alone (:meth:`_pos_conv_batched`).
+
+        Args:
+            waves: ``(samples,)`` clips, each at least one receptive field long.
+
+        Returns:
+            Per clip ``(frames, hidden)``, views into one padded tensor.
+
+        Raises:
+            NotImplementedError: the model's layout is not one this method knows.
+        """
+        if self.batch_frontend_problem is not None:
+            raise NotImplementedError(self.batch_frontend_problem)
+        device = waves[0].device
+        lengths = torch.tensor([w.shape[0] for w in waves], device=device)
+        x = nn.utils.rnn.pad_sequence(waves, batch_first=True)[:, None]  # (B, 1, S)
+        for layer, n in zip(self.model.feature_extractor.conv_layers, self.conv_lengths(lengths)):
+            norm = getattr(layer, "layer_norm", None)
+            if isinstance(norm, nn.GroupNorm):
+                x = layer.activation(self.masked_group_norm(norm, layer.conv(x), n))
+            else:
+                x = layer(x)  # per-frame layer norm or none: exact on true frames
+            lengths = n
+        proj = self.model.feature_projection(x.transpose(1, 2))
+        if isinstance(proj, tuple):
+            proj = proj[0]
+        frames = proj.shape[1]
+        mask = (torch.arange(frames, device=device)[None, :] < lengths[:, None])[:, :, None]  # (B, T, 1)
+        encoder = self.model.encoder
+        no_autocast = torch.autocast("cuda", enabled=False) if proj.is_cuda else contextlib.nullcontext()
+        with no_autocast:
+            proj = proj.float()
+            x = proj + self._pos_conv_batched(proj, mask)
+        if not self.stable:
+            x = encoder.layer_norm(x)
+        return [x[b, :n] for b, n in enumerate(lengths.tolist())]
 
     # -- transformer layers: batched -----------------------------------------------------
     def run_layers(
@@ -800,6 +956,7 @@ class SSLExtractor(Extractor):
                             "ssl %s: chunked conv encoder differs; long clips run unchunked", self.arg
                         )
                         self._encoder.chunkable = False
+                batched = self._check_batched_frontend(probes, threshold)
         except Exception as exc:  # noqa: BLE001 - any failure means: do not trust the split path
             logger.warning(
                 "ssl %s (%s): the batched path does not reproduce the model's own forward (%s); "
@@ -808,7 +965,31 @@ class SSLExtractor(Extractor):
             )
             return STRATEGY_FORWARD
         logger.debug("ssl self-check: min frame cosine %.6f", worst)
-        return STRATEGY_SPLIT
+        return STRATEGY_BATCHED if batched else STRATEGY_SPLIT
+
+    def _check_batched_frontend(self, probes: list[torch.Tensor], threshold: float) -> bool:
+        """Does the batched front end give each clip's own front end on its true frames?"""
+        rng = np.random.default_rng(1)
+        extra = [self._prepare(0.3 * rng.standard_normal(n).astype(np.float32)) for n in (400, 3_000)]
+        waves = [probes[0], extra[0], probes[1], extra[1]]  # mixed lengths, longest inside
+        try:
+            together = self._encoder.frontend_batch(waves)
+            worst = 1.0
+            for wave, front in zip(waves, together):
+                alone = self._encoder.frontend(wave)
+                if front.shape != alone.shape:
+                    raise RuntimeError(f"shape {tuple(front.shape)} != {tuple(alone.shape)}")
+                worst = min(worst, float(_frame_cosines(front, alone).min()))
+            if worst < threshold:
+                raise RuntimeError(f"min frame cosine {worst:.6f} < {threshold}")
+        except Exception as exc:  # noqa: BLE001 - the per-clip front end stays exact
+            logger.warning(
+                "ssl %s (%s): the batched front end is not exact here (%s); the front end runs "
+                "clip by clip", self.arg, self.config_.model_type, exc,
+            )
+            return False
+        logger.debug("ssl self-check: batched front end, min frame cosine %.6f", worst)
+        return True
 
     def _require_loaded(self) -> None:
         if self.model_ is None:
@@ -846,11 +1027,13 @@ class SSLExtractor(Extractor):
         """
         self._require_loaded()
         with torch.inference_mode(), self._autocast():
-            states = self._split_hidden_states([self._prepare(signal)])[0]
+            states = self._split_hidden_states(
+                [self._prepare(signal)], batched=self.strategy_ == STRATEGY_BATCHED
+            )[0]
         return [s.float().cpu() for s in states]
 
-    def _split_hidden_states(self, waves: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-        fronts = [self._encoder.frontend(w) for w in waves]
+    def _split_hidden_states(self, waves: list[torch.Tensor], batched: bool = False) -> list[list[torch.Tensor]]:
+        fronts = self._encoder.frontend_batch(waves) if batched else [self._encoder.frontend(w) for w in waves]
         lengths = torch.tensor([f.shape[0] for f in fronts])
         x0 = nn.utils.rnn.pad_sequence(fronts, batch_first=True)
         states = [h for _, h in self._encoder.run_layers(x0, lengths, self.config_.num_hidden_layers)]
@@ -875,19 +1058,48 @@ class SSLExtractor(Extractor):
             except Exception as exc:  # noqa: BLE001 - one bad clip never sinks the batch
                 results[i] = exc
         with torch.inference_mode(), self._autocast():
-            if self.strategy_ == STRATEGY_SPLIT:
+            if self.strategy_ in (STRATEGY_BATCHED, STRATEGY_SPLIT):
                 self._compute_split(waves, results)
             else:
                 self._compute_forward(waves, results)
         return results  # type: ignore[return-value]
 
-    def _compute_split(self, waves: dict[int, torch.Tensor], results: list) -> None:
+    def _frontends(self, waves: dict[int, torch.Tensor], results: list) -> dict[int, torch.Tensor]:
+        """Hidden state 0 ``(T, H)`` of each clip; a clip that fails gets its exception.
+
+        With :data:`STRATEGY_BATCHED`, clips sorted by length go through the batched front end
+        in groups of at most :data:`FRONTEND_BATCH_SECONDS` padded audio; clips longer than one
+        conv chunk (memory) and the clips of a group that fails run one by one.
+        """
         fronts: dict[int, torch.Tensor] = {}
-        for i, wave in waves.items():
+        alone = list(waves)
+        if self.strategy_ == STRATEGY_BATCHED:
+            alone = [i for i in waves if self._encoder.num_frames(waves[i].shape[0]) > self._encoder.chunk_frames]
+            short = sorted((i for i in waves if i not in set(alone)), key=lambda i: (waves[i].shape[0], i))
+            budget = FRONTEND_BATCH_SECONDS * SAMPLE_RATE
+            groups: list[list[int]] = []
+            for i in short:  # ascending: the clip added is the longest of its group
+                if groups and (len(groups[-1]) + 1) * waves[i].shape[0] <= budget:
+                    groups[-1].append(i)
+                else:
+                    groups.append([i])
+            for group in groups:
+                try:
+                    fronts.update(zip(group, self._encoder.frontend_batch([waves[i] for i in group])))
+                except Exception as exc:  # noqa: BLE001 - e.g. out of memory: clip by clip
+                    logger.warning("ssl front end of %d clips failed (%s); clip by clip", len(group), exc)
+                    if self.device_.type == "cuda":
+                        torch.cuda.empty_cache()
+                    alone.extend(group)
+        for i in alone:
             try:
-                fronts[i] = self._encoder.frontend(wave)  # (T, H)
+                fronts[i] = self._encoder.frontend(waves[i])  # (T, H)
             except Exception as exc:  # noqa: BLE001
                 results[i] = exc
+        return fronts
+
+    def _compute_split(self, waves: dict[int, torch.Tensor], results: list) -> None:
+        fronts = self._frontends(waves, results)
         # A clip longer than the batch budget runs alone (unpadded, so SDPA needs no mask and
         # keeps its linear-memory kernels), whatever batch the caller formed.
         budget = self._encoder.num_frames(int(self.options.batch_seconds * SAMPLE_RATE))

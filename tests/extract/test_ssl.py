@@ -11,7 +11,7 @@ import torch
 
 from extract.base import EXTRACTORS, ExtractOptions, ExtractorUnavailable, SAMPLE_RATE
 from extract.pooling import POOLINGS, PoolingAccumulator, masked_pool, validate_poolings
-from extract.ssl import STRATEGY_SPLIT, SSLExtractor
+from extract.ssl import STRATEGY_BATCHED, STRATEGY_SPLIT, SSLExtractor
 from tests.extract.conftest import FAMILIES, build_tiny_model
 
 N_STATES = 4  # 3 transformer layers + the input of the first
@@ -110,7 +110,7 @@ def test_hidden_states_match_the_models_own_output(tiny_models: dict, family: st
     from transformers import AutoModel, Wav2Vec2FeatureExtractor
 
     ext = loaded(tiny_models[family], dtype="float32")
-    assert ext.strategy_ == STRATEGY_SPLIT
+    assert ext.strategy_ == STRATEGY_BATCHED
     model = AutoModel.from_pretrained(tiny_models[family]).eval()
     features = Wav2Vec2FeatureExtractor.from_pretrained(tiny_models[family])
     for n in (400, 16_000, 36_800):
@@ -143,6 +143,50 @@ def test_batched_equals_each_clip_alone(tiny_models: dict, family: str, signals:
             worst = min(worst, float(cos.min()))
             assert cos.min() >= EXACT, (family, len(signal), key, cos.min())
     assert ext.padding_ratio > 0.5  # the batch really was padded
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("gemm", [False, True])
+def test_batched_front_end_equals_each_clip_alone(tiny_models: dict, family: str, gemm: bool) -> None:
+    """Conv encoder (masked group norm), projection and positional conv on a padded batch."""
+    from transformers import AutoModel
+
+    from extract.ssl import _Encoder
+
+    model = AutoModel.from_pretrained(tiny_models[family]).eval()
+    encoder = _Encoder(model, chunk_frames=1500)
+    assert encoder.batch_frontend_problem is None
+    if gemm and not encoder.enable_pos_conv_gemm():
+        pytest.skip("stacked positional convs have no matmul form")
+    waves = [torch.from_numpy(clip(n)) for n in LENGTHS[1:]]  # every clip >= the receptive field
+    waves.insert(3, torch.from_numpy(clip(240_000, seed=5)))  # the longest is not last
+    with torch.inference_mode():
+        together = encoder.frontend_batch(waves)
+        worst = 0.0
+        for wave, front in zip(waves, together):
+            alone = encoder.frontend(wave)
+            assert front.shape == alone.shape == (encoder.num_frames(wave.shape[0]), 32)
+            worst = max(worst, float((front - alone).abs().max()))
+            assert row_cosines(front.numpy(), alone.numpy()).min() > 0.99999
+    assert worst < 1e-4, (family, worst)  # about 3e-6 in float32 on CPU
+
+
+def test_masked_group_norm_equals_group_norm_on_each_clip() -> None:
+    from extract.ssl import _Encoder
+
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(6, 12, affine=True)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    lengths = [1, 7, 30, 2]
+    clips = [torch.randn(12, n) * 3 + 5 for n in lengths]
+    padded = torch.full((4, 12, 30), 1e6)  # padding must never enter a statistic
+    for b, c in enumerate(clips):
+        padded[b, :, : c.shape[1]] = c
+    with torch.no_grad():
+        out = _Encoder.masked_group_norm(norm, padded, torch.tensor(lengths))
+        for b, c in enumerate(clips):
+            torch.testing.assert_close(out[b, :, : c.shape[1]], norm(c[None])[0], atol=1e-5, rtol=1e-5)
 
 
 def test_plain_padding_would_fail_the_exactness_check(tiny_models: dict) -> None:
@@ -196,6 +240,39 @@ def test_fallback_to_the_models_forward_when_the_self_check_fails(
     for a, b in zip(ext.compute_batch(batch), reference):
         assert int(a["num_frames"]) == int(b["num_frames"])
         assert row_cosines(a["pooled_mean"], b["pooled_mean"]).min() >= EXACT
+
+
+def test_per_clip_front_end_when_the_batched_one_is_not_exact(
+    tiny_models: dict, signals: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from extract.ssl import _Encoder
+
+    def shifted(self: _Encoder, waves: list) -> list:
+        return [self.frontend(w) + 0.5 for w in waves]
+
+    reference = loaded(tiny_models["wavlm"], dtype="float32")
+    assert reference.strategy_ == STRATEGY_BATCHED
+    expected = reference.compute_batch(signals)
+    with monkeypatch.context() as patch:
+        patch.setattr(_Encoder, "frontend_batch", shifted)
+        ext = make(tiny_models["wavlm"], dtype="float32")
+        ext.load()
+        assert ext.strategy_ == STRATEGY_SPLIT
+        for a, b in zip(ext.compute_batch(signals), expected):
+            assert row_cosines(a["pooled_mean"], b["pooled_mean"]).min() >= EXACT
+
+
+def test_long_clips_leave_the_batched_front_end(tiny_models: dict, signals: list) -> None:
+    """Clips over one conv chunk run the chunked per-clip front end beside a batched group."""
+    options = {"dtype": "float32", "poolings": POOLINGS, "frames_layers": (3,)}
+    ext = make(tiny_models["wav2vec2-group"], **options)
+    ext.conv_chunk_frames = 60  # clips over 1.2 s go alone, in chunks
+    ext.load()
+    assert ext.strategy_ == STRATEGY_BATCHED
+    reference = loaded(tiny_models["wav2vec2-group"], **options)
+    for a, b in zip(ext.compute_batch(signals), reference.compute_batch(signals)):
+        for key in ("pooled_mean", "pooled_std", "frames_l3"):
+            assert row_cosines(a[key], b[key]).min() >= EXACT, key
 
 
 # -- lengths ----------------------------------------------------------------------------------
