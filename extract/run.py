@@ -187,12 +187,6 @@ def _decode_task(items: list[tuple[str, str]]) -> list[tuple[str, np.ndarray | N
     return out
 
 
-def _decode_init() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 # --------------------------------------------------------------------------------------------
 def extract_corpus(
     store: FeatureStore,
@@ -325,17 +319,16 @@ def _run_batched(ex: Extractor, options: ExtractOptions, todo: list[str], paths:
     jobs = [[(todo[i], paths[todo[i]]) for i in b] for b in batches]
 
     def decoded() -> Iterator[list[tuple[str, np.ndarray | None, str | None]]]:
-        if options.workers <= 1:
-            for job in jobs:
-                yield _decode_task(job)
-            return
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(options.workers, initializer=_decode_init) as pool:
-            try:
-                yield from pool.imap(_decode_task, jobs, chunksize=1)
-            except BaseException:
-                pool.terminate()
-                raise
+        # Decoding threads run ahead of the model (libsndfile and soxr release the GIL): no
+        # process start-up, and on a small CPU no cores taken from the model for long.
+        with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+            ahead = max(2, 2 * options.workers)
+            futures = [pool.submit(_decode_task, job) for job in jobs[:ahead]]
+            for i in range(len(jobs)):
+                if i + ahead < len(jobs):
+                    futures.append(pool.submit(_decode_task, jobs[i + ahead]))
+                yield futures[i].result()
+                futures[i] = None  # type: ignore[call-overload]  # free the decoded audio
 
     for batch in decoded():
         good = [(c, x) for c, x, err in batch if err is None]
