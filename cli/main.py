@@ -20,6 +20,8 @@ COMMANDS = {
     "verify": "cli.cmd_store",
     "merge": "cli.cmd_store",
     "report": "cli.cmd_report",
+    "probe": "cli.cmd_probe",
+    "permutation": "cli.cmd_permutation",
     "bench": "cli.cmd_bench",
 }
 

@@ -1,7 +1,16 @@
-"""Gather every run of a workdir into ``report.md`` and ``report.json``.
+"""Gather everything a workdir holds into ``report.md``, ``report.html`` and ``report.json``.
 
-Scores come from each run's metrics.json (computed by ``heads``); this module only formats.
-Published numbers are shown beside ours, labelled as published, with their source.
+Sources, all written by other commands (this module only formats; scores come from ``heads``):
+
+* ``runs/<run>/metrics.json`` (+ ``config.json``, ``curves_seed<k>.json`` of torch heads);
+* ``probes/<name>/probe.json`` (``probe``);
+* ``permutation/<name>/permutation.json`` (``permutation``);
+* the feature store's set headers (provenance: model, versions, device, throughput) and its
+  failed clips.
+
+Published numbers are shown beside ours, labelled as published, with their source
+(:mod:`reports.published`). Figures are PNG files in ``WORKDIR/report_files/``: linked from
+report.md, embedded (base64) in report.html, which is therefore one self-contained file.
 """
 from __future__ import annotations
 
@@ -10,13 +19,30 @@ import json
 import logging
 import math
 import os
+import re
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reports import plots
+from reports.html import render_html
+from reports.html import render_markdown as render_blocks_markdown
 from reports.published import published_for
 
 log = logging.getLogger(__name__)
+
+FILES_DIR = "report_files"
+MAX_FAILED_LISTED = 200
+"""Failed clips listed per feature set (the count is always given)."""
+MAX_CONFUSIONS_PER_TASK = 6
+"""Confusion matrices drawn per task and target (best runs first)."""
+
+NOTE = ("Scores are on the Val split unless marked Test; CCC is the population form "
+        "(= `audmetric.concordance_cc`); UAR is macro-averaged recall; intervals are 95 % "
+        "percentile bootstrap over Val clips. Rows marked *published* are numbers from the "
+        "papers (on the real HUME-VB data), shown for reference, not computed here.")
 
 
 @dataclass
@@ -28,8 +54,8 @@ class RunSummary:
 
 
 def load_runs(workdir: str | os.PathLike) -> list[RunSummary]:
-    """Every run under WORKDIR/runs with a readable metrics.json, oldest first."""
-    runs = []
+    """Every run under WORKDIR/runs with a readable metrics.json, in name order."""
+    runs: list[RunSummary] = []
     base = Path(workdir) / "runs"
     if not base.is_dir():
         return runs
@@ -99,66 +125,376 @@ def store_rows(workdir: Path) -> list[dict[str, Any]]:
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# training curves of torch heads
+# --------------------------------------------------------------------------------------------
+
+_EPOCH_KEYS = ("epoch", "epochs")
+_SERIES_KEYS = {
+    "train_loss": ("train_loss", "train_losses", "loss", "losses", "train"),
+    "val_score": ("val_score", "val_scores", "val", "val_metric", "val_metrics", "score"),
+    "task_weights": ("task_weights", "weights", "weight", "loss_weights"),
+}
+
+
+def _series(value: Any, names: list[str] | None, default: str) -> dict[str, list[float]]:
+    """A curve value as name -> per-epoch list.
+
+    Accepts a list of numbers, a dict of name -> list, a list of per-epoch dicts, or a list of
+    per-epoch lists (named by ``names`` when given).
+    """
+    if isinstance(value, dict):
+        return {str(k): [_num(x) for x in v] for k, v in value.items() if isinstance(v, list)}
+    if not isinstance(value, list) or not value:
+        return {}
+    if all(isinstance(x, dict) for x in value):
+        keys: list[str] = []
+        for x in value:
+            keys += [k for k in x if k not in keys]
+        return {str(k): [_num(x.get(k)) for x in value] for k in keys}
+    if all(isinstance(x, (list, tuple)) for x in value):
+        width = max(len(x) for x in value)
+        labels = names if names and len(names) == width else [f"{default} {i}" for i in range(width)]
+        return {labels[i]: [_num(x[i]) if i < len(x) else float("nan") for x in value]
+                for i in range(width)}
+    return {default: [_num(x) for x in value]}
+
+
+def _num(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def normalise_curve(obj: Any) -> dict[str, Any]:
+    """A ``curves_seed<k>.json`` as ``{"epoch": [...], "train_loss": {name: [...]},
+    "val_score": {name: [...]}, "task_weights": {name: [...]}}``.
+
+    Tolerant of the shapes a training loop may write: a dict of series (lists, dicts of lists,
+    lists of per-epoch dicts or lists), or a list of per-epoch records.
+    """
+    if isinstance(obj, list):  # per-epoch records
+        recs = [r for r in obj if isinstance(r, dict)]
+        obj = {k: [r.get(k) for r in recs] for k in dict.fromkeys(k for r in recs for k in r)}
+    if not isinstance(obj, dict):
+        return {"epoch": [], "train_loss": {}, "val_score": {}, "task_weights": {}}
+    names = obj.get("tasks") if isinstance(obj.get("tasks"), list) else None
+    out: dict[str, Any] = {}
+    for kind, keys in _SERIES_KEYS.items():
+        key = next((k for k in keys if k in obj), None)
+        out[kind] = _series(obj[key], names, kind.replace("_", " ")) if key else {}
+    epoch_key = next((k for k in _EPOCH_KEYS if isinstance(obj.get(k), list)), None)
+    n = max([len(v) for s in out.values() for v in s.values()] or [0])
+    out["epoch"] = [_num(e) for e in obj[epoch_key]] if epoch_key else list(range(n))
+    return out
+
+
+def load_curves(run_dir: Path) -> list[dict[str, Any]]:
+    """Normalised curves of every curves_seed<k>.json of a run, by seed."""
+    found = []
+    for p in run_dir.glob("curves_seed*.json"):
+        m = re.match(r"curves_seed(\d+)\.json$", p.name)
+        if not m:
+            continue
+        try:
+            found.append((int(m.group(1)), normalise_curve(json.loads(p.read_text()))))
+        except ValueError as exc:
+            log.warning("skipping %s: unreadable (%s)", p, exc)
+    return [c for _, c in sorted(found, key=lambda t: t[0])]
+
+
+# --------------------------------------------------------------------------------------------
+# content
+# --------------------------------------------------------------------------------------------
+
+
 def build_report(workdir: str | os.PathLike) -> dict[str, Any]:
     """The report's content as plain data (also written as report.json)."""
+    from heads.permutation import load_studies
+    from heads.probe import load_probes
+
     wd = Path(workdir)
     runs = load_runs(wd)
     rows = results_rows(runs)
     tasks = sorted({r["task"] for r in rows})
     published = {t: [p.__dict__ for p in published_for(t)] for t in tasks}
     return {"workdir": str(wd), "generated": _dt.datetime.now().isoformat(timespec="seconds"),
-            "results": rows, "published": published, "feature_sets": store_rows(wd),
-            "runs": [{"name": r.name, "metrics": r.metrics, "config": r.config} for r in runs]}
+            "note": NOTE, "results": rows, "published": published,
+            "feature_sets": store_rows(wd),
+            "runs": [{"name": r.name, "metrics": r.metrics, "config": r.config,
+                      "curves": load_curves(r.path)} for r in runs],
+            "probes": load_probes(wd), "permutation": load_studies(wd)}
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    lines = [f"# Results for `{report['workdir']}`", "",
-             f"Generated {report['generated']}. Scores are on the Val split unless marked Test; "
-             "CCC is the population form (= `audmetric.concordance_cc`); intervals are 95 % "
-             "percentile bootstrap over Val clips. Rows marked *published* are numbers from the "
-             "papers (on the real HUME-VB data), shown for reference, not computed here.", ""]
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:120]
+
+
+class _Figures:
+    """Draws figures into the files folder, keeping going when one fails."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.made: list[Path] = []
+
+    def draw(self, name: str, fn: Callable[..., Path], *args: Any, **kwargs: Any) -> Path | None:
+        try:
+            path = fn(*args, self.folder / f"{_safe(name)}.png", **kwargs)
+        except Exception as exc:  # one broken input must not cost the whole report
+            log.warning("figure %s not drawn: %s", name, exc)
+            return None
+        self.made.append(path)
+        return path
+
+
+def _fig(path: Path | None, caption: str) -> list[dict[str, Any]]:
+    return [{"kind": "figure", "path": path, "caption": caption}] if path else []
+
+
+def report_blocks(report: dict[str, Any], figures: _Figures) -> list[dict[str, Any]]:
+    """The report as blocks (see :mod:`reports.html`), drawing its figures on the way."""
+    b: list[dict[str, Any]] = [
+        {"kind": "h", "level": 1, "text": f"Results for `{report['workdir']}`"},
+        {"kind": "p", "class": "meta", "text": f"Generated {report['generated']}. {report['note']}"},
+    ]
     rows = report["results"]
     if not rows:
-        lines += ["No runs yet: `run_pipeline.py train --workdir ...` writes them.", ""]
+        b.append({"kind": "p", "text": "No runs yet: `run_pipeline.py train --workdir ...` writes them."})
+    runs_by_name = {r["name"]: r for r in report["runs"]}
     for task in sorted({r["task"] for r in rows}):
-        lines += [f"## {task}", "",
-                  "| run | head | features | metric | Val | 95 % CI | seeds | Test |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in [r for r in rows if r["task"] == task]:
-            ci = r["ci"] or [None, None]
-            val = _fmt(r["val"]) + (f" ± {_fmt(r['val_std'])}" if r.get("val_std") else "")
-            lines.append(f"| {r['run']} | {r['head']} | {r['features']} | {r['metric']} | {val} | "
-                         f"[{_fmt(ci[0])}, {_fmt(ci[1])}] | {r['seeds']} | {_fmt(r['test'])} |")
-        for p in report["published"].get(task, []):
-            val = p["score"] if p["split"] == "val" else None
-            test = p["score"] if p["split"] == "test" else None
-            lines.append(f"| *published*: {p['system']} | | ({p['source']}) | {p['metric']} | "
-                         f"{_fmt(val)} | | | {_fmt(test)} |")
-        lines.append("")
-        for r in [x for x in report["runs"] if task in x["metrics"].get("tasks", {})]:
-            per_col = r["metrics"]["tasks"][task]["val"].get("per_column") or {}
-            if per_col and len(per_col) <= 12:
-                lines.append(f"Per column ({r['name']}): " + ", ".join(
-                    f"{c} {_fmt(v, 3)}" for c, v in per_col.items()))
-        lines.append("")
-    lines += ["## Feature sets", ""]
-    for fs in report["feature_sets"]:
-        prov = fs["provenance"]
-        last = prov.get("last_run", {})
-        lines.append(f"- `{fs['key']}` ({fs['spec']}): {fs['rows']} rows, {len(fs['failed'])} failed; "
-                     f"device {prov.get('device', '?')}, dtype {prov.get('dtype', '?')}"
-                     + (f", last run {last.get('date')} at {last.get('audio_s_per_s')} audio-s/s" if last else ""))
-        for cid, reason in sorted(fs["failed"].items())[:50]:
-            lines.append(f"  - failed `{cid}`: {reason}")
-    lines.append("")
-    return "\n".join(lines)
+        b += _task_blocks(task, [r for r in rows if r["task"] == task],
+                          report["published"].get(task, []), runs_by_name, figures)
+    b += _curve_blocks(report["runs"], figures)
+    b += _probe_blocks(report["probes"], figures)
+    b += _permutation_blocks(report["permutation"], figures)
+    b += _store_blocks(report["feature_sets"])
+    return b
+
+
+def _task_blocks(task: str, rows: list[dict[str, Any]], published: list[dict[str, Any]],
+                 runs: dict[str, Any], figures: _Figures) -> list[dict[str, Any]]:
+    b: list[dict[str, Any]] = [{"kind": "h", "level": 2, "text": task, "id": f"task-{_safe(task)}"}]
+    table_rows, classes = [], []
+    for r in rows:
+        ci = r["ci"] or [None, None]
+        val = _fmt(r["val"]) + (f" ± {_fmt(r['val_std'])}" if r.get("val_std") else "")
+        table_rows.append([r["run"], r["head"] or "", r["features"], r["metric"] or "", val,
+                           f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", str(r["seeds"]), _fmt(r["test"])])
+        classes.append(None)
+    for p in published:
+        val = p["score"] if p["split"] == "val" else None
+        test = p["score"] if p["split"] == "test" else None
+        table_rows.append([f"*published*: {p['system']}", "", f"({p['source']})", p["metric"],
+                           _fmt(val), "", "", _fmt(test)])
+        classes.append("published")
+    b.append({"kind": "table",
+              "headers": ["run", "head", "features", "metric", "Val", "95 % CI", "seeds", "Test"],
+              "rows": table_rows, "row_class": classes,
+              "align": ["l", "l", "l", "l", "r", "r", "r", "r"]})
+
+    entries = [(name, runs[name]["metrics"]["tasks"][task]) for name in dict.fromkeys(r["run"] for r in rows)
+               if name in runs and task in runs[name]["metrics"].get("tasks", {})]
+    per_col = {name: e["val"].get("per_column") for name, e in entries if e["val"].get("per_column")}
+    if per_col:
+        for name, cols in per_col.items():
+            if len(cols) <= 12:
+                b.append({"kind": "p", "text": f"Per column ({name}): " + ", ".join(
+                    f"{c} {_fmt(v, 3)}" for c, v in cols.items())})
+        path = figures.draw(f"{task}-per-column", plots.plot_per_column, per_col,
+                            title=f"{task}: Val CCC per label column")
+        b += _fig(path, f"{task}: Val CCC of each label column, one bar per run.")
+    # confusion matrices of classification targets, best runs first
+    by_target: dict[str, list[tuple[float, str, dict[str, Any]]]] = {}
+    for name, e in entries:
+        for tname, t in (e["val"].get("targets") or {}).items():
+            if t.get("confusion") and t.get("classes"):
+                by_target.setdefault(tname, []).append((_num(t.get("score")), name, t))
+    for tname, items in by_target.items():
+        items.sort(key=lambda x: -x[0] if math.isfinite(x[0]) else math.inf)
+        for score, name, t in items[:MAX_CONFUSIONS_PER_TASK]:
+            path = figures.draw(f"{task}-{tname}-confusion-{name}", plots.plot_confusion,
+                                t["confusion"], t["classes"],
+                                title=f"{name}\n{tname}: UAR {_fmt(score)}")
+            b += _fig(path, f"{task} / {tname}: confusion matrix of run `{name}` on Val "
+                            f"(colour: share of the true class; numbers: clips).")
+        if len(items) > MAX_CONFUSIONS_PER_TASK:
+            b.append({"kind": "p", "text": f"({len(items) - MAX_CONFUSIONS_PER_TASK} more runs "
+                                           f"of {tname} not drawn.)"})
+    return b
+
+
+def _curve_blocks(runs: list[dict[str, Any]], figures: _Figures) -> list[dict[str, Any]]:
+    with_curves = [r for r in runs if r.get("curves")]
+    if not with_curves:
+        return []
+    b: list[dict[str, Any]] = [
+        {"kind": "h", "level": 2, "text": "Training curves", "id": "curves"},
+        {"kind": "p", "text": "Per-epoch train losses and Val scores of the torch heads "
+                              "(`curves_seed<k>.json`), and the task weights of multitask "
+                              "weightings."}]
+    for r in with_curves:
+        b.append({"kind": "h", "level": 3, "text": r["name"]})
+        path = figures.draw(f"curves-{r['name']}", plots.plot_learning_curves, r["curves"],
+                            title=r["name"])
+        b += _fig(path, f"`{r['name']}`: learning curves.")
+        if any(c.get("task_weights") for c in r["curves"]):
+            path = figures.draw(f"weights-{r['name']}", plots.plot_task_weights, r["curves"],
+                                title=f"{r['name']}: task weights")
+            b += _fig(path, f"`{r['name']}`: task-weight trajectories.")
+    return b
+
+
+def _probe_blocks(probes: list[dict[str, Any]], figures: _Figures) -> list[dict[str, Any]]:
+    if not probes:
+        return []
+    b: list[dict[str, Any]] = [{"kind": "h", "level": 2, "text": "Layer probes", "id": "probes"}]
+    for p in probes:
+        best = p["best"]
+        fs = p.get("feature_set", {})
+        cfg = p.get("config", {})
+        b.append({"kind": "h", "level": 3, "text": p["name"]})
+        b.append({"kind": "p", "text":
+                  f"`{fs.get('key')}` ({fs.get('spec')}), task {p['task']}, head {cfg.get('head')}, "
+                  f"{cfg.get('seeds')} seed(s), {p['n_clips']['Train']} Train / "
+                  f"{p['n_clips']['Val']} Val clips. **Best: layer {best['layer']} "
+                  f"({best['pooling']} pooling), Val {p['metric']} {_fmt(best['score'])} "
+                  f"[{_fmt(best['ci'][0])}, {_fmt(best['ci'][1])}].** CI: {p['ci_method']}. "
+                  f"Std: over seeds ({p['seed_meaning']})."})
+        path = figures.draw(f"probe-{p['name']}", plots.plot_layer_curve, p)
+        b += _fig(path, f"{p['task']}: Val {p['metric']} against layer, one line per pooling, "
+                        f"band: 95 % CI; star: best layer.")
+        poolings = p["poolings"]
+        by = {(r["layer"], r["pooling"]): r for r in p["results"]}
+        rows, classes = [], []
+        for layer in p["layers"]:
+            row = [str(layer)]
+            for pool in poolings:
+                r = by.get((layer, pool))
+                row += ([_fmt(r["score"]), f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]",
+                         _fmt(r["std"])] if r else ["", "", ""])
+            rows.append(row)
+            classes.append("best" if layer == best["layer"] else None)
+        headers = ["layer"] + [h for pool in poolings
+                               for h in (f"{pool} {p['metric']}", "95 % CI", "std")]
+        b.append({"kind": "table", "headers": headers, "rows": rows, "row_class": classes,
+                  "align": ["r"] * len(headers)})
+        ws = p.get("weighted_sum") or {}
+        if ws:
+            path = figures.draw(f"probe-weights-{p['name']}", plots.plot_layer_weights, p)
+            b += _fig(path, "Learned softmax layer weights of the weighted-sum head (mean over "
+                            "seeds, error bars: std); dotted: uniform weights.")
+            b.append({"kind": "p", "text": "Weighted-sum head: " + "; ".join(
+                f"{pool}: Val {p['metric']} {_fmt(e['score'])} [{_fmt(e['ci'][0])}, "
+                f"{_fmt(e['ci'][1])}]" for pool, e in ws.items())})
+    return b
+
+
+def _permutation_blocks(studies: list[dict[str, Any]], figures: _Figures) -> list[dict[str, Any]]:
+    if not studies:
+        return []
+    b: list[dict[str, Any]] = [{"kind": "h", "level": 2, "text": "Permutation studies",
+                                "id": "permutation"}]
+    for s in studies:
+        b.append({"kind": "h", "level": 3, "text": s["name"]})
+        b.append({"kind": "p", "text":
+                  f"Task {s['task']} from `{s['feature_set']['key']}` layer {s['layer']} "
+                  f"({s['pooling']}) plus auxiliary labels {', '.join(s['aux'])}; {s['trials']} "
+                  f"trials per condition ({s['trial_meaning']}); Val/Test see "
+                  f"{'the condition' if s.get('eval_aux') == 'same' else 'true'} labels."})
+        path = figures.draw(f"permutation-{s['name']}", plots.plot_permutation_density, s)
+        b += _fig(path, "Density (Gaussian KDE) of the Val score per condition; ticks: trials.")
+        b.append({"kind": "table", "headers": ["condition", "meaning", "mean", "std", "min", "max"],
+                  "rows": [[c, s["condition_meaning"].get(c, ""), _fmt(st["mean"]), _fmt(st["std"]),
+                            _fmt(st["min"]), _fmt(st["max"])] for c, st in s["stats"].items()],
+                  "align": ["l", "l", "r", "r", "r", "r"]})
+        b.append({"kind": "table",
+                  "headers": ["a", "b", "mean a - b", "t", "df", "p", "Cohen's d"],
+                  "rows": [[t["a"], t["b"], f"{t['diff']:+.4f}", _fmt(t["t"], 2), _fmt(t["df"], 1),
+                            _p(t["p"]), _fmt(t["cohen_d"], 2)] for t in s["tests"]],
+                  "align": ["l", "l", "r", "r", "r", "r", "r"]})
+        b.append({"kind": "p", "class": "meta",
+                  "text": "Welch two-sample t-tests (`scipy.stats.ttest_ind`, equal_var=False), "
+                          "two-sided."})
+    return b
+
+
+def _p(p: Any) -> str:
+    if p is None or not math.isfinite(p):
+        return "-"
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
+
+
+_VERSION_KEYS = ("torch", "transformers", "opensmile", "numpy", "h5py", "python")
+
+
+def _store_blocks(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    b: list[dict[str, Any]] = [{"kind": "h", "level": 2, "text": "Feature sets",
+                                "id": "feature-sets"}]
+    if not sets:
+        return b + [{"kind": "p", "text": "No feature store in this workdir."}]
+    rows = []
+    for fs in sets:
+        prov, cfg = fs["provenance"], fs.get("config") or {}
+        last = prov.get("last_run") or {}
+        versions = ", ".join(f"{k} {prov[k]}" for k in _VERSION_KEYS if prov.get(k))
+        model = cfg.get("model") or cfg.get("feature_set") or cfg.get("extractor") or ""
+        rate = (f"{last.get('audio_s_per_s')} audio-s/s, {last.get('clips_per_s')} clips/s"
+                if last else "-")
+        device = str(prov.get("device", "?")) + (f" ({prov['compute_dtype']})"
+                                                 if prov.get("compute_dtype") else "")
+        rows.append([f"`{fs['key']}`", fs["spec"], str(model), str(fs["rows"]), str(len(fs["failed"])),
+                     device, str(cfg.get("dtype") or prov.get("dtype") or "?"),
+                     versions, f"{last.get('date', '-')}" + (f" ({last.get('workers')} workers)"
+                                                              if last.get("workers") else ""), rate])
+    b.append({"kind": "table",
+              "headers": ["key", "spec", "model", "rows", "failed", "device (compute)",
+                          "stored dtype", "versions",
+                          "last run", "throughput"],
+              "rows": rows, "align": ["l", "l", "l", "r", "r", "l", "l", "l", "l", "r"]})
+    failed_any = False
+    for fs in sets:
+        failed = fs["failed"]
+        if not failed:
+            continue
+        if not failed_any:
+            b.append({"kind": "h", "level": 3, "text": "Failed clips"})
+            failed_any = True
+        items = [f"failed `{cid}`: {reason}" for cid, reason in sorted(failed.items())[:MAX_FAILED_LISTED]]
+        if len(failed) > MAX_FAILED_LISTED:
+            items.append(f"... and {len(failed) - MAX_FAILED_LISTED} more (`verify --workdir` lists all)")
+        b.append({"kind": "list", "items": items,
+                  "summary": f"`{fs['key']}`: {len(failed)} failed clip(s)"})
+    if not failed_any:
+        b.append({"kind": "p", "text": "No failed clips."})
+    return b
+
+
+def render_markdown(report: dict[str, Any], *, workdir: str | os.PathLike | None = None) -> str:
+    """report.md text; figures are drawn into WORKDIR/report_files (or a temporary folder)."""
+    wd = Path(workdir or report["workdir"])
+    figures = _Figures(wd / FILES_DIR)
+    return render_blocks_markdown(report_blocks(report, figures), base=wd)
 
 
 def write_report(workdir: str | os.PathLike) -> dict[str, Path]:
-    """Write report.md and report.json into the workdir; returns their paths."""
+    """Write report.md, report.html, report.json and report_files/*.png; returns the paths."""
     wd = Path(workdir)
     report = build_report(wd)
-    paths = {"md": wd / "report.md", "json": wd / "report.json"}
-    paths["md"].write_text(render_markdown(report), encoding="utf-8")
-    paths["json"].write_text(json.dumps(report, indent=2, default=str, allow_nan=True), encoding="utf-8")
+    files = wd / FILES_DIR
+    if files.is_dir():
+        shutil.rmtree(files)  # figures of runs that are gone must not linger
+    figures = _Figures(files)
+    blocks = report_blocks(report, figures)
+    paths = {"md": wd / "report.md", "html": wd / "report.html", "json": wd / "report.json"}
+    texts = {
+        "md": render_blocks_markdown(blocks, base=wd),
+        "html": render_html(blocks, title=f"vocal-probe report: {wd.name}"),
+        "json": json.dumps(report, indent=2, default=str, allow_nan=True),
+    }
+    for kind, path in paths.items():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(texts[kind], encoding="utf-8")
+        os.replace(tmp, path)
+    log.info("report: %d figure(s) in %s", len(figures.made), files)
     return paths

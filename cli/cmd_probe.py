@@ -1,0 +1,129 @@
+"""``probe``: one light head per (layer, pooling) of an SSL feature set; the best layer named."""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+
+from cli.common import EXIT_OK, UsageError, add_workdir, parse_int_list, say
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "probe", help="layer probing: a head per (layer, pooling) of cached SSL features",
+        description="Fits a head on every stored layer and pooling of an SSL feature set "
+                    "(cached features only: nothing is extracted), over several seeds. Writes "
+                    "WORKDIR/probes/<name>/probe.json, probe.csv (layer x pooling: score, 95 %% "
+                    "CI, std over seeds) and probe.png (score against layer, one line per "
+                    "pooling, CI band), and names the best layer. CI: percentile bootstrap over "
+                    "Val clips of the seed-mean score. For ridge, seed 0 fits all of Train and "
+                    "chooses alpha on Val; seed k > 0 refits it on a bootstrap resample of Train.")
+    add_workdir(p)
+    p.add_argument("--features", required=True, metavar="SPEC|KEY",
+                   help="an ssl: feature set (spec, name or key as shown by `list`)")
+    p.add_argument("--task", required=True, help="one task: avb-high, avb-two, avb-culture, "
+                                                 "avb-type, country, exvo, regress:COL, classify:COL")
+    p.add_argument("--head", default="ridge",
+                   help="ridge (default, fast path) or any head `train` knows (seeds then change "
+                        "its initialisation)")
+    p.add_argument("--poolings", default=None,
+                   help="comma-separated poolings, e.g. mean,last (default: every stored one)")
+    p.add_argument("--layers", default="all", help="'all' (default) or e.g. 0,6,12")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (default: 1)")
+    p.add_argument("--n-boot", type=int, default=1000,
+                   help="bootstrap resamples of Val clips for the CI (default: 1000)")
+    p.add_argument("--weighted-sum", action="store_true",
+                   help="also train a SUPERB-style head on a softmax-weighted sum of all layers "
+                        "(torch, CPU) and report / plot the learned layer weights")
+    p.add_argument("--epochs", type=int, default=40,
+                   help="most epochs of the weighted-sum head (early stopping, patience 5)")
+    p.add_argument("--name", help="folder name under WORKDIR/probes (default: settings + time)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="CPU threads for BLAS / torch (default 1: fastest on a shared machine)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from data.corpus import CorpusError
+    from data.tasks import TaskError
+    from heads.features import FeatureError
+    from heads.probe import ProbeConfig, WeightedSumConfig, run_probe
+    from reports.plots import plot_layer_curve, plot_layer_weights
+
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.n_boot < 1:
+        raise UsageError(f"--n-boot must be at least 1, got {args.n_boot}")
+    if args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    layers = parse_int_list(args.layers, "--layers")
+    poolings = tuple(p.strip() for p in (args.poolings or "").split(",") if p.strip())
+    try:
+        cfg = ProbeConfig(workdir=args.workdir, features=args.features, task=args.task,
+                          head=args.head, poolings=poolings, layers=layers, seeds=args.seeds,
+                          n_boot=args.n_boot, weighted_sum=args.weighted_sum,
+                          weighted=WeightedSumConfig(epochs=args.epochs), name=args.name,
+                          n_jobs=args.jobs)
+        result = run_probe(cfg, progress=_progress())
+    except (FeatureError, TaskError, CorpusError, FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    s = result.summary
+    plots = [plot_layer_curve(s, result.probe_dir / "probe.png")]
+    if s.get("weighted_sum"):
+        plots.append(plot_layer_weights(s, result.probe_dir / "layer_weights.png"))
+    _print_table(s)
+    b = s["best"]
+    say(f"best layer: {b['layer']} ({b['pooling']} pooling), Val {s['metric']} = {b['score']:.4f} "
+        f"(95% CI {b['ci'][0]:.4f} to {b['ci'][1]:.4f})")
+    for pooling, ws in (s.get("weighted_sum") or {}).items():
+        top = sorted(zip(ws["weights"], ws["layers"]), reverse=True)[:3]
+        say(f"weighted sum ({pooling}): Val {s['metric']} = {ws['score']:.4f} (95% CI "
+            f"{ws['ci'][0]:.4f} to {ws['ci'][1]:.4f}); largest weights: "
+            + ", ".join(f"layer {layer} {w:.3f}" for w, layer in top))
+    say(f"CI: {s['ci_method']}; std: over {cfg.seeds} seed(s) ({s['seed_meaning']})")
+    say(f"written to {result.probe_dir} (probe.json, probe.csv, "
+        + ", ".join(p.name for p in plots) + f") in {s['seconds']:.1f} s")
+    return EXIT_OK
+
+
+def _progress():
+    import sys
+
+    from tqdm import tqdm
+
+    state: dict = {}
+
+    def update(done: int, total: int, what: str) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc="probe", unit="fit", file=sys.stderr,
+                                disable=not sys.stderr.isatty(), dynamic_ncols=True)
+        bar = state["bar"]
+        bar.set_postfix_str(what, refresh=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _print_table(s: dict) -> None:
+    poolings = s["poolings"]
+    by = {(r["layer"], r["pooling"]): r for r in s["results"]}
+    say("layer  " + "  ".join(f"{p + ' ' + s['metric']:>12} {'95% CI':>17} {'std':>6}" for p in poolings))
+    for layer in s["layers"]:
+        cells = []
+        for p in poolings:
+            r = by.get((layer, p))
+            if r is None:
+                cells.append(" " * 38)
+                continue
+            mark = "*" if (layer, p) == (s["best"]["layer"], s["best"]["pooling"]) else " "
+            cells.append(f"{_f(r['score']):>11}{mark} [{_f(r['ci'][0])}, {_f(r['ci'][1])}] "
+                         f"{_f(r['std']):>6}")
+        say(f"{layer:>5}  " + "  ".join(cells))
+
+
+def _f(x: float) -> str:
+    return "nan" if x is None or not math.isfinite(x) else f"{x:.4f}"

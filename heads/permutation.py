@@ -1,0 +1,394 @@
+"""The task-relationship permutation study of seed 001: do auxiliary labels help, and is it
+their information or just extra inputs?
+
+Auxiliary labels of each clip (country as a one-hot block, age standardised on Train) are
+concatenated to the features of one SSL layer, and a ridge head predicts the task (e.g. the
+10 A-VB emotions). Conditions::
+
+    none      features only (reference)
+    true      the clip's own auxiliary labels
+    shuffled  the auxiliary rows permuted across clips (within each split): same marginal
+              distribution, no relation to the clip
+    wrong     deliberately wrong: each clip gets a country other than its own (uniformly among
+              the others) and its age moved by 10 to 25 years up or down (random sign)
+
+Each of ``trials`` trials draws a bootstrap resample of Train (so that ridge, a deterministic
+fit, has trial-to-trial variation; the same resample serves every condition of a trial) and
+fresh shuffles / wrong labels; the Val score of every condition is recorded. Conditions are
+compared with two-sample t-tests (``scipy.stats.ttest_ind``, **Welch's** unequal-variance
+form, two-sided), with Cohen's d (pooled standard deviation).
+
+Manipulated labels are applied to Train and, with ``eval_aux="same"`` (default), to Val and
+Test as well; ``eval_aux="true"`` evaluates every model with the true labels.
+
+Missing auxiliary values: no country -> an all-zero block, no age -> the Train mean. The
+features are standardised on Train; the one-hot block is left as 0/1. Ridge's alpha is chosen
+on Val per condition and trial (the ``ridge`` head's grid).
+
+Writes ``WORKDIR/permutation/<name>/permutation.json``, ``scores.csv`` (trial, condition,
+score) and ``tests.csv``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data.tasks import class_name, parse_tasks, resolve_task
+from extract.store import FeatureStore
+from heads.baselines import RIDGE_ALPHAS
+from heads.evaluate import HEADLINE_TEXT, score_task
+from heads.features import find_set, resolve_field
+from heads.probe import ProbeData, fit_ridge_task, load_probe_data, standardise
+
+log = logging.getLogger(__name__)
+
+PERMUTATION_DIR = "permutation"
+CONDITIONS = ("none", "true", "shuffled", "wrong")
+"""The conditions, in report order."""
+AUX_COLUMNS = {"country": "Country", "age": "Age"}
+"""Auxiliary label name -> label column."""
+WRONG_AGE_SHIFT = (10.0, 25.0)
+"""Years by which a wrong age differs from the true one (uniform, random sign)."""
+
+
+@dataclass(frozen=True)
+class PermutationConfig:
+    """Everything that defines a permutation study (saved in permutation.json).
+
+    Attributes:
+        workdir: the workdir.
+        features: an SSL feature set (spec, name or key).
+        task: the task predicted (must not use an auxiliary column itself).
+        layer: SSL layer (None = the last stored one).
+        pooling: SSL pooling.
+        aux: auxiliary labels, from ``country`` and ``age``.
+        conditions: from :data:`CONDITIONS`.
+        trials: trials per condition.
+        eval_aux: ``same`` (Val/Test get the condition's labels) or ``true``.
+        seed: base seed; trial t uses ``numpy.random.default_rng([seed, t])``.
+        alphas: ridge grid.
+        name: folder name under permutation/ (default: settings + time).
+        n_jobs: BLAS threads.
+    """
+
+    workdir: str
+    features: str
+    task: str = "avb-high"
+    layer: int | None = None
+    pooling: str = "mean"
+    aux: tuple[str, ...] = ("country", "age")
+    conditions: tuple[str, ...] = CONDITIONS
+    trials: int = 50
+    eval_aux: str = "same"
+    seed: int = 0
+    alphas: tuple[float, ...] = RIDGE_ALPHAS
+    name: str | None = None
+    n_jobs: int = 1
+
+
+@dataclass
+class PermutationResult:
+    study_dir: Path
+    summary: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# auxiliary labels
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AuxLabels:
+    """Auxiliary labels of every row: country codes (-1 missing) and ages (NaN missing)."""
+
+    country: np.ndarray | None  # (n,) int, -1 = missing
+    countries: tuple[str, ...]
+    age: np.ndarray | None  # (n,) float, NaN = missing
+
+
+def read_aux(labels: pd.DataFrame, ids: list[str], aux: tuple[str, ...],
+             train_rows: np.ndarray) -> AuxLabels:
+    """The auxiliary columns of ``ids``.
+
+    Raises:
+        ValueError: an unknown auxiliary name, a missing column, or no Train value.
+    """
+    unknown = [a for a in aux if a not in AUX_COLUMNS]
+    if unknown or not aux:
+        raise ValueError(f"auxiliary labels must be among {sorted(AUX_COLUMNS)}, got {list(aux)}")
+    rows = labels.reindex(ids)
+    country = age = None
+    countries: tuple[str, ...] = ()
+    for a in aux:
+        col = AUX_COLUMNS[a]
+        if col not in rows.columns:
+            raise ValueError(f"auxiliary label {a!r} needs column {col!r}, which the corpus lacks; "
+                             f"columns: {list(labels.columns)}")
+    if "country" in aux:
+        names = [class_name(v) for v in rows[AUX_COLUMNS["country"]]]
+        countries = tuple(sorted({names[i] for i in train_rows if names[i] is not None}))
+        if len(countries) < 2:
+            raise ValueError(f"country needs at least 2 countries on Train, found {list(countries)}")
+        index = {c: i for i, c in enumerate(countries)}
+        country = np.array([index.get(n, -1) for n in names], dtype=np.int64)
+    if "age" in aux:
+        age = pd.to_numeric(rows[AUX_COLUMNS["age"]], errors="coerce").to_numpy(dtype=np.float64)
+        if not np.isfinite(age[train_rows]).any():
+            raise ValueError("age has no value on Train")
+    return AuxLabels(country, countries, age)
+
+
+def shuffled_aux(aux: AuxLabels, split: np.ndarray, rng: np.random.Generator) -> AuxLabels:
+    """The auxiliary rows permuted across clips within each split (country and age together)."""
+    perm = np.arange(len(split))
+    for s in np.unique(split):
+        rows = np.flatnonzero(split == s)
+        perm[rows] = rows[rng.permutation(len(rows))]
+    return AuxLabels(None if aux.country is None else aux.country[perm], aux.countries,
+                     None if aux.age is None else aux.age[perm])
+
+
+def wrong_aux(aux: AuxLabels, rng: np.random.Generator) -> AuxLabels:
+    """Deliberately wrong labels: another country than the clip's own (uniform among the
+    others), the age moved by 10-25 years with a random sign. Missing values stay missing."""
+    country = age = None
+    if aux.country is not None:
+        k = len(aux.countries)
+        offset = rng.integers(1, k, size=len(aux.country))  # never 0: always another country
+        country = np.where(aux.country >= 0, (aux.country + offset) % k, -1)
+    if aux.age is not None:
+        shift = rng.uniform(*WRONG_AGE_SHIFT, size=len(aux.age)) * rng.choice([-1.0, 1.0], len(aux.age))
+        age = aux.age + shift
+    return AuxLabels(country, aux.countries, age)
+
+
+def aux_matrix(aux: AuxLabels, age_mean: float, age_std: float) -> np.ndarray:
+    """(n, k) float32 block: country one-hot (zeros when missing), standardised age (0 when
+    missing)."""
+    blocks = []
+    if aux.country is not None:
+        onehot = np.zeros((len(aux.country), len(aux.countries)), dtype=np.float32)
+        ok = aux.country >= 0
+        onehot[np.flatnonzero(ok), aux.country[ok]] = 1.0
+        blocks.append(onehot)
+    if aux.age is not None:
+        z = (aux.age - age_mean) / age_std
+        blocks.append(np.where(np.isfinite(z), z, 0.0).astype(np.float32)[:, None])
+    return np.concatenate(blocks, axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+
+
+def compare_conditions(scores: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Welch two-sample t-test (two-sided) and Cohen's d for every pair of conditions.
+
+    Args:
+        scores: condition -> trial scores.
+
+    Returns:
+        One dict per pair (in condition order): a, b, mean_a, mean_b, diff (a - b), t, df,
+        p, cohen_d, n_a, n_b. t and p are NaN when a test is undefined (fewer than 2 trials,
+        or no variance in either condition).
+
+    Example:
+        >>> r = compare_conditions({"a": [1.0, 2.0, 3.0], "b": [2.0, 3.0, 4.0]})[0]
+        >>> round(r["t"], 4), round(r["p"], 4)
+        (-1.2247, 0.2879)
+    """
+    from scipy import stats
+
+    out = []
+    for a, b in itertools.combinations(scores, 2):
+        x = np.asarray(scores[a], dtype=np.float64)
+        y = np.asarray(scores[b], dtype=np.float64)
+        x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+        t = p = df = float("nan")
+        if len(x) >= 2 and len(y) >= 2 and (np.var(x) > 0 or np.var(y) > 0):
+            res = stats.ttest_ind(x, y, equal_var=False)
+            t, p = float(res.statistic), float(res.pvalue)
+            df = float(getattr(res, "df", float("nan")))
+        pooled = np.sqrt(((len(x) - 1) * np.var(x, ddof=1) + (len(y) - 1) * np.var(y, ddof=1))
+                         / max(1, len(x) + len(y) - 2)) if len(x) > 1 and len(y) > 1 else 0.0
+        d = float((x.mean() - y.mean()) / pooled) if pooled > 0 else float("nan")
+        out.append({"a": a, "b": b, "mean_a": float(x.mean()) if len(x) else float("nan"),
+                    "mean_b": float(y.mean()) if len(y) else float("nan"),
+                    "diff": float(x.mean() - y.mean()) if len(x) and len(y) else float("nan"),
+                    "t": t, "df": df, "p": p, "cohen_d": d, "n_a": int(len(x)), "n_b": int(len(y)),
+                    "test": "Welch two-sample t-test (scipy.stats.ttest_ind, equal_var=False), "
+                            "two-sided"})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the study
+# --------------------------------------------------------------------------------------------
+
+
+def _check(cfg: PermutationConfig) -> None:
+    if cfg.trials < 2:
+        raise ValueError(f"trials must be at least 2 (a t-test needs a spread), got {cfg.trials}")
+    bad = [c for c in cfg.conditions if c not in CONDITIONS]
+    if bad or not cfg.conditions:
+        raise ValueError(f"conditions must be among {list(CONDITIONS)}, got {list(cfg.conditions)}")
+    if cfg.eval_aux not in ("same", "true"):
+        raise ValueError(f"eval_aux must be 'same' or 'true', got {cfg.eval_aux!r}")
+
+
+def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str], None] | None = None
+                    ) -> PermutationResult:
+    """Run every trial of every condition and write the study's folder.
+
+    Raises:
+        FeatureError: the set, layer or pooling is not stored.
+        TaskError: the corpus lacks the task's columns.
+        ValueError: bad settings, an auxiliary column the task predicts, missing aux columns.
+    """
+    from data.workdir import open_corpus
+    from threadpoolctl import threadpool_limits
+
+    t0 = time.perf_counter()
+    _check(cfg)
+    store = FeatureStore(cfg.workdir)
+    header = find_set(store, cfg.features)
+    field, index, layer = resolve_field(header, None, cfg.layer, cfg.pooling)
+    tasks = parse_tasks(cfg.task)
+    if len(tasks) != 1:
+        raise ValueError(f"the study predicts one task, got {[t.name for t in tasks]}")
+    used = [a for a in cfg.aux if AUX_COLUMNS.get(a) in tasks[0].columns]
+    if used:
+        raise ValueError(f"task {tasks[0].name} predicts {[AUX_COLUMNS[a] for a in used]}, which "
+                         f"would also be an input; choose e.g. --task avb-high")
+    corpus = open_corpus(cfg.workdir)
+    task = resolve_task(tasks[0], corpus.labels)
+    data = load_probe_data(store, header, corpus, task)
+    tr = data.rows("Train")
+    aux = read_aux(corpus.labels, data.ids, cfg.aux, tr)
+    age_mean = age_std = 0.0
+    if aux.age is not None:
+        age_mean = float(np.nanmean(aux.age[tr]))
+        age_std = float(np.nanstd(aux.age[tr])) or 1.0
+    X, _ = store.read(header.key, field, data.ids, index=index)
+    Xs, bad = standardise(X, tr)
+    del X
+    name = cfg.name or _default_name(cfg, header.name, layer)
+    study_dir = Path(cfg.workdir) / PERMUTATION_DIR / name
+    study_dir.mkdir(parents=True, exist_ok=True)
+    true_block = aux_matrix(aux, age_mean, age_std)
+    scores: dict[str, list[float]] = {c: [] for c in cfg.conditions}
+    alphas: dict[str, list[float]] = {c: [] for c in cfg.conditions}
+    total = cfg.trials * len(cfg.conditions)
+    with threadpool_limits(limits=max(1, cfg.n_jobs)):
+        for trial in range(cfg.trials):
+            rng = np.random.default_rng([cfg.seed, trial])
+            counts = np.zeros(len(data.ids))
+            counts[tr] = np.bincount(rng.integers(0, len(tr), len(tr)), minlength=len(tr))
+            counts[bad] = 0.0
+            for cond in cfg.conditions:
+                Xc = _inputs(cond, Xs, aux, true_block, data, rng, age_mean, age_std, cfg.eval_aux)
+                preds, chosen = fit_ridge_task(Xc, data, counts, cfg.alphas)
+                va = data.rows("Val")
+                s = score_task(task, {k: v[va] for k, v in data.truths.items()},
+                               {k: v[va] for k, v in preds.items()})["score"]
+                scores[cond].append(float(s))
+                alphas[cond].append(next(iter(chosen.values())))
+                if progress:
+                    progress(trial * len(cfg.conditions) + cfg.conditions.index(cond) + 1, total,
+                             f"trial {trial} {cond}")
+    tests = compare_conditions(scores)
+    summary = {
+        "name": name, "kind": "permutation",
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+        "feature_set": {"key": header.key, "spec": header.spec, "name": header.name,
+                        "field": field},
+        "task": task.name, "metric": task.headline, "metric_text": HEADLINE_TEXT[task.headline],
+        "layer": layer, "pooling": cfg.pooling, "aux": list(cfg.aux),
+        "countries": list(aux.countries), "trials": cfg.trials, "eval_aux": cfg.eval_aux,
+        "conditions": list(cfg.conditions),
+        "condition_meaning": {
+            "none": "features only",
+            "true": "features + the clip's own auxiliary labels",
+            "shuffled": "features + auxiliary labels permuted across clips within each split",
+            "wrong": "features + another country than the clip's own, age moved by "
+                     f"{WRONG_AGE_SHIFT[0]:g}-{WRONG_AGE_SHIFT[1]:g} years (random sign)"},
+        "trial_meaning": "each trial: a bootstrap resample of Train (shared by the conditions of "
+                         "the trial), fresh shuffles and wrong labels; alpha chosen on Val",
+        "scores": scores,
+        "alphas": alphas,
+        "stats": {c: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)),
+                      "min": float(np.min(v)), "max": float(np.max(v)), "n": len(v)}
+                  for c, v in scores.items()},
+        "tests": tests,
+        "n_clips": {s: int(len(data.rows(s))) for s in ("Train", "Val", "Test")},
+        "seconds": round(time.perf_counter() - t0, 3),
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    write_study(summary, study_dir)
+    return PermutationResult(study_dir, summary)
+
+
+def _inputs(cond: str, Xs: np.ndarray, aux: AuxLabels, true_block: np.ndarray, data: ProbeData,  # noqa: N803
+            rng: np.random.Generator, age_mean: float, age_std: float, eval_aux: str) -> np.ndarray:
+    """Features plus the condition's auxiliary block, (n, d + k) float32."""
+    if cond == "none":
+        return Xs
+    if cond == "true":
+        block = true_block
+    else:
+        fake = shuffled_aux(aux, data.split, rng) if cond == "shuffled" else wrong_aux(aux, rng)
+        block = aux_matrix(fake, age_mean, age_std)
+        if eval_aux == "true":
+            train = data.split == "Train"
+            block = np.where(train[:, None], block, true_block)
+    return np.concatenate([Xs, block], axis=1)
+
+
+def _default_name(cfg: PermutationConfig, set_name: str, layer: int | None) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    task = re.sub(r"[^A-Za-z0-9_.-]+", "_", cfg.task)
+    return f"{stamp}-{task}-{set_name}-l{layer}-{'+'.join(cfg.aux)}"
+
+
+def write_study(summary: dict[str, Any], study_dir: Path) -> dict[str, Path]:
+    """permutation.json, scores.csv and tests.csv (atomic renames)."""
+    paths = {"json": study_dir / "permutation.json", "scores": study_dir / "scores.csv",
+             "tests": study_dir / "tests.csv"}
+    rows = [{"trial": t, "condition": c, "score": s}
+            for c, v in summary["scores"].items() for t, s in enumerate(v)]
+    for path, text in ((paths["json"], json.dumps(summary, indent=2, allow_nan=True)),
+                       (paths["scores"], pd.DataFrame(rows).to_csv(index=False, float_format="%.6f")),
+                       (paths["tests"], pd.DataFrame(summary["tests"]).drop(columns=["test"])
+                        .to_csv(index=False, float_format="%.6g"))):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return paths
+
+
+def load_studies(workdir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every readable WORKDIR/permutation/*/permutation.json (with ``dir`` added)."""
+    base = Path(workdir) / PERMUTATION_DIR
+    out = []
+    for d in sorted(base.iterdir()) if base.is_dir() else []:
+        p = d / "permutation.json"
+        if p.is_file():
+            try:
+                out.append({**json.loads(p.read_text(encoding="utf-8")), "dir": str(d)})
+            except ValueError as exc:
+                log.warning("skipping permutation study %s: unreadable (%s)", d, exc)
+    return out
+

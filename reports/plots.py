@@ -1,0 +1,301 @@
+"""Figures of the report, one function per figure; each saves a PNG and returns its path.
+
+Matplotlib with the Agg backend (no display needed). Every function takes plain data (the
+content of metrics.json, probe.json, permutation.json, curves_seed*.json) and a path; none
+computes a score.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 110
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+           "#17becf", "#7f7f7f", "#bcbd22")
+"""Line / bar colours, in order."""
+
+
+def _style(ax: Any) -> None:
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+    ax.grid(True, axis="y", alpha=0.3)
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=DPI, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _finite(values: Sequence[Any]) -> np.ndarray:
+    return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def _short(text: str, n: int = 38) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------
+# probes
+# --------------------------------------------------------------------------------------------
+
+
+def plot_layer_curve(probe: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Score against layer, one line per pooling with its CI band; best layer marked.
+
+    The weighted-sum head's score (when present) is a dashed line in the pooling's colour.
+    """
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
+    poolings = list(probe.get("poolings") or sorted({r["pooling"] for r in probe["results"]}))
+    for i, pooling in enumerate(poolings):
+        rows = sorted((r for r in probe["results"] if r["pooling"] == pooling),
+                      key=lambda r: r["layer"])
+        if not rows:
+            continue
+        color = PALETTE[i % len(PALETTE)]
+        x = np.array([r["layer"] for r in rows])
+        y = _finite([r["score"] for r in rows])
+        lo = _finite([r["ci"][0] for r in rows])
+        hi = _finite([r["ci"][1] for r in rows])
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18, linewidth=0)
+        ax.plot(x, y, marker="o", markersize=4, color=color, label=f"{pooling} pooling")
+        ws = (probe.get("weighted_sum") or {}).get(pooling)
+        if ws:
+            ax.axhline(ws["score"], color=color, linestyle="--", linewidth=1.2,
+                       label=f"weighted sum ({pooling}): {ws['score']:.3f}")
+    best = probe.get("best")
+    if best:
+        ax.plot([best["layer"]], [best["score"]], marker="*", markersize=16, color="black",
+                zorder=5, linestyle="none",
+                label=f"best: layer {best['layer']} ({best['pooling']}) {best['score']:.3f}")
+    ax.set_xlabel("layer (hidden-state index; 0 = CNN features)")
+    ax.set_ylabel(f"Val {probe.get('metric', 'score')}")
+    layers = sorted({r["layer"] for r in probe["results"]})
+    if layers and len(layers) <= 30:
+        ax.set_xticks(layers)
+    fs = probe.get("feature_set", {})
+    ax.set_title(f"{probe.get('task')} · {fs.get('name', '')} · {probe.get('config', {}).get('head', '')}"
+                 f" · band: 95 % CI", fontsize=10)
+    _style(ax)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def plot_layer_weights(probe: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Learned softmax layer weights of the weighted-sum head, per pooling (error bar: std)."""
+    ws = probe.get("weighted_sum") or {}
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    poolings = list(ws)
+    width = 0.8 / max(1, len(poolings))
+    for i, pooling in enumerate(poolings):
+        entry = ws[pooling]
+        layers = np.asarray(entry["layers"])
+        x = np.arange(len(layers)) + (i - (len(poolings) - 1) / 2) * width
+        ax.bar(x, entry["weights"], width=width, yerr=entry.get("weights_std"), capsize=2,
+               error_kw={"elinewidth": 0.8, "ecolor": "#555555"},
+               color=PALETTE[i % len(PALETTE)], label=f"{pooling} (Val {entry['score']:.3f})")
+    if poolings:
+        layers = ws[poolings[0]]["layers"]
+        ax.axhline(1.0 / len(layers), color="grey", linestyle=":", linewidth=1,
+                   label="uniform (1/L)")
+        ax.set_xticks(np.arange(len(layers)))
+        ax.set_xticklabels([str(layer) for layer in layers])
+    ax.set_xlabel("layer")
+    ax.set_ylabel("softmax weight (sums to 1)")
+    ax.set_title(f"{probe.get('task')}: learned layer weights (weighted-sum head, mean over seeds)",
+                 fontsize=10)
+    _style(ax)
+    ax.legend(fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# permutation study
+# --------------------------------------------------------------------------------------------
+
+
+def plot_permutation_density(study: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Density of the trial scores per condition (Gaussian KDE, rug below; a spike when all
+    trials of a condition scored the same)."""
+    from scipy.stats import gaussian_kde
+
+    scores: Mapping[str, Sequence[float]] = study["scores"]
+    fig, ax = plt.subplots(figsize=(9.5, 4.0))
+    all_vals = np.concatenate([np.asarray(v, dtype=float) for v in scores.values() if len(v)])
+    span = float(np.ptp(all_vals)) if all_vals.size else 1.0
+    spread = max([float(np.std(v)) for v in scores.values() if len(v) > 1] or [0.0])
+    pad = max(span * 0.15, 3 * spread, 1e-3)  # room for the kernels' tails
+    grid = np.linspace(all_vals.min() - pad, all_vals.max() + pad, 400) if all_vals.size else None
+    top = 0.0
+    for i, (cond, vals) in enumerate(scores.items()):
+        v = np.asarray(vals, dtype=float)
+        v = v[np.isfinite(v)]
+        if not v.size or grid is None:
+            continue
+        color = PALETTE[i % len(PALETTE)]
+        label = f"{cond}: {v.mean():.4f} ± {v.std(ddof=1) if v.size > 1 else 0:.4f} (n={v.size})"
+        if v.size > 1 and np.std(v) > 1e-12:
+            dens = gaussian_kde(v)(grid)
+            ax.plot(grid, dens, color=color, label=label)
+            ax.fill_between(grid, dens, color=color, alpha=0.15)
+            top = max(top, float(dens.max()))
+        else:
+            ax.axvline(float(v[0]), color=color, label=label + " (no spread)")
+        ax.plot(v, np.full(v.size, 0.025 + 0.035 * i), "|", color=color, markersize=7,
+                transform=ax.get_xaxis_transform())  # rug: one tick per trial
+    ax.set_ylim(0, top * 1.25 if top else 1.0)
+    ax.set_xlabel(f"Val {study.get('metric', 'score')} per trial")
+    ax.set_ylabel("density")
+    ax.set_title(f"{study.get('task')}: auxiliary labels {', '.join(study.get('aux', []))} · "
+                 f"layer {study.get('layer')} ({study.get('pooling')}) · "
+                 f"{study.get('trials')} trials", fontsize=10)
+    _style(ax)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# runs
+# --------------------------------------------------------------------------------------------
+
+
+def plot_per_column(per_run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, *,
+                    title: str = "", metric: str = "CCC") -> Path:
+    """Grouped bars: one group per label column, one bar per run."""
+    runs = list(per_run)
+    columns: list[str] = []
+    for r in runs:
+        columns += [c for c in per_run[r] if c not in columns]
+    n_cols = max(1, len(columns))
+    fig_w = min(16.0, max(7.0, 0.55 * n_cols * max(1, len(runs)) ** 0.5 + 2))
+    fig, ax = plt.subplots(figsize=(fig_w, 4.2))
+    width = 0.8 / max(1, len(runs))
+    x = np.arange(len(columns))
+    for i, r in enumerate(runs):
+        vals = _finite([per_run[r].get(c) for c in columns])
+        ax.bar(x + (i - (len(runs) - 1) / 2) * width, np.nan_to_num(vals), width=width,
+               color=PALETTE[i % len(PALETTE)], label=_short(r, 60))
+    ax.set_xticks(x)
+    ax.set_xticklabels(columns, rotation=45 if n_cols > 6 else 0, ha="right" if n_cols > 6 else "center",
+                       fontsize=8)
+    ax.set_ylabel(f"Val {metric}")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_title(title, fontsize=10)
+    _style(ax)
+    ax.legend(fontsize=7, frameon=False, ncol=1 if len(runs) <= 4 else 2,
+              loc="upper center", bbox_to_anchor=(0.5, -0.28 if n_cols > 6 else -0.12))
+    return _save(fig, path)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str],
+                   path: str | os.PathLike, *, title: str = "") -> Path:
+    """Confusion matrix: colour = share of the true class (row-normalised), text = counts."""
+    m = np.asarray(matrix, dtype=np.float64)
+    rows = m.sum(axis=1, keepdims=True)
+    share = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    k = len(classes)
+    size = min(9.0, max(3.8, 0.55 * k + 2.2))
+    fig, ax = plt.subplots(figsize=(size + 0.8, size))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=8,
+                    color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticklabels(classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of true class")
+    return _save(fig, path)
+
+
+def plot_learning_curves(curves: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
+                         title: str = "") -> Path:
+    """Train loss (left) and Val score (right) per epoch; one line per seed and series.
+
+    Args:
+        curves: normalised curves (``reports.report.normalise_curve``): ``epoch`` list,
+            ``train_loss`` and ``val_score`` dicts of name -> list.
+    """
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for s, c in enumerate(curves):
+        epochs = c.get("epoch") or []
+        for i, (name, vals) in enumerate((c.get("train_loss") or {}).items()):
+            ax1.plot(epochs[:len(vals)] or range(len(vals)), vals, color=PALETTE[i % len(PALETTE)],
+                     alpha=0.9 if s == 0 else 0.45, label=f"{name}" if s == 0 else None)
+        for i, (name, vals) in enumerate((c.get("val_score") or {}).items()):
+            ax2.plot(epochs[:len(vals)] or range(len(vals)), vals, color=PALETTE[i % len(PALETTE)],
+                     alpha=0.9 if s == 0 else 0.45, label=f"{name}" if s == 0 else None)
+    ax1.set_title("train loss", fontsize=10)
+    ax2.set_title("Val score", fontsize=10)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("epoch")
+        _style(ax)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(f"{title} ({len(curves)} seed{'s' if len(curves) != 1 else ''}; "
+                 "faded lines: other seeds)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_task_weights(curves: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
+                      title: str = "") -> Path:
+    """Task-weight trajectories per epoch, one line per task (faded: other seeds)."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for s, c in enumerate(curves):
+        epochs = c.get("epoch") or []
+        for i, (name, vals) in enumerate((c.get("task_weights") or {}).items()):
+            ax.plot(epochs[:len(vals)] or range(len(vals)), vals, color=PALETTE[i % len(PALETTE)],
+                    alpha=0.9 if s == 0 else 0.4, label=name if s == 0 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("task weight")
+    ax.set_title(title, fontsize=10)
+    _style(ax)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def plot_scores_overview(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
+                         title: str = "") -> Path:
+    """Horizontal bars of Val scores (with CI) of the runs of one task, published numbers as
+    hatched grey bars.
+
+    Args:
+        rows: dicts with ``label``, ``score``, optional ``ci`` [low, high] and ``published``.
+    """
+    rows = [r for r in rows if r.get("score") is not None and math.isfinite(float(r["score"]))]
+    fig, ax = plt.subplots(figsize=(8, max(2.2, 0.32 * len(rows) + 1.2)))
+    y = np.arange(len(rows))[::-1]
+    for yi, r in zip(y, rows):
+        pub = bool(r.get("published"))
+        err = None
+        if r.get("ci") and all(v is not None and math.isfinite(v) for v in r["ci"]):
+            err = [[r["score"] - r["ci"][0]], [r["ci"][1] - r["score"]]]
+        ax.barh(yi, r["score"], xerr=err, capsize=2, color="#cccccc" if pub else PALETTE[0],
+                hatch="//" if pub else None, edgecolor="#888888" if pub else None)
+    ax.set_yticks(y)
+    ax.set_yticklabels([_short(r["label"], 60) for r in rows], fontsize=7)
+    ax.set_xlabel("score (hatched grey: published, not computed here)")
+    ax.set_title(title, fontsize=10)
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save(fig, path)
