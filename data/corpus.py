@@ -86,6 +86,19 @@ def strip_id(value: object) -> str:
     return text
 
 
+def strip_ids(values: pd.Series) -> pd.Series:
+    """Vectorised :func:`strip_id` over a text column (missing cells stay missing)."""
+    text = values.astype("str").where(values.notna()).str.strip()
+    bracketed = (text.str.startswith("[") & text.str.endswith("]")).fillna(False).astype(bool)
+    return text.where(~bracketed, text.str.slice(1, -1).str.strip())
+
+
+def normalise_splits(values: pd.Series) -> pd.Series:
+    """:func:`normalise_split` over a column; unknown values become NaN, missing ones ``''``."""
+    mapping = {v: normalise_split(v) for v in values.dropna().unique()}
+    return values.map(mapping).astype(object).where(values.notna(), "")
+
+
 def natural_key(text: str) -> tuple:
     """Sort key that orders ``'9'`` before ``'10'`` and ``'a2'`` before ``'a10'``."""
     return tuple(
@@ -102,40 +115,46 @@ def examples(items: Iterable[object], n: int = _EXAMPLES) -> str:
     return shown if len(items) <= n else f"{shown}, ... ({len(items)} in all)"
 
 
-def read_table(path: Path, *, what: str) -> pd.DataFrame:
-    """Read a CSV with every cell as text and stripped header names.
+def _norm_name(name: str) -> str:
+    return re.sub(r"[\s_\-]", "", name).casefold()
+
+
+def read_table(path: Path, *, what: str, numeric: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a CSV: stripped header names, text cells, numbers parsed where asked.
 
     Args:
         path: the CSV file.
         what: what the table is, for messages (e.g. ``"A-VB label table"``).
+        numeric: columns (matched like :func:`find_column`) to parse as numbers while reading,
+            which is much faster than converting text afterwards. A column with a cell that is
+            not a number stays text; :func:`to_numeric` then names the cell.
 
     Returns:
-        The table; missing cells are NaN, every other cell a ``str``.
+        The table; missing cells are NaN, other cells ``str`` (or float in ``numeric`` columns).
 
     Raises:
         CorpusError: the file is missing, empty or not parseable as CSV.
     """
     if not path.is_file():
         raise CorpusError(f"{what} not found: {path}; check the corpus root and the layout")
+    options = dict(keep_default_na=False, na_values=NA_VALUES, skipinitialspace=True, encoding="utf-8-sig")
     try:
-        table = pd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            na_values=NA_VALUES,
-            skipinitialspace=True,
-            encoding="utf-8-sig",
-        )
+        header = pd.read_csv(path, nrows=0, **options).columns
+        wanted = {_norm_name(n) for n in numeric}
+        text = {c: str for c in header if _norm_name(str(c)) not in wanted}
+        table = pd.read_csv(path, dtype=text, **options)
     except pd.errors.EmptyDataError as exc:
         raise CorpusError(f"{what} {path} is empty; it needs a header row and data rows") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
         raise CorpusError(
             f"cannot read {what} {path} ({exc}); save it as a UTF-8 comma-separated CSV"
         ) from exc
     table.columns = [str(c).strip() for c in table.columns]
     for col in table.columns:
-        table[col] = table[col].map(lambda v: v.strip() if isinstance(v, str) else v)
-        table[col] = table[col].mask(table[col].eq(""))
+        if pd.api.types.is_numeric_dtype(table[col]):
+            continue
+        stripped = table[col].astype("str").where(table[col].notna()).str.strip()
+        table[col] = stripped.mask(stripped.eq(""))
     return table
 
 
@@ -143,12 +162,9 @@ def find_column(table: pd.DataFrame, names: Sequence[str]) -> str | None:
     """First column of ``table`` whose name matches one of ``names``, ignoring case, spaces and
     underscores; None when none matches."""
 
-    def norm(s: str) -> str:
-        return re.sub(r"[\s_\-]", "", s).casefold()
-
-    present = {norm(c): c for c in table.columns}
+    present = {_norm_name(c): c for c in table.columns}
     for name in names:
-        hit = present.get(norm(name))
+        hit = present.get(_norm_name(name))
         if hit is not None:
             return hit
     return None
@@ -186,6 +202,8 @@ def to_numeric(series: pd.Series, *, path: Path, column: str) -> pd.Series:
     Raises:
         CorpusError: a non-empty cell is not a number (names the file, line and value).
     """
+    if pd.api.types.is_numeric_dtype(series):
+        return series.astype("float64")
     values = pd.to_numeric(series, errors="coerce").astype(float)
     bad = (series.notna() & values.isna()).to_numpy()
     if bad.any():
@@ -316,7 +334,7 @@ def empty_labels() -> pd.DataFrame:
     return pd.DataFrame(index=pd.Index([], name=INDEX_NAME, dtype=str))
 
 
-def scan_audio(folder: Path, *, suffixes: Sequence[str], problems: list[str]) -> dict[str, Path]:
+def scan_audio(folder: Path, *, suffixes: Sequence[str], problems: list[str]) -> dict[str, str]:
     """Audio files directly in ``folder`` by clip id (file name without extension).
 
     Args:
@@ -327,9 +345,10 @@ def scan_audio(folder: Path, *, suffixes: Sequence[str], problems: list[str]) ->
     Returns:
         ``{clip_id: absolute path}``.
     """
-    found: dict[str, Path] = {}
+    found: dict[str, str] = {}
     clashes: list[str] = []
-    with os.scandir(folder) as entries:
+    base = os.path.abspath(folder)
+    with os.scandir(base) as entries:
         for entry in entries:
             name = entry.name
             stem, dot, ext = name.rpartition(".")
@@ -338,7 +357,7 @@ def scan_audio(folder: Path, *, suffixes: Sequence[str], problems: list[str]) ->
             if stem in found:
                 clashes.append(stem)
                 continue
-            found[stem] = Path(entry.path).absolute()
+            found[stem] = os.path.join(base, name)
     if clashes:
         problems.append(
             f"{folder}: {len(clashes)} clip id(s) have more than one audio file "
@@ -351,7 +370,7 @@ def assemble_corpus(
     root: Path,
     layout: str,
     *,
-    audio: dict[str, Path],
+    audio: dict[str, str],
     labels: pd.DataFrame,
     split: pd.Series,
     group: pd.Series,
@@ -364,7 +383,7 @@ def assemble_corpus(
     Args:
         root: the corpus folder.
         layout: the reader's name.
-        audio: ``{clip_id: path}`` of the audio files found.
+        audio: ``{clip_id: absolute path}`` of the audio files found.
         labels: label rows indexed by clip id (may hold ids without audio).
         split: canonical split per clip id (``''`` unknown).
         group: speaker/subject per clip id.
@@ -379,11 +398,13 @@ def assemble_corpus(
     Raises:
         CorpusError: no clip has an audio file.
     """
-    ids = sorted(audio, key=natural_key)
+    ids = list(audio)
+    ids.sort(key=int if all(i.isdigit() for i in ids) else natural_key)
     if not ids:
         raise CorpusError(
             f"no audio files found in {audio_where}; check the corpus root and the layout"
         )
+    labelled = set(labels.index)
     no_audio = [i for i in labels.index if i not in audio]
     if no_audio:
         problems.append(
@@ -391,7 +412,7 @@ def assemble_corpus(
             f"({examples(sorted(no_audio, key=natural_key))}); they are left out"
         )
     if not audio_listed:
-        unlabelled = [i for i in ids if i not in labels.index]
+        unlabelled = [i for i in ids if i not in labelled]
         if unlabelled:
             problems.append(
                 f"{len(unlabelled)} audio file(s) have no label row "
@@ -400,13 +421,13 @@ def assemble_corpus(
     index = pd.Index(ids, name=INDEX_NAME)
     clips = pd.DataFrame(
         {
-            "path": [str(audio[i]) for i in ids],
+            "path": [audio[i] for i in ids],
             "split": split.reindex(index).fillna("").astype(str).to_numpy(),
             "group": group.reindex(index).fillna("").astype(str).to_numpy(),
         },
         index=index,
     )
-    keep = [i for i in ids if i in labels.index]
+    keep = [i for i in ids if i in labelled]
     table = labels.loc[keep]
     table.index = pd.Index(keep, name=INDEX_NAME)
     for note in problems:

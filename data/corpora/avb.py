@@ -32,11 +32,11 @@ from data.corpus import (
     dedupe_ids,
     examples,
     find_column,
-    normalise_split,
+    normalise_splits,
     read_table,
     require_columns,
     scan_audio,
-    strip_id,
+    strip_ids,
     to_numeric,
 )
 from data.tasks import CULTURE_COLUMNS, EMOTIONS, TWO_COLUMNS, normalise_country, normalise_voc_type
@@ -94,7 +94,7 @@ def read_id_table(
         CorpusError: unreadable table, missing column, non-numeric value, conflicting duplicate.
     """
     if table is None:
-        table = read_table(path, what="label table")
+        table = read_table(path, what="label table", numeric=numeric)
     wanted = (*KEY_COLUMNS, *numeric, *classes)
     table = canonical_columns(table, wanted)
     require_columns(table, wanted, path=path, hint=hint)
@@ -107,8 +107,8 @@ def read_id_table(
             f"(lines {examples(list(np.flatnonzero(no_id) + 2))}); skipped"
         )
         table = table[~no_id]
-    ids = table["File_ID"].map(strip_id)
-    split = table["Split"].map(normalise_split)
+    ids = strip_ids(table["File_ID"])
+    split = normalise_splits(table["Split"])
     unknown = table.loc[split.isna().to_numpy(), "Split"]
     if len(unknown):
         problems.append(
@@ -185,7 +185,7 @@ def read_avb(root: Path, *, labels: Path | None = None) -> Corpus:
         )
     problems: list[str] = []
 
-    info = read_table(info_path, what="A-VB data table")
+    info = read_table(info_path, what="A-VB data table", numeric=("Age",))
     subject_col = find_column(info, SUBJECT_NAMES)
     has_age = find_column(info, ["Age"]) is not None
     info_table, split = read_id_table(

@@ -26,7 +26,7 @@ from data.corpus import (
     assemble_corpus,
     canonical_columns,
     examples,
-    normalise_split,
+    normalise_splits,
     read_table,
     require_columns,
 )
@@ -94,7 +94,7 @@ def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
     table = table[~no_file]
 
     if "split" in table.columns:
-        split = table["split"].map(normalise_split)
+        split = normalise_splits(table["split"])
         bad = split.isna().to_numpy()
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
@@ -127,13 +127,13 @@ def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
         )
         table = table[~table.index.duplicated(keep="first")]
 
-    audio: dict[str, Path] = {}
+    audio: dict[str, str] = {}
     missing: list[str] = []
     for clip_id, file in table["file"].items():
         candidate = Path(file.replace("\\", "/"))
         full = candidate if candidate.is_absolute() else root / candidate
         if full.is_file():
-            audio[clip_id] = full.absolute()
+            audio[clip_id] = str(full.absolute())
         else:
             missing.append(file)
     if missing:

@@ -57,7 +57,7 @@ def read_exvo(root: Path, *, labels: Path | None = None) -> Corpus:
             "root (or pass its path as labels)"
         )
     problems: list[str] = []
-    info = read_table(info_path, what="ExVo data table")
+    info = read_table(info_path, what="ExVo data table", numeric=(*EMOTIONS, "Age"))
     subject_col = find_column(info, SUBJECT_NAMES)
     numeric = tuple(c for c in (*EMOTIONS, "Age") if find_column(info, [c]) is not None)
     classes = tuple(c for c in ("Country", subject_col) if c and find_column(info, [c]) is not None)
