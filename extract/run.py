@@ -234,19 +234,24 @@ def extract_corpus(
     todo = [c for c in sorted(paths) if c in hashes and done.get(c) != hashes[c]]
     summary.reused = sum(1 for c in paths if c in hashes and done.get(c) == hashes[c])
 
-    with store.writer(header, flush_rows=flush_rows) as writer:
+    # Batched extractors flush whole batches only, and plan batches over every clip (done or
+    # not), so a rerun after a kill computes each batch with exactly the clips an uninterrupted
+    # run would have: the stored values are then identical, not merely close.
+    batched = ex.mode == "batched"
+    universe = [c for c in sorted(paths) if c in hashes] if batched else todo
+    with store.writer(header, flush_rows=flush_rows, auto_flush=not batched) as writer:
         for cid, reason in sorted(hash_errors.items()):
             writer.fail(cid, "", reason)
             summary.failed[cid] = reason
         durations = {}
-        for c in todo:
+        for c in universe:
             try:
                 frames, sr, _ = audio_info(paths[c])
                 durations[c] = frames / sr if sr else 0.0
             except Exception:  # decoded (and reported) later
                 durations[c] = 0.0
         if on_start:
-            on_start(len(todo), float(sum(durations.values())))
+            on_start(len(todo), float(sum(durations[c] for c in todo)))
         log.info("%s: %d clips, %d stored already, %d to compute", header.key, len(paths),
                  summary.reused, len(todo))
 
@@ -269,7 +274,7 @@ def extract_corpus(
             if ex.mode == "per_clip":
                 _run_per_clip(ex, spec, options, todo, paths, record)
             else:
-                _run_batched(ex, options, todo, paths, durations, record)
+                _run_batched(ex, options, universe, set(todo), paths, durations, record, writer)
     summary.seconds = time.perf_counter() - t0
     run_info = {"date": _dt.datetime.now().isoformat(timespec="seconds"),
                 "computed": summary.computed, "failed": len(summary.failed),
@@ -311,12 +316,14 @@ def _run_per_clip(ex: Extractor, spec: str, options: ExtractOptions, todo: list[
             raise
 
 
-def _run_batched(ex: Extractor, options: ExtractOptions, todo: list[str], paths: dict[str, str],
-                 durations: dict[str, float], record: Callable) -> None:
-    n_samples = [max(1, int(round(durations[c] * SAMPLE_RATE))) for c in todo]
-    batches = ex.plan_batches(n_samples)
+def _run_batched(ex: Extractor, options: ExtractOptions, universe: list[str], todo: set[str],
+                 paths: dict[str, str], durations: dict[str, float], record: Callable,
+                 writer: Any) -> None:
+    n_samples = [max(1, int(round(durations[c] * SAMPLE_RATE))) for c in universe]
+    batches = [[universe[i] for i in b] for b in ex.plan_batches(n_samples)]
+    batches = [b for b in batches if any(c in todo for c in b)]
     ex.load()
-    jobs = [[(todo[i], paths[todo[i]]) for i in b] for b in batches]
+    jobs = [[(c, paths[c]) for c in b] for b in batches]
 
     def decoded() -> Iterator[list[tuple[str, np.ndarray | None, str | None]]]:
         # Decoding threads run ahead of the model (libsndfile and soxr release the GIL): no
@@ -333,16 +340,19 @@ def _run_batched(ex: Extractor, options: ExtractOptions, todo: list[str], paths:
     for batch in decoded():
         good = [(c, x) for c, x, err in batch if err is None]
         for c, x, err in batch:
-            if err is not None:
+            if err is not None and c in todo:
                 record(c, None, err, [], 0)
-        if not good:
-            continue
-        results = ex.compute_batch([x for _, x in good])
-        for (c, x), res in zip(good, results):
-            if isinstance(res, Exception):
-                record(c, None, _clip_error(paths[c], res), [], 0)
-            else:
-                record(c, res, None, ex.warnings_for(len(x)), len(x))
+        if good:
+            results = ex.compute_batch([x for _, x in good])
+            for (c, x), res in zip(good, results):
+                if c not in todo:
+                    continue  # stored already; computed only to keep the batch as planned
+                if isinstance(res, Exception):
+                    record(c, None, _clip_error(paths[c], res), [], 0)
+                else:
+                    record(c, res, None, ex.warnings_for(len(x)), len(x))
+        if writer.due():
+            writer.flush()
 
 
 def estimate_seconds(durations: Sequence[float]) -> float:

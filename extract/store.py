@@ -752,12 +752,14 @@ class SetWriter:
     """
 
     def __init__(self, store: FeatureStore, header: SetHeader, *, flush_rows: int = 256,
-                 flush_bytes: int = 64 << 20, flush_seconds: float = 30.0) -> None:
+                 flush_bytes: int = 64 << 20, flush_seconds: float = 30.0,
+                 auto_flush: bool = True) -> None:
         self.store = store
         self.header = header
         self.flush_rows = flush_rows
         self.flush_bytes = flush_bytes
         self.flush_seconds = flush_seconds
+        self.auto_flush = auto_flush  # False: the caller flushes at its own boundaries (batches)
         self._rows: list[tuple[str, str, dict[str, np.ndarray]]] = []
         self._fails: list[tuple[str, str, str]] = []
         self._notes: list[tuple[str, str]] = []
@@ -799,10 +801,14 @@ class SetWriter:
         """Record a warning about a clip (it is still stored)."""
         self._notes.append((clip_id, text))
 
-    def _maybe_flush(self) -> None:
+    def due(self) -> bool:
+        """True when the buffer has reached a flush threshold (rows, bytes or age)."""
         n = len(self._rows) + len(self._fails)
-        if (n >= self.flush_rows or self._bytes >= self.flush_bytes
-                or time.monotonic() - self._since >= self.flush_seconds):
+        return (n >= self.flush_rows or self._bytes >= self.flush_bytes
+                or (n > 0 and time.monotonic() - self._since >= self.flush_seconds))
+
+    def _maybe_flush(self) -> None:
+        if self.auto_flush and self.due():
             self.flush()
 
     @property

@@ -2,6 +2,7 @@
 a rerun ends identical to an uninterrupted run. Real subprocesses, real command line."""
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -18,10 +19,10 @@ from data.demo import make_demo_corpus
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cmd(corpus: Path, workdir: Path, *extra: str) -> list[str]:
+def _cmd(corpus: Path, workdir: Path, *extra: str, spec: str = "opensmile:eGeMAPSv02") -> list[str]:
     return [sys.executable, str(ROOT / "run_pipeline.py"), "-q", "extract", "--corpus", str(corpus),
-            "--layout", "avb", "--workdir", str(workdir), "--features", "opensmile:eGeMAPSv02",
-            "--workers", "1", "--flush-rows", "3", "--no-progress", *extra]
+            "--layout", "avb", "--workdir", str(workdir), "--features", spec,
+            "--workers", "1", "--flush-rows", "3", "--no-progress", "--batch-seconds", "8", *extra]
 
 
 def _parts(workdir: Path) -> int:
@@ -29,11 +30,12 @@ def _parts(workdir: Path) -> int:
 
 
 def _snapshot(workdir: Path) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
     with h5py.File(workdir / "features.h5", "r") as f:
         (key,) = list(f["sets"])
-        g = f["sets"][key]
-        return {"ids": g["ids"][()], "hashes": g["hashes"][()], "X": g["fields/functionals"][()],
-                "failed": g["failures/ids"][()]}
+        f["sets"][key].visititems(
+            lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +45,25 @@ def corpus(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    from extract.untrained import make_untrained_wav2vec2
+
+    return str(make_untrained_wav2vec2(tmp_path_factory.mktemp("m") / "tiny", size="small"))
+
+
 @pytest.mark.slow
-def test_sigkill_several_times_then_rerun_is_identical(tmp_path, corpus):
+@pytest.mark.parametrize("kind", ["opensmile", "ssl"])
+def test_sigkill_several_times_then_rerun_is_identical(tmp_path, corpus, kind, request):
+    spec = "opensmile:eGeMAPSv02" if kind == "opensmile" else f"ssl:{request.getfixturevalue('tiny_model')}"
+    cmd = functools.partial(_cmd, spec=spec)
     ref = tmp_path / "ref"
-    subprocess.run(_cmd(corpus, ref), check=True, cwd=ROOT)
+    subprocess.run(cmd(corpus, ref), check=True, cwd=ROOT)
     wd = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     kills = 0
     for attempt in range(6):
-        proc = subprocess.Popen(_cmd(corpus, wd), cwd=ROOT, env=env,
+        proc = subprocess.Popen(cmd(corpus, wd), cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         target = _parts(wd) + 2
         deadline = time.monotonic() + 60
@@ -70,10 +82,10 @@ def test_sigkill_several_times_then_rerun_is_identical(tmp_path, corpus):
         if proc.returncode == 0:
             break
     assert kills >= 2, "the extraction finished before it could be killed twice"
-    done = subprocess.run(_cmd(corpus, wd), cwd=ROOT)
+    done = subprocess.run(cmd(corpus, wd), cwd=ROOT)
     assert done.returncode == 0
     a, b = _snapshot(ref), _snapshot(wd)
-    assert len(a["ids"]) == 60
+    assert len(a["ids"]) == 60 and sorted(a) == sorted(b)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     ok = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "verify", "--workdir", str(wd)],
