@@ -35,8 +35,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _ssl_model(wd: Path) -> tuple[str, bool]:
+    """facebook/wav2vec2-base when its weights are here (offline), else a small untrained one."""
+    from extract.base import ExtractOptions, ExtractorUnavailable
+    from extract.run import prepare_extractor
+    from extract.untrained import make_untrained_wav2vec2
+
+    old = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # look, never download
+    try:
+        prepare_extractor("ssl:facebook/wav2vec2-base", ExtractOptions())
+        return "facebook/wav2vec2-base", True
+    except (ExtractorUnavailable, ValueError, OSError):
+        return str(make_untrained_wav2vec2(wd / "models" / "untrained-wav2vec2-small")), False
+    finally:
+        if old is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old
+
+
 def run(args: argparse.Namespace) -> int:
-    from cli import cmd_extract, cmd_report, cmd_train
+    from cli.main import build_parser
     from data.demo import make_demo_corpus
 
     t0 = time.perf_counter()
@@ -45,17 +65,27 @@ def run(args: argparse.Namespace) -> int:
     if not (corpus_dir / "labels").is_dir():
         say(f"generating {args.clips} demo clips into {corpus_dir}")
         make_demo_corpus(corpus_dir, n_clips=args.clips, seed=args.seed)
-    ns = argparse.Namespace
-    rc = cmd_extract.run(ns(corpus=str(corpus_dir), layout="avb", labels=None, workdir=str(wd),
-                            features=["opensmile:eGeMAPSv02", "opensmile:ComParE_2016"],
-                            workers=args.workers, level="functionals", layers="all",
-                            poolings="mean,last", frames_layers="", dtype="float16",
-                            device="auto", batch_seconds=64.0, shard=None, flush_rows=256,
-                            no_progress=False))
+    parser = build_parser()
+
+    def command(*argv: str) -> int:
+        sub = parser.parse_args(list(argv))
+        return int(sub.func(sub) or 0)
+
+    common = ["--corpus", str(corpus_dir), "--layout", "avb", "--workdir", str(wd),
+              "--workers", str(args.workers)]
+    rc = command("extract", *common, "--features", "opensmile:eGeMAPSv02", "opensmile:ComParE_2016")
+    model, trained = _ssl_model(wd)
+    if not trained:
+        say(f"facebook/wav2vec2-base is not available offline: using an UNTRAINED small wav2vec2 "
+            f"({model}) to exercise the SSL path; its scores are not a result")
+    rc = max(rc, command("extract", *common, "--features", f"ssl:{model}"))
     for task, head, feats in DEMO_RUNS:
         name = f"demo-{task}-{head}-{feats[0].split(':')[1]}"
-        cmd_train.run(ns(workdir=str(wd), task=task, features=list(feats), head=head, layer=None,
-                         pooling="mean", seeds=1, n_boot=200, run_name=name, jobs=1))
-    cmd_report.run(ns(workdir=str(wd)))
+        command("train", "--workdir", str(wd), "--task", task, "--features", *feats, "--head", head,
+                "--n-boot", "200", "--run-name", name)
+    command("train", "--workdir", str(wd), "--task", "avb-high", "--features", f"ssl:{model}",
+            "--head", "ridge", "--n-boot", "200",
+            "--run-name", f"demo-avb-high-ridge-ssl-{'wav2vec2-base' if trained else 'untrained'}")
+    command("report", "--workdir", str(wd))
     say(f"demo finished in {time.perf_counter() - t0:.0f} s; open {wd / 'report.md'}")
     return rc or EXIT_OK
