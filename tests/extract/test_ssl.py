@@ -31,11 +31,15 @@ def make(folder: Path | str, **options: object) -> SSLExtractor:
 
 
 def loaded(folder: Path, **options: object) -> SSLExtractor:
-    """A loaded extractor, shared between tests with the same folder and options."""
+    """A loaded extractor, shared between tests with the same folder and options.
+
+    The front end runs batched as it does on CUDA (on the CPU it runs per clip by default).
+    """
     options.setdefault("device", "cpu")
     key = (str(folder), ExtractOptions(**options))
     if key not in _CACHE:
         ext = make(folder, **options)
+        ext.frontend_batching = "on"
         ext.load()
         _CACHE[key] = ext
     return _CACHE[key]
@@ -184,7 +188,7 @@ def test_masked_group_norm_equals_group_norm_on_each_clip() -> None:
     for b, c in enumerate(clips):
         padded[b, :, : c.shape[1]] = c
     with torch.no_grad():
-        out = _Encoder.masked_group_norm(norm, padded, torch.tensor(lengths))
+        out = _Encoder.masked_group_norm(norm, padded, lengths)
         for b, c in enumerate(clips):
             torch.testing.assert_close(out[b, :, : c.shape[1]], norm(c[None])[0], atol=1e-5, rtol=1e-5)
 
@@ -256,6 +260,7 @@ def test_per_clip_front_end_when_the_batched_one_is_not_exact(
     with monkeypatch.context() as patch:
         patch.setattr(_Encoder, "frontend_batch", shifted)
         ext = make(tiny_models["wavlm"], dtype="float32")
+        ext.frontend_batching = "on"
         ext.load()
         assert ext.strategy_ == STRATEGY_SPLIT
         for a, b in zip(ext.compute_batch(signals), expected):
@@ -267,12 +272,29 @@ def test_long_clips_leave_the_batched_front_end(tiny_models: dict, signals: list
     options = {"dtype": "float32", "poolings": POOLINGS, "frames_layers": (3,)}
     ext = make(tiny_models["wav2vec2-group"], **options)
     ext.conv_chunk_frames = 60  # clips over 1.2 s go alone, in chunks
+    ext.frontend_batching = "on"
     ext.load()
     assert ext.strategy_ == STRATEGY_BATCHED
     reference = loaded(tiny_models["wav2vec2-group"], **options)
     for a, b in zip(ext.compute_batch(signals), reference.compute_batch(signals)):
         for key in ("pooled_mean", "pooled_std", "frames_l3"):
             assert row_cosines(a[key], b[key]).min() >= EXACT, key
+
+
+def test_front_end_batching_policy(tiny_models: dict, signals: list) -> None:
+    """auto: batched on CUDA only; the per-clip front end gives the same values."""
+    batched = loaded(tiny_models["data2vec-audio"], dtype="float32", frames_layers=(1,))
+    per_clip = make(tiny_models["data2vec-audio"], dtype="float32", frames_layers=(1,))
+    per_clip.load()
+    assert per_clip.strategy_ == STRATEGY_SPLIT and batched.strategy_ == STRATEGY_BATCHED
+    assert per_clip.identity() == batched.identity()
+    for a, b in zip(per_clip.compute_batch(signals), batched.compute_batch(signals)):
+        np.testing.assert_allclose(a["frames_l1"], b["frames_l1"], atol=1e-4)
+        assert row_cosines(a["pooled_mean"], b["pooled_mean"]).min() >= EXACT
+    wrong = make(tiny_models["data2vec-audio"])
+    wrong.frontend_batching = "yes"
+    with pytest.raises(ValueError, match="frontend_batching 'yes'"):
+        wrong.load()
 
 
 # -- lengths ----------------------------------------------------------------------------------
