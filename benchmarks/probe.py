@@ -135,8 +135,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
     from heads.probe import ProbeConfig, run_probe
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,6 +160,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "best_layer": s["best"]["layer"], "best_pooling": s["best"]["pooling"],
             "best_score": round(s["best"]["score"], 4),
             "store_build_seconds": round(build_s, 1),
-            "device": "cpu", "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": "cpu", "cpu_count": os.cpu_count(),
             "store_bytes": (wd / "features.h5").stat().st_size,
         }

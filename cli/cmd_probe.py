@@ -111,18 +111,24 @@ def _progress():
 def _print_table(s: dict) -> None:
     poolings = s["poolings"]
     by = {(r["layer"], r["pooling"]): r for r in s["results"]}
-    say("layer  " + "  ".join(f"{p + ' ' + s['metric']:>12} {'95% CI':>17} {'std':>6}" for p in poolings))
+    widths = (9, 20, 7)  # score (+ best mark), CI, std
+    head = ["layer"]
+    for p in poolings:
+        head += [f"{p} {s['metric']}".rjust(widths[0]), "95% CI".center(widths[1]),
+                 "std".rjust(widths[2])]
+    say("  ".join(head))
     for layer in s["layers"]:
-        cells = []
+        cells = [str(layer).rjust(5)]
         for p in poolings:
             r = by.get((layer, p))
             if r is None:
-                cells.append(" " * 38)
+                cells += [" " * w for w in widths]
                 continue
             mark = "*" if (layer, p) == (s["best"]["layer"], s["best"]["pooling"]) else " "
-            cells.append(f"{_f(r['score']):>11}{mark} [{_f(r['ci'][0])}, {_f(r['ci'][1])}] "
-                         f"{_f(r['std']):>6}")
-        say(f"{layer:>5}  " + "  ".join(cells))
+            cells += [(_f(r["score"]) + mark).rjust(widths[0]),
+                      f"[{_f(r['ci'][0])}, {_f(r['ci'][1])}]".center(widths[1]),
+                      _f(r["std"]).rjust(widths[2])]
+        say("  ".join(cells))
 
 
 def _f(x: float) -> str:

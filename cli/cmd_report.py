@@ -7,10 +7,14 @@ from cli.common import EXIT_OK, UsageError, add_workdir, say
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write WORKDIR/report.md and report.json from every run",
-                       description="Gathers every run under WORKDIR/runs into a results table with "
-                                   "published numbers beside ours, plus feature-set provenance and "
-                                   "failed clips.")
+    p = sub.add_parser("report", help="write WORKDIR/report.md, report.html and report.json",
+                       description="Gathers every run under WORKDIR/runs into results tables with "
+                                   "published numbers beside ours (labelled, with their source), "
+                                   "per-column CCC bars, confusion matrices, learning curves and "
+                                   "task weights of torch heads, layer probes (probes/), "
+                                   "permutation studies (permutation/), feature-set provenance and "
+                                   "failed clips. report.html is one self-contained file (figures "
+                                   "embedded); report.md links the PNGs in WORKDIR/report_files/.")
     add_workdir(p)
     p.set_defaults(func=run)
 

@@ -622,9 +622,7 @@ def summarise_seeds(data: ProbeData, seed_preds: list[dict[str, np.ndarray]],
     alpha = 1 - CI_LEVEL
     ci = ([float(np.quantile(boot, alpha / 2)), float(np.quantile(boot, 1 - alpha / 2))]
           if boot.size else [float("nan"), float("nan")])
-    columns = sorted({c for s in scored for c in s["per_column"]},
-                     key=lambda c: list(scored[0]["per_column"]).index(c)
-                     if c in scored[0]["per_column"] else 1 << 30)
+    columns = list(dict.fromkeys(c for s in scored for c in s["per_column"]))
     out: dict[str, Any] = {
         "score": float(np.mean(seed_scores)),
         "ci": ci,
@@ -996,7 +994,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
             rec = {"layer": layer, "pooling": pooling,
                    **probe_one(cfg, Xs, bad, data, resamples, tag=tag, probe_dir=probe_dir)}
             results.append(rec)
-            log.info("%s: Val %s = %.4f [%.4f, %.4f] (std %.4f)", tag, task.headline,
+            log.debug("%s: Val %s = %.4f [%.4f, %.4f] (std %.4f)", tag, task.headline,
                      rec["score"], rec["ci"][0], rec["ci"][1], rec["std"])
             if progress:
                 progress(len(results), total, tag)

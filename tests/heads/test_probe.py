@@ -118,13 +118,18 @@ def test_probe_score_equals_direct_ridge_and_ccc(store_wd, probe):
     assert rec["seed_scores"][0] == pytest.approx(expected, abs=2e-5)
 
 
-def test_probe_seed0_equals_train_ridge(store_wd, probe):
+@pytest.mark.parametrize("task", ["avb-high", "exvo", "classify:Country"])
+def test_probe_seed0_equals_train_ridge(store_wd, task):
+    """Seed 0 of a probe is `train --head ridge` on that layer: regression, the ExVo
+    harmonic mean (emotion CCC, country UAR with balanced RidgeClassifier, age MAE)."""
     from heads.experiment import ExperimentConfig, run_experiment
 
-    res = run_experiment(ExperimentConfig(workdir=str(store_wd), task="avb-high",
+    res = run_experiment(ExperimentConfig(workdir=str(store_wd), task=task,
                                           features=(SYNTHETIC_SPEC,), head="ridge", layer=2,
                                           pooling="last", n_boot=10, run_name="cmp"))
-    rec = next(r for r in probe.summary["results"] if r["layer"] == 2 and r["pooling"] == "last")
+    probe = run_probe(ProbeConfig(workdir=str(store_wd), features=SYNTHETIC_SPEC, task=task,
+                                  poolings=("last",), layers=(2,), n_boot=10, name="cmp"))
+    rec = probe.summary["results"][0]
     assert rec["seed_scores"][0] == pytest.approx(res.metrics["val"]["score"], abs=2e-5)
 
 
