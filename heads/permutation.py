@@ -50,7 +50,8 @@ from extract.store import FeatureStore
 from heads.baselines import RIDGE_ALPHAS
 from heads.evaluate import HEADLINE_TEXT, score_task
 from heads.features import find_set, resolve_field
-from heads.probe import ProbeData, fit_ridge_task, load_probe_data, standardise
+from heads.probe import (ProbeData, fit_ridge_task, load_probe_data, standardise,
+                         write_text_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -369,13 +370,10 @@ def write_study(summary: dict[str, Any], study_dir: Path) -> dict[str, Path]:
              "tests": study_dir / "tests.csv"}
     rows = [{"trial": t, "condition": c, "score": s}
             for c, v in summary["scores"].items() for t, s in enumerate(v)]
-    for path, text in ((paths["json"], json.dumps(summary, indent=2, allow_nan=True)),
-                       (paths["scores"], pd.DataFrame(rows).to_csv(index=False, float_format="%.6f")),
-                       (paths["tests"], pd.DataFrame(summary["tests"]).drop(columns=["test"])
-                        .to_csv(index=False, float_format="%.6g"))):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+    write_text_atomic(paths["json"], json.dumps(summary, indent=2, allow_nan=True))
+    write_text_atomic(paths["scores"], pd.DataFrame(rows).to_csv(index=False, float_format="%.6f"))
+    write_text_atomic(paths["tests"], pd.DataFrame(summary["tests"]).drop(columns=["test"])
+                      .to_csv(index=False, float_format="%.6g"))
     return paths
 
 

@@ -330,6 +330,7 @@ def ridge_refit(X: np.ndarray, weights: np.ndarray, Y: np.ndarray, alpha: float 
 
 
 def _valid(kind: str, y: np.ndarray) -> np.ndarray:
+    """Rows with a label (the rule of ``heads.experiment``: every column for regression)."""
     return (y >= 0) if kind == "classification" else np.isfinite(y).all(axis=1)
 
 
@@ -1095,18 +1096,19 @@ def probe_table(summary: dict[str, Any]) -> pd.DataFrame:
 def write_probe(summary: dict[str, Any], probe_dir: Path) -> dict[str, Path]:
     """probe.json, probe.csv and (weighted sum) layer_weights.csv; atomic renames."""
     paths = {"json": probe_dir / "probe.json", "csv": probe_dir / "probe.csv"}
-    _atomic_text(paths["json"], json.dumps(_jsonable(summary), indent=2, allow_nan=True))
-    _atomic_text(paths["csv"], probe_table(summary).to_csv(index=False, float_format="%.6f"))
+    write_text_atomic(paths["json"], json.dumps(_jsonable(summary), indent=2, allow_nan=True))
+    write_text_atomic(paths["csv"], probe_table(summary).to_csv(index=False, float_format="%.6f"))
     if summary.get("weighted_sum"):
         rows = [{"pooling": p, "layer": l, "weight": w, "weight_std": s}
                 for p, ws in summary["weighted_sum"].items()
                 for l, w, s in zip(ws["layers"], ws["weights"], ws["weights_std"])]
         paths["weights"] = probe_dir / "layer_weights.csv"
-        _atomic_text(paths["weights"], pd.DataFrame(rows).to_csv(index=False, float_format="%.6f"))
+        write_text_atomic(paths["weights"], pd.DataFrame(rows).to_csv(index=False, float_format="%.6f"))
     return paths
 
 
-def _atomic_text(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write under a temporary name, then rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
