@@ -69,8 +69,9 @@ def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
         labels: the CSV (default ``root/labels.csv``).
 
     Returns:
-        The corpus. Rows whose file is missing are left out and noted in ``problems``; rows
-        repeating the same file with the same values are merged (noted).
+        The corpus. Rows whose file does not exist are kept (extraction reports them as failed)
+        and noted in ``problems``; rows repeating the same file with the same values are merged
+        (noted).
 
     Raises:
         CorpusError: no such CSV, no ``file`` column, an unknown split value, or rows for the
@@ -127,24 +128,24 @@ def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
         )
         table = table[~table.index.duplicated(keep="first")]
 
+    # A listed file that does not exist stays in the corpus: extraction then reports it as a
+    # failed clip naming the path, next to every other unreadable file.
     audio: dict[str, str] = {}
     missing: list[str] = []
     for clip_id, file in table["file"].items():
         candidate = Path(file.replace("\\", "/"))
         full = candidate if candidate.is_absolute() else root / candidate
-        if full.is_file():
-            audio[clip_id] = str(full.absolute())
-        else:
+        audio[clip_id] = str(full.absolute())
+        if not full.is_file():
             missing.append(file)
     if missing:
         problems.append(
             f"{path.name}: {len(missing)} listed file(s) do not exist under {root} "
-            f"({examples(missing)}); they are left out"
+            f"({examples(missing)}); kept, extraction will report them as failed"
         )
 
     label_cols = [c for c in table.columns if c not in RESERVED]
     label_table = pd.DataFrame({c: _numeric_or_text(table[c]) for c in label_cols}, index=table.index)
-    label_table = label_table.loc[[i for i in table.index if i in audio]]
     return assemble_corpus(
         root,
         "csv",

@@ -292,7 +292,8 @@ def test_csv_optional_columns_and_labels_path(tmp_path):
 def test_csv_missing_files_are_noted(tmp_path):
     rows = CSV_ROWS[:2] + [{"file": "gone.wav", "split": "train", "_skip_audio": True}]
     c = read_corpus(make_csv_corpus(tmp_path, rows), "csv")
-    assert "gone" not in c.clips.index and "gone" not in c.labels.index
+    assert c.clips.loc["gone", "path"] == str((tmp_path / "gone.wav").absolute())
+    assert c.clips.loc["gone", "split"] == "Train" and "gone" in c.labels.index
     assert any("gone.wav" in p and "do not exist" in p for p in c.problems)
 
 
