@@ -191,14 +191,16 @@ def normalise_curve(obj: Any) -> dict[str, Any]:
 
 
 def load_curves(run_dir: Path) -> list[dict[str, Any]]:
-    """Normalised curves of every curves_seed<k>.json of a run, by seed."""
+    """Normalised curves of every ``curves_seed<k>.json`` (or ``curves_seed<k>_<group>.json``,
+    one per separately trained group) of a run, by seed then group."""
     found = []
     for p in run_dir.glob("curves_seed*.json"):
-        m = re.match(r"curves_seed(\d+)\.json$", p.name)
+        m = re.match(r"curves_seed(\d+)(?:_(.+))?\.json$", p.name)
         if not m:
             continue
         try:
-            found.append((int(m.group(1)), normalise_curve(json.loads(p.read_text()))))
+            found.append(((int(m.group(1)), m.group(2) or ""),
+                          normalise_curve(json.loads(p.read_text()))))
         except ValueError as exc:
             log.warning("skipping %s: unreadable (%s)", p, exc)
     return [c for _, c in sorted(found, key=lambda t: t[0])]
