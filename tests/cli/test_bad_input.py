@@ -74,7 +74,7 @@ def build_catalogue(root: Path, *, long_clip: bool) -> dict[str, str]:
     wav("ogg_clip.ogg", tone(1.0, seed=9), subtype="VORBIS", fmt="OGG")
     if long_clip:
         wav("ten_minutes.wav", tone(600.0, seed=10))
-    expect["missing.wav"] = "not found"
+    expect["missing.wav"] = "no such file"
     return expect
 
 
@@ -139,11 +139,26 @@ def test_label_problems_are_reported_not_fatal(tmp_path):
             "--features", "opensmile:eGeMAPSv02", "--no-progress", check=None)
     assert p.returncode == 3  # ghost.wav has a label row but no audio: listed as failed
     assert "ghost.wav" in p.stdout
-    assert "unlabelled" in p.stderr  # audio without label row: reported
     t = cli("train", "--workdir", str(wd), "--task", "regress:score", "--features",
             "opensmile:eGeMAPSv02", "--head", "ridge", "--run-name", "r")
     m = json.loads((wd / "runs" / "r" / "metrics.json").read_text())
-    assert m["excluded_missing_labels"]["regress:score"]["score"] == 1  # the NaN row, never filled
+    assert m["excluded_missing_labels"]["regress:score"]["regress"] == 1  # the NaN row, never filled
+
+
+def test_avb_audio_without_labels_and_labels_without_audio_are_reported(tmp_path):
+    from data.demo import make_demo_corpus
+
+    root = make_demo_corpus(tmp_path / "avb", n_clips=16, seed=1)
+    wavs = sorted((root / "audio" / "wav").glob("*.wav"))
+    sf.write(root / "audio" / "wav" / "77777.wav", tone(0.5), SR)  # audio, no label row
+    wavs[0].unlink()  # label rows, no audio
+    wd = tmp_path / "wd"
+    p = cli("extract", "--corpus", str(root), "--layout", "avb", "--workdir", str(wd),
+            "--features", "opensmile:eGeMAPSv02", "--no-progress", check=None)
+    assert p.returncode in (0, 3), p.stderr
+    assert "77777" in p.stderr and wavs[0].stem in p.stderr + p.stdout
+    listing = cli("list", "--workdir", str(wd)).stdout
+    assert "16 stored" in listing  # 15 labelled clips with audio + the unlabelled one
 
 
 def test_duplicate_ids_and_missing_column_are_clear_errors(tmp_path):
