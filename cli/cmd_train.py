@@ -3,54 +3,184 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 from cli.common import EXIT_OK, UsageError, add_workdir, say
 
 log = logging.getLogger(__name__)
 
+# flag dest -> heads.train.TrainOptions field (torch heads only); validated there, where the
+# valid values come from the registries
+TORCH_OPTIONS = ("weighting", "loss", "output", "chain", "epochs", "lr", "weight_decay",
+                 "optimizer", "batch_size", "patience", "schedule", "warmup", "label_smoothing",
+                 "frames_field", "device")
+EXPERIMENT_FLAGS = ("task", "features", "head", "layer", "pooling", "seeds")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a head on cached features (fit on Train, select on Val)",
-        description="Fits on Train, selects hyper-parameters on Val, reports Val scores with a "
-                    "bootstrap 95 %% CI and writes Test predictions in the challenge submission "
-                    "format to WORKDIR/runs/<run-name>/.")
+        description="Fits on Train, selects hyper-parameters (classical heads) or the epoch (torch "
+                    "heads) on Val, reports Val scores with a bootstrap 95 %% CI and writes Test "
+                    "predictions in the challenge submission format to WORKDIR/runs/<run-name>/. "
+                    "With --recipe NAME the settings come from recipes/NAME.toml (see `recipes`); "
+                    "flags given explicitly override them.")
     add_workdir(p)
-    p.add_argument("--task", required=True, metavar="TASK[,TASK..]",
+    p.add_argument("--recipe", metavar="NAME",
+                   help="run a reproduced system: recipes/NAME.toml (or a path to a .toml file) "
+                        "gives task, features, head, layer, pooling, seeds and training options")
+    p.add_argument("--task", metavar="TASK[,TASK..]",
                    help="avb-high, avb-two, avb-culture, avb-type, country, exvo; for csv corpora "
-                        "regress:COL[,COL..] or classify:COL; several tasks separated by commas")
+                        "regress:COL[,COL..] or classify:COL; several tasks separated by commas "
+                        "(torch heads train one multitask model); required without --recipe")
     p.add_argument("--features", nargs="+", metavar="SPEC|KEY",
                    help="feature sets to use (concatenated): spec, name or key as shown by `list`")
-    p.add_argument("--head", help="head: ridge, svr, logreg, svc, xgb (classical) or a torch head")
+    p.add_argument("--head", help="head: ridge, svr, logreg, svc, xgb (classical) or a torch head: "
+                                  "mlp-avb, mlp-mtl (vectors), lstm, fc128, lstm128, netvlad, "
+                                  "autopool, mean3 (frame sequences)")
     p.add_argument("--layer", type=int, help="SSL hidden-state index (default: the last stored)")
-    p.add_argument("--pooling", default="mean", help="SSL pooling (default: mean)")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds; mean and std are reported")
+    p.add_argument("--pooling", help="SSL pooling of the vector features (default: mean)")
+    p.add_argument("--seeds", type=int, help="number of seeds; mean and std are reported (default: 1)")
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples for the Val CI")
     p.add_argument("--run-name", help="folder name under WORKDIR/runs (default: settings + time)")
     p.add_argument("--jobs", type=int, default=1, help="CPU threads for heads that use them")
+
+    g = p.add_argument_group("torch heads", "training options of the torch heads (heads/train.py)")
+    g.add_argument("--weighting", metavar="SPEC",
+                   help="multitask loss weighting: equal (default), fixed:W1,W2,.. (one per target), "
+                        "uw, exvo, ruw, rruw, dwa[:T=10], druw[:T=10,phi=1]")
+    g.add_argument("--loss", metavar="SPEC",
+                   help="regression loss: ccc (default), mse or mae, plus TARGET=LOSS items, e.g. "
+                        "ccc,age=mse; MAE-scored targets (age) default to mae; classes use "
+                        "cross-entropy")
+    g.add_argument("--output", metavar="MODE",
+                   help="regression output: sigmoid, clamp, clamp-st or linear (default: the head's)")
+    g.add_argument("--chain", metavar="TASK[,TASK..]",
+                   help="intermediate tasks (mlp-mtl), predicted first and fed to the others, "
+                        "e.g. country,type")
+    g.add_argument("--epochs", type=int, help="maximum epochs (default: 30)")
+    g.add_argument("--lr", type=float, help="learning rate (default: 1e-3)")
+    g.add_argument("--weight-decay", type=float, help="weight decay (default: 0)")
+    g.add_argument("--optimizer", metavar="NAME", help="adam (default) or adamw")
+    g.add_argument("--batch-size", type=int, help="clips per step (default: 32)")
+    g.add_argument("--patience", type=int,
+                   help="stop after this many epochs without a better Val score; 0: never "
+                        "(default: 5); the best epoch's state is kept")
+    g.add_argument("--schedule", metavar="NAME", help="learning-rate schedule: none (default) or cosine")
+    g.add_argument("--warmup", type=float, help="epochs of linear learning-rate warm-up (default: 0)")
+    g.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default: 0)")
+    g.add_argument("--frames-field", metavar="FIELD",
+                   help="frame sequences a sequence head reads: frames_l12 (SSL, stored with "
+                        "extract --frames-layers), logmel, lld (default: frames_l<layer>)")
+    g.add_argument("--device", metavar="DEV", help="auto (default: CUDA when present), cpu or cuda")
+    g.add_argument("--net", action="append", metavar="KEY=VALUE", default=None,
+                   help="a setting of the net's config, e.g. --net pooling=last --net hidden=256 "
+                        "(repeatable)")
     p.set_defaults(func=run)
+
+
+def _scalar(text: str) -> Any:
+    """``--net`` value: int, float, true/false, or the text."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _net_options(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--net takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = _scalar(value)
+    return out
+
+
+def build_config(args: argparse.Namespace):
+    """The experiment config from the flags (and the recipe, when given).
+
+    Raises:
+        UsageError: missing or conflicting flags, unknown recipe, bad option values.
+    """
+    from heads.experiment import ExperimentConfig
+
+    options = {k: getattr(args, k) for k in TORCH_OPTIONS if getattr(args, k, None) is not None}
+    net = _net_options(getattr(args, "net", None))
+    recipe_name = getattr(args, "recipe", None)
+    if recipe_name:
+        from heads.recipes import RecipeError, load_recipe
+
+        try:
+            recipe = load_recipe(recipe_name)
+            if net:
+                options["net"] = {**recipe.options.get("net", {}), **net}
+            exp = {k: getattr(args, k) for k in EXPERIMENT_FLAGS if getattr(args, k, None) is not None}
+            if "features" in exp:
+                exp["features"] = tuple(exp["features"])
+            cfg = recipe.experiment_config(args.workdir, run_name=args.run_name,
+                                           n_boot=args.n_boot, n_jobs=args.jobs, **exp, **options)
+        except (RecipeError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+        return cfg, recipe
+    if not args.task:
+        raise UsageError("train needs --task (or --recipe NAME)")
+    if not args.features or not args.head:
+        raise UsageError("train needs --features and --head (or --recipe NAME)")
+    if net:
+        options["net"] = net
+    cfg = ExperimentConfig(workdir=args.workdir, task=args.task, features=tuple(args.features),
+                           head=args.head, layer=args.layer, pooling=args.pooling or "mean",
+                           seeds=args.seeds if args.seeds is not None else 1, n_boot=args.n_boot,
+                           run_name=args.run_name, n_jobs=args.jobs, options=options)
+    return cfg, None
 
 
 def run(args: argparse.Namespace) -> int:
     from data.corpus import CorpusError
     from data.tasks import TaskError
-    from heads.experiment import ExperimentConfig, run_experiment
+    from heads.experiment import run_experiment
     from heads.features import FeatureError
 
-    if not args.features or not args.head:
-        raise UsageError("train needs --features and --head")
-    if args.seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
-    cfg = ExperimentConfig(workdir=args.workdir, task=args.task, features=tuple(args.features),
-                           head=args.head, layer=args.layer, pooling=args.pooling,
-                           seeds=args.seeds, n_boot=args.n_boot, run_name=args.run_name,
-                           n_jobs=args.jobs)
+    cfg, recipe = build_config(args)
+    if cfg.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {cfg.seeds}")
+    torch_head = _is_torch_head(cfg.head)
+    if cfg.options and not torch_head:
+        raise UsageError(f"options {sorted(cfg.options)} apply to torch heads only; head {cfg.head!r} "
+                         f"is classical")
     try:
+        if torch_head:
+            from heads.recipes import check_features
+            from heads.train import TrainOptions
+
+            TrainOptions.from_dict(cfg.options)
+            check_features(cfg)
         result = run_experiment(cfg)
     except (FeatureError, TaskError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     print_result(result.metrics, result.run_dir)
+    if recipe is not None:
+        say(f"recipe {recipe.name}: {recipe.paper}, {recipe.table}")
+        for pub in recipe.reproduces:
+            say(f"  published {pub.text()}")
     return EXIT_OK
+
+
+def _is_torch_head(head: str) -> bool:
+    """True for heads trained by heads.train (imports torch only when the head is not classical)."""
+    from heads.baselines import CLASSICAL_HEADS
+
+    if head in CLASSICAL_HEADS:
+        return False
+    from heads.train import TORCH_HEADS
+
+    return head in TORCH_HEADS
 
 
 def print_result(metrics: dict, run_dir) -> None:

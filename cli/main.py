@@ -23,6 +23,7 @@ COMMANDS = {
     "probe": "cli.cmd_probe",
     "permutation": "cli.cmd_permutation",
     "bench": "cli.cmd_bench",
+    "recipes": "cli.cmd_recipes",
 }
 
 log = logging.getLogger("cli")

@@ -218,7 +218,8 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     tasks = [resolve_task(t, corpus.labels) for t in parse_tasks(cfg.task)]
     fit = fit_function(cfg.head)
     requests = [FeatureRequest(f, layer=cfg.layer, pooling=cfg.pooling) for f in cfg.features]
-    ds = build_dataset(store, corpus, tasks, requests)
+    prepare = getattr(fit, "prepare_dataset", None)  # torch sequence heads read frames instead
+    ds = prepare(cfg, store, corpus, tasks, requests) if prepare else build_dataset(store, corpus, tasks, requests)
     log.info("%d clips (%d Train, %d Val, %d Test) x %d features", len(ds.ids), len(ds.rows("Train")),
              len(ds.rows("Val")), len(ds.rows("Test")), ds.X.shape[1])
     run_name = cfg.run_name or default_run_name(cfg)

@@ -1,0 +1,252 @@
+"""Tests for heads/recipes.py, the recipe files and the `recipes` / `train --recipe` commands.
+
+Every recipe runs for one epoch on a 48-clip demo workdir holding openSMILE eGeMAPSv02 and a
+tiny random 12-layer wav2vec2 (extract.ssl) set with layer-12 pooled vectors and frames.
+Substitutions, so that the suite stays fast and offline:
+
+* ``ssl:facebook/...`` -> the tiny wav2vec2 set (no hub download; same layer 12, same fields);
+* ``opensmile:ComParE_2016`` -> eGeMAPSv02 (ComParE's "not in the store" message is tested);
+* LSTM hidden sizes -> 16 (the full-size nets of every recipe are built, not trained, in
+  ``test_every_recipe_builds_its_net_at_full_size``).
+
+If ``extract.ssl`` cannot be imported, SSL recipes run on substitutes instead: eGeMAPS
+functionals for vector heads and ``logmel:16`` frames for sequence heads.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from heads.experiment import run_experiment
+from heads.recipes import (RECIPES_DIR, TRAIN_KEYS, RecipeError, extract_command, list_recipes,
+                           load_recipe, parse_recipe)
+from heads.train import TORCH_HEADS, Output, resolve_chain
+
+RECIPES = sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny_wav2vec2(folder: Path) -> Path:
+    """A randomly initialised 12-layer, 16-wide wav2vec2 (group norm, like wav2vec2-base)."""
+    import transformers
+
+    config = transformers.Wav2Vec2Config(
+        conv_dim=(8,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        hidden_size=16, num_hidden_layers=12, num_attention_heads=2, intermediate_size=32,
+        num_conv_pos_embedding_groups=4, num_conv_pos_embeddings=8, feat_extract_norm="group",
+        do_stable_layer_norm=False)
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(config).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0,
+                                          do_normalize=True, return_attention_mask=False
+                                          ).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """48 demo clips (A-VB layout) with eGeMAPS and a tiny SSL set (or substitutes)."""
+    from data.corpora import read_corpus
+    from data.demo import make_demo_corpus
+    from data.workdir import save_corpus_ref
+    from extract.base import ExtractOptions
+    from extract.run import extract_corpus
+    from extract.store import FeatureStore
+
+    wd = tmp_path_factory.mktemp("demo")
+    root = make_demo_corpus(wd / "corpus", n_clips=48)
+    save_corpus_ref(wd, root, "avb")
+    corpus = read_corpus(root, "avb")
+    store = FeatureStore(wd)
+    extract_corpus(store, corpus, "opensmile:eGeMAPSv02", options=ExtractOptions(workers=1))
+    try:
+        from extract.ssl import SSLExtractor  # noqa: F401
+    except ImportError:  # SSL extraction not available: substitutes (see the module docstring)
+        extract_corpus(store, corpus, "logmel:16", options=ExtractOptions(workers=1))
+        return {"workdir": wd, "ssl": None, "vector": "opensmile:eGeMAPSv02", "frames": "logmel:16",
+                "layer": None, "frames_field": "logmel"}
+    spec = f"ssl:{_tiny_wav2vec2(wd / 'tiny-wav2vec2')}"
+    extract_corpus(store, corpus, spec, options=ExtractOptions(
+        layers=(12,), poolings=("mean",), frames_layers=(12,), dtype="float32", device="cpu"))
+    return {"workdir": wd, "ssl": spec, "vector": spec, "frames": spec, "layer": 12,
+            "frames_field": "frames_l12"}
+
+
+def _overrides(recipe, demo: dict) -> dict:
+    """What the demo workdir needs changed (see the module docstring); one epoch, one seed."""
+    out: dict = {"epochs": 1, "seeds": 1, "device": "cpu"}
+    sequence = TORCH_HEADS[recipe.head].input_kind == "sequence"
+    features = []
+    for f in recipe.features:
+        if f.startswith("ssl:"):
+            features.append(demo["frames"] if sequence else demo["vector"])
+            if demo["ssl"] is None:
+                out["layer"] = None
+                if sequence:
+                    out["frames_field"] = demo["frames_field"]
+        else:
+            features.append("opensmile:eGeMAPSv02")
+    out["features"] = tuple(features)
+    if recipe.head == "lstm":
+        out["net"] = {**recipe.options.get("net", {}), "hidden": 16}
+    return out
+
+
+def test_recipe_files_cover_the_reproduced_systems() -> None:
+    names = set(RECIPES)
+    assert {"avb-baseline-compare", "avb-baseline-egemaps", "exvo-baseline-compare",
+            "exvo-baseline-egemaps", "slabcnu-lstm"} <= names
+    assert {f"hcmlab-mtl-{v}" for v in ("0of5", "1of4", "2of3", "no-two", "no-two-clamp")} <= names
+    assert {f"slabcnu-lstm-{p}" for p in ("first", "max", "mean")} <= names
+    for head in ("fc128", "lstm128", "netvlad", "autopool", "mean3"):
+        assert {f"conformer-{head}", f"conformer-{head}-st"} <= names
+    assert {f"exvo-mlp-{w}" for w in ("equal", "uw", "ruw", "rruw", "dwa", "druw")} <= names
+    recipes = {r.name: r for r in list_recipes()}
+    assert recipes["slabcnu-lstm"].reproduces[0].scores["avb-two"] == 0.6202
+    assert recipes["exvo-baseline-compare"].reproduces[0].scores["exvo"] == 0.349
+    assert recipes["hcmlab-mtl-2of3"].options["chain"] == "country,type"
+    assert recipes["avb-baseline-egemaps"].options["batch_size"] == 8
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_builds_its_net_at_full_size(name: str) -> None:
+    from data.tasks import parse_tasks
+    from heads.nets import build_net
+    from heads.train import TrainOptions
+
+    r = load_recipe(name)
+    opts = TrainOptions.from_dict(r.options)
+    tasks = parse_tasks(r.task)
+    outputs = [Output(tg.name, t.name, tg, "ccc") for t in tasks for tg in t.targets]
+    groups = [[o] for o in outputs] if opts.separate else [outputs]
+    options = dict(opts.net)
+    if opts.output:
+        options["output"] = opts.output
+    if opts.chain:
+        options["chain"] = resolve_chain(opts.chain, outputs)
+    for group in groups:
+        net = build_net(r.head, 768, [o.spec() for o in group], **options)
+        assert list(net(*_dummy_input(net))) == [o.name for o in group]
+
+
+def _dummy_input(net) -> tuple:
+    if net.input_kind == "vector":
+        return (torch.zeros(2, net.input_dim),)
+    return torch.zeros(2, 3, net.input_dim), torch.tensor([3, 1])
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_runs_one_epoch_on_the_demo_workdir(name: str, demo: dict) -> None:
+    r = load_recipe(name)
+    cfg = r.experiment_config(demo["workdir"], run_name=f"t-{name}", n_boot=0, **_overrides(r, demo))
+    result = run_experiment(cfg)
+    run = result.run_dir
+    assert isinstance(result.metrics["val"]["score"], float)
+    assert set(result.metrics["tasks"]) == {t.strip() for t in r.task.split(",")}
+    assert list(run.glob("model_seed0*.pt")) and list(run.glob("curves_seed0*.json"))
+    curves = json.loads(sorted(run.glob("curves_seed0*.json"))[0].read_text())
+    assert curves["epoch"] == [0] and curves["task_weights"]
+    assert (run / f"predictions_test_{r.task.split(',')[0]}.csv").exists()
+    config = json.loads((run / "config.json").read_text())
+    assert config["options"]["epochs"] == 1
+
+
+def test_unknown_keys_fail_naming_the_valid_ones(tmp_path: Path) -> None:
+    good = (RECIPES_DIR / "exvo-baseline-egemaps.toml").read_text()
+    with pytest.raises(RecipeError, match=r"\[train\]: unknown key\(s\) \['epoch'\]; valid keys: task"):
+        parse_recipe(_toml(good.replace("epochs = 100", "epoch = 100")))
+    with pytest.raises(RecipeError, match=r"\[recipe\]: unknown key\(s\) \['papers'\]"):
+        parse_recipe(_toml(good.replace("paper =", "papers =")))
+    with pytest.raises(RecipeError, match="optimizer must be one of"):
+        parse_recipe(_toml(good.replace('optimizer = "adam"', 'optimizer = "sgd"')))
+    bad = tmp_path / "renamed.toml"
+    bad.write_text(good)
+    with pytest.raises(RecipeError, match="must equal the file name"):
+        load_recipe(str(bad))
+    with pytest.raises(RecipeError, match="no recipe 'nope'.*available: avb-baseline-compare"):
+        load_recipe("nope")
+    r = load_recipe("exvo-baseline-egemaps")
+    with pytest.raises(RecipeError, match="unknown override"):
+        r.experiment_config(tmp_path, epochz=1)
+    assert "epochs" in TRAIN_KEYS and "seeds" in TRAIN_KEYS
+
+
+def _toml(text: str) -> dict:
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def test_missing_features_name_the_extract_command(demo: dict, capsys: pytest.CaptureFixture) -> None:
+    from cli.main import main
+
+    wd = str(demo["workdir"])
+    rc = main(["-q", "train", "--workdir", wd, "--recipe", "avb-baseline-compare", "--n-boot", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    root = str(Path(wd) / "corpus")
+    assert (f"python run_pipeline.py extract --corpus {root} --layout avb --workdir {wd} "
+            f"--features opensmile:ComParE_2016") in err
+    # a sequence recipe whose set has no frames says how to store them
+    cmd = extract_command("/w", "ssl:facebook/wav2vec2-base", layer=12, frames_field="frames_l12")
+    assert cmd.endswith("--features ssl:facebook/wav2vec2-base --layers 12 --poolings mean --frames-layers 12")
+    if demo["ssl"] is not None:
+        rc = main(["-q", "train", "--workdir", wd, "--recipe", "slabcnu-lstm", "--features",
+                   "opensmile:eGeMAPSv02", "--n-boot", "0"])
+        assert rc == 2 and "needs frame sequences" in capsys.readouterr().err
+
+
+def test_cli_recipe_flags_override_the_recipe(demo: dict, capsys: pytest.CaptureFixture) -> None:
+    from cli.main import main
+
+    wd = demo["workdir"]
+    rc = main(["-q", "train", "--workdir", str(wd), "--recipe", "exvo-baseline-egemaps", "--epochs",
+               "1", "--seeds", "1", "--n-boot", "0", "--weighting", "uw", "--run-name", "cli"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "published test: exvo 0.314" in out
+    config = json.loads((wd / "runs" / "cli" / "config.json").read_text())
+    assert config["options"]["epochs"] == 1 and config["options"]["weighting"] == "uw"
+    assert config["options"]["batch_size"] == 8 and config["seeds"] == 1  # recipe, flags
+    assert config["head"] == "mlp-avb"
+    # torch options with a classical head are a usage error
+    rc = main(["-q", "train", "--workdir", str(wd), "--task", "avb-high", "--features",
+               "opensmile:eGeMAPSv02", "--head", "ridge", "--epochs", "3"])
+    assert rc == 2 and "torch heads only" in capsys.readouterr().err
+
+
+def test_recipes_command_lists_every_recipe(capsys: pytest.CaptureFixture) -> None:
+    from cli.main import main
+
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in RECIPES:
+        assert f"\n{name}\n" in f"\n{out}"
+    assert "published test: avb-two 0.6202" in out and f"{len(RECIPES)} recipes" in out
+    assert main(["recipes", "slabcnu-lstm"]) == 0
+    assert "weight_decay = 0.0625" in capsys.readouterr().out
+
+
+def test_frames_stream_from_the_store_when_over_the_memory_budget(demo: dict) -> None:
+    from extract.store import FeatureStore
+    from heads.sequences import InMemorySequences, StoreSequences, load_sequences
+
+    if demo["ssl"] is None:
+        pytest.skip("needs extract.ssl frames with a num_frames field")
+    store = FeatureStore(demo["workdir"])
+    ids = sorted(store.status(store.find(demo["ssl"]).key)[0])[:10]
+    lazy, present, desc = load_sequences(store, [demo["ssl"]], ids, layer=12, max_memory_gb=0.0)
+    eager, present2, _ = load_sequences(store, [demo["ssl"]], ids, layer=12)
+    assert isinstance(lazy, StoreSequences) and isinstance(eager, InMemorySequences)
+    assert desc["field"] == "frames_l12" and present.all() and present2.all()
+    for a, b in zip(lazy.rows(range(10)), eager.rows(range(10))):
+        assert a.shape == b.shape and (a == b).all()
