@@ -25,7 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on a built-in demo corpus",
                        description="Generates a demo corpus in the A-VB layout (labels are known "
                                    "functions of the sound), extracts openSMILE ComParE_2016 and "
-                                   "eGeMAPSv02, trains ridge / logreg / xgb heads and writes the report.")
+                                   "eGeMAPSv02 and SSL embeddings (wav2vec2-base when available "
+                                   "offline, else a small untrained wav2vec2), trains ridge / "
+                                   "logreg / xgb heads, runs a layer probe and writes the report.")
     p.add_argument("--workdir", default="runs/demo", metavar="DIR",
                    help="where the corpus, store, runs and report go (default: runs/demo)")
     p.add_argument("--clips", type=int, default=320, help="number of demo clips (default: 320)")
@@ -86,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     command("train", "--workdir", str(wd), "--task", "avb-high", "--features", f"ssl:{model}",
             "--head", "ridge", "--n-boot", "200",
             "--run-name", f"demo-avb-high-ridge-ssl-{'wav2vec2-base' if trained else 'untrained'}")
+    command("probe", "--workdir", str(wd), "--features", f"ssl:{model}", "--task", "avb-high",
+            "--head", "ridge", "--poolings", "mean,last", "--seeds", "2", "--n-boot", "200",
+            "--name", "demo-probe-avb-high")
     command("report", "--workdir", str(wd))
-    say(f"demo finished in {time.perf_counter() - t0:.0f} s; open {wd / 'report.md'}")
+    say(f"demo finished in {time.perf_counter() - t0:.0f} s; open {wd / 'report.html'} "
+        f"(or {wd / 'report.md'})")
     return rc or EXIT_OK

@@ -79,10 +79,19 @@ def _fmt(x: Any, digits: int = 4) -> str:
     return f"{x:.{digits}f}" if isinstance(x, (int, float)) else str(x)
 
 
+def _is_untrained_spec(spec: str) -> bool:
+    """An ``ssl:`` spec whose model folder is a random checkpoint (extract.untrained)."""
+    from extract.untrained import is_untrained
+
+    return spec.startswith("ssl:") and Path(spec[4:]).is_dir() and is_untrained(spec[4:])
+
+
 def _features_text(metrics: dict[str, Any]) -> str:
     parts = []
     for f in metrics.get("features", []):
         s = f.get("spec", f.get("key", "?"))
+        if _is_untrained_spec(s):
+            s += " [UNTRAINED random weights: not a result]"
         if f.get("layer") is not None:
             s += f" L{f['layer']}"
         if f.get("field") and f["field"].startswith("pooled_"):
@@ -356,6 +365,10 @@ def _probe_blocks(probes: list[dict[str, Any]], figures: _Figures) -> list[dict[
         fs = p.get("feature_set", {})
         cfg = p.get("config", {})
         b.append({"kind": "h", "level": 3, "text": p["name"]})
+        if _is_untrained_spec(str(fs.get("spec", ""))):
+            b.append({"kind": "p", "text": "**This set comes from an UNTRAINED, randomly "
+                      "initialised model: the curve exercises the probing path and is not a "
+                      "result about any real model.**"})
         b.append({"kind": "p", "text":
                   f"`{fs.get('key')}` ({fs.get('spec')}), task {p['task']}, head {cfg.get('head')}, "
                   f"{cfg.get('seeds')} seed(s), {p['n_clips']['Train']} Train / "
@@ -441,6 +454,8 @@ def _store_blocks(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
         last = prov.get("last_run") or {}
         versions = ", ".join(f"{k} {prov[k]}" for k in _VERSION_KEYS if prov.get(k))
         model = cfg.get("model") or cfg.get("feature_set") or cfg.get("extractor") or ""
+        if _is_untrained_spec(fs["spec"]):
+            model = f"{model} (UNTRAINED random weights: exercises the path, not a result)"
         rate = (f"{last.get('audio_s_per_s')} audio-s/s, {last.get('clips_per_s')} clips/s"
                 if last else "-")
         device = str(prov.get("device", "?")) + (f" ({prov['compute_dtype']})"

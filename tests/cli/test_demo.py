@@ -30,3 +30,8 @@ def test_demo_end_to_end(tmp_path):
         assert f"## {task}" in report
     assert "*published*" in report
     assert list((wd / "runs" / "demo-avb-type-logreg-eGeMAPSv02").glob("predictions_test_*.csv"))
+    # SSL path, probe and the self-contained HTML report
+    assert (wd / "probes" / "demo-probe-avb-high" / "probe.json").exists()
+    html = (wd / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<img src=\"report_files" not in html
+    assert list((wd / "runs").glob("demo-avb-high-ridge-ssl-*"))
