@@ -132,15 +132,12 @@ def _fit_classical(cfg: ExperimentConfig, ds: Dataset, task: Task, seed: int
             raise ValueError(f"task {task.name}, target {tg.name}: {len(ok_tr)} Train and "
                              f"{len(ok_va)} Val clips with labels; need Train and Val labels")
         if tg.kind == "classification":
-            score_fn, greater = (lambda a, b: metrics.uar(a, b)), True
+            score_fn, greater = metrics.uar, True
         elif tg.metric == "mae":
-            score_fn, greater = (lambda a, b: metrics.mae(a, b)), False
+            score_fn, greater = metrics.mae, False
         else:
-            score_fn = (lambda a, b: float(np.mean([metrics.ccc(a[:, j], b[:, j])
-                                                    for j in range(a.shape[1])])))
-            greater = True
-        yt = y[ok_tr] if tg.kind == "classification" else y[ok_tr]
-        sel = fit_select(cfg.head, tg.kind, ds.X[ok_tr], yt, ds.X[ok_va], y[ok_va],
+            score_fn, greater = metrics.mean_ccc_score, True
+        sel = fit_select(cfg.head, tg.kind, ds.X[ok_tr], y[ok_tr], ds.X[ok_va], y[ok_va],
                          score_fn=score_fn, greater_is_better=greater, seed=seed, n_jobs=cfg.n_jobs)
         p = sel.predict(ds.X)
         if tg.kind == "regression":
