@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -154,6 +155,7 @@ def test_second_extract_is_refused_and_readers_work_meanwhile(tmp_path, corpus):
         while not list(wd.glob("features.journal/*/part-*.h5")) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert slow.poll() is None, "the writer finished too early to test concurrency"
+        os.kill(slow.pid, signal.SIGSTOP)  # hold the writer mid-extraction, whatever the speed
         p = cli(*extract_args(corpus, wd), check=2)
         assert f"pid {slow.pid}" in p.stderr and "being written" in p.stderr
         # readers: list, export and train work while the other set is being written
@@ -162,5 +164,6 @@ def test_second_extract_is_refused_and_readers_work_meanwhile(tmp_path, corpus):
         cli("train", "--workdir", str(wd), "--task", "avb-high", "--features",
             "opensmile:eGeMAPSv02", "--head", "ridge", "--run-name", "during", "--n-boot", "20")
     finally:
+        os.kill(slow.pid, signal.SIGCONT)
         out, err = slow.communicate(timeout=300)
     assert slow.returncode == 0, err
