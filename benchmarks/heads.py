@@ -21,6 +21,7 @@ the time).
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from typing import Any
@@ -45,9 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-lstm", action="store_true", help="time only the MLP")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where to train (auto: CUDA when available)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1, as `train --jobs`: on a busy 2-core "
-                             "machine more intra-op threads made this run up to 8x slower)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch CPU threads (default: every core, the machine's full speed; "
+                             "on a machine busy with other jobs use 1: contended intra-op threads "
+                             "made this run up to 8x slower)")
 
 
 def _labels(tasks: list, Z: np.ndarray, rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
