@@ -17,15 +17,6 @@ from heads.losses import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention (100x slower on a loaded 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 
 def numpy_ccc(x: np.ndarray, y: np.ndarray) -> float:
     """Lin's CCC with population moments, written out term by term."""

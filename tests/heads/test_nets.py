@@ -11,15 +11,6 @@ from heads.nets import NETS, build_net, pool_frames, length_mask
 from heads.weighting import build_weighting
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention (100x slower on a loaded 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 D = 12
 TASKS = [("high", "regression", 3), ("country", "classification", 4), ("age", "regression", 1)]
 SEQUENCE_NETS = sorted(n for n, cls in NETS.items() if cls.input_kind == "sequence")

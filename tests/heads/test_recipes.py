@@ -28,14 +28,6 @@ from heads.train import TORCH_HEADS, Output, resolve_chain
 RECIPES = sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny_wav2vec2(folder: Path) -> Path:
     """A randomly initialised 12-layer, 16-wide wav2vec2 (group norm, like wav2vec2-base)."""
     import transformers

@@ -18,15 +18,6 @@ from heads.train import (TORCH_HEADS, Labels, SequenceDataset, TrainOptions, fit
                          train_class_weights)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a loaded 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 N_TRAIN, N_VAL, N_TEST, D = 96, 48, 16, 12
 
 

@@ -18,15 +18,6 @@ from heads.weighting import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention (100x slower on a loaded 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 SPECS = {name: f"fixed:{','.join(['1'] * 3)}" if name == "fixed" else name for name in WEIGHTINGS}
 
 
