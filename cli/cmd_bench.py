@@ -24,10 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Benchmarks: " + "; ".join(f"{k}: {v[1]}" for k, v in BENCHES.items()))
     bsub = p.add_subparsers(dest="bench", metavar="NAME", required=True)
     for name, (module, text) in BENCHES.items():
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue  # a benchmark whose module is not there yet is simply not offered
+        mod = importlib.import_module(module)
         bp = bsub.add_parser(name, help=text, description=text)
         mod.add_arguments(bp)
         bp.set_defaults(func=lambda args, _m=mod: _run(_m, args))
