@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         wd = Path(args.keep) if args.keep else Path(tmp) / "wd"
         t0 = time.perf_counter()
-        info = make_synthetic_workdir(wd, n_clips=args.clips, n_layers=args.layers, dim=args.dim)
+        make_synthetic_workdir(wd, n_clips=args.clips, n_layers=args.layers, dim=args.dim)
         build_s = time.perf_counter() - t0
         cfg = ProbeConfig(workdir=str(wd), features=SYNTHETIC_SPEC, task="avb-high", head="ridge",
                           poolings=("mean", "last"), seeds=args.seeds, n_boot=args.n_boot,

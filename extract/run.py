@@ -19,7 +19,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import math
 import multiprocessing as mp
 import os
 import platform
@@ -353,8 +352,3 @@ def _run_batched(ex: Extractor, options: ExtractOptions, universe: list[str], to
                     record(c, res, None, ex.warnings_for(len(x)), len(x))
         if writer.due():
             writer.flush()
-
-
-def estimate_seconds(durations: Sequence[float]) -> float:
-    """Total audio seconds (helper for progress bars)."""
-    return float(math.fsum(durations))

@@ -139,7 +139,7 @@ def test_label_problems_are_reported_not_fatal(tmp_path):
             "--features", "opensmile:eGeMAPSv02", "--no-progress", check=None)
     assert p.returncode == 3  # ghost.wav has a label row but no audio: listed as failed
     assert "ghost.wav" in p.stdout
-    t = cli("train", "--workdir", str(wd), "--task", "regress:score", "--features",
+    cli("train", "--workdir", str(wd), "--task", "regress:score", "--features",
             "opensmile:eGeMAPSv02", "--head", "ridge", "--run-name", "r")
     m = json.loads((wd / "runs" / "r" / "metrics.json").read_text())
     assert m["excluded_missing_labels"]["regress:score"]["regress"] == 1  # the NaN row, never filled

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
 
 from data.corpora import read_corpus
 from data.demo import make_demo_corpus
