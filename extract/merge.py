@@ -8,14 +8,11 @@ interrupted by a kill leaves the shards untouched and can simply be run again.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import time
 from pathlib import Path
 
-import h5py
 
-from extract.store import SCHEMA_VERSION, FeatureStore, StoreError, _fsync_dir, _open_read
+from extract.store import FeatureStore, StoreError, _open_read, atomic_h5, part_name
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +24,10 @@ def shard_dirs(workdir: Path) -> list[Path]:
 
 def _copy_as_part(src_file: Path, group: str, dest_dir: Path, seq: int) -> None:
     dest_dir.mkdir(parents=True, exist_ok=True)
-    name = f"part-{time.time_ns()}-{os.getpid()}-{seq}.h5"
-    tmp = dest_dir / f".{name}.tmp"
-    try:
-        with _open_read(src_file) as src, h5py.File(tmp, "w", libver="latest") as dst:
-            g = src[group] if group else src
-            for child in g:
-                src.copy(g[child], dst, name=child)
-            dst.attrs["schema_version"] = SCHEMA_VERSION
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest_dir / name)
-        _fsync_dir(dest_dir)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _open_read(src_file) as src, atomic_h5(dest_dir / part_name(seq)) as dst:
+        g = src[group] if group else src
+        for child in g:
+            src.copy(g[child], dst, name=child)
 
 
 def merge_shards(store: FeatureStore, *, keep_shards: bool = False) -> dict[str, tuple[int, int]]:

@@ -19,13 +19,14 @@ either a row of values or a failure with its reason.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,32 @@ def _atomic_write_text(path: Path, text: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def part_name(seq: int) -> str:
+    """Name of a new journal part; it sorts after every earlier part (see ``_PART_RE``)."""
+    return f"part-{time.time_ns()}-{os.getpid()}-{seq}.h5"
+
+
+@contextlib.contextmanager
+def atomic_h5(path: Path) -> Iterator[h5py.File]:
+    """An HDF5 file that appears at ``path`` complete or not at all.
+
+    Written under a temporary name in the same folder, flushed to disk, then renamed; on any
+    error (disk full, Ctrl-C) the temporary file is removed and ``path`` is untouched.
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with h5py.File(tmp, "w", libver="latest") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            yield f
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -576,33 +603,21 @@ class FeatureStore:
         if not keys and not drop:
             return []
         self.workdir.mkdir(parents=True, exist_ok=True)
-        tmp = self.workdir / f".{STORE_FILE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         absorbed: list[Path] = []
-        try:
-            with h5py.File(tmp, "w", libver="latest") as out:
-                out.attrs["schema_version"] = SCHEMA_VERSION
-                sets = out.create_group("sets")
-                old_keys: list[str] = []
-                if self.path.exists():
-                    with _open_read(self.path) as old:
-                        old_keys = list(old.get("sets", {}).keys())
-                        for k in old_keys:
-                            if k not in keys and k not in drop:
-                                old.copy(old[f"sets/{k}"], sets, name=k)
-                for k in keys:
-                    view = self._view(k)
-                    try:
-                        _write_set(sets, all_headers[k], view)
-                    finally:
-                        view.close()
-                    absorbed += self._part_paths(k)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-            _fsync_dir(self.workdir)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_h5(self.path) as out:
+            sets = out.create_group("sets")
+            if self.path.exists():
+                with _open_read(self.path) as old:
+                    for k in old.get("sets", {}).keys():
+                        if k not in keys and k not in drop:
+                            old.copy(old[f"sets/{k}"], sets, name=k)
+            for k in keys:
+                view = self._view(k)
+                try:
+                    _write_set(sets, all_headers[k], view)
+                finally:
+                    view.close()
+                absorbed += self._part_paths(k)
         for p in absorbed:
             p.unlink(missing_ok=True)
         for k in keys:
@@ -827,12 +842,10 @@ class SetWriter:
         d = self.store.journal / self.header.key
         d.mkdir(parents=True, exist_ok=True)
         self._seq += 1
-        name = f"part-{time.time_ns()}-{os.getpid()}-{self._seq}.h5"
-        tmp = d / f".{name}.tmp"
+        name = part_name(self._seq)
         rows = sorted(self._rows, key=lambda r: r[0])
         try:
-            with h5py.File(tmp, "w", libver="latest") as f:
-                f.attrs["schema_version"] = SCHEMA_VERSION
+            with atomic_h5(d / name) as f:
                 f.attrs["key"] = self.header.key
                 f.attrs["config_hash"] = self.header.config_hash
                 f.create_dataset("ids", data=np.array([r[0] for r in rows], dtype=object), dtype=_STR)
@@ -860,12 +873,7 @@ class SetWriter:
                                   dtype=_STR)
                 ng.create_dataset("texts", data=np.array([x[1] for x in self._notes], dtype=object),
                                   dtype=_STR)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, d / name)
-            _fsync_dir(d)
         except BaseException:
-            tmp.unlink(missing_ok=True)
             self._seq -= 1
             raise
         self.rows_written += len(self._rows)
