@@ -6,8 +6,6 @@ in `verify`; every other clip completes; exit 3 when clips failed, 2 when the ru
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -16,16 +14,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[2]
+from clitools import cli
 SR = 16000
 
 
-def cli(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "-q", *args], cwd=ROOT,
-                       capture_output=True, text=True)
-    if check is not None:
-        assert p.returncode == check, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return p
 
 
 def tone(seconds: float, sr: int = SR, channels: int = 1, seed: int = 0) -> np.ndarray:

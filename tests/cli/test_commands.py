@@ -3,8 +3,6 @@ verify and report; exit codes; failed clips listed; refusal messages."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +12,9 @@ import pytest
 from data.corpora import read_corpus
 from data.demo import make_demo_corpus
 
-ROOT = Path(__file__).resolve().parents[2]
+from clitools import cli
 
 
-def cli(*args: str, check: int | None = 0) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "-q", *args], cwd=ROOT,
-                       capture_output=True, text=True)
-    if check is not None:
-        assert p.returncode == check, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return p
 
 
 @pytest.fixture(scope="module")

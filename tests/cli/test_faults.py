@@ -15,15 +15,9 @@ import soundfile as sf
 
 from data.demo import make_demo_corpus
 
-ROOT = Path(__file__).resolve().parents[2]
+from clitools import ROOT, cli
 
 
-def cli(*args: str, check: int | None = 0, **kw) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "-q", *args], cwd=ROOT,
-                       capture_output=True, text=True, **kw)
-    if check is not None:
-        assert p.returncode == check, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return p
 
 
 def extract_args(corpus: Path, wd: Path, *extra: str) -> list[str]:
