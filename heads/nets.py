@@ -11,6 +11,9 @@ Two input kinds (class attribute ``input_kind``):
 * ``"sequence"``: ``net(x, lengths)``, x (batch, frames, dim) zero- or garbage-padded after
   ``lengths`` (batch,) true frames. Frames past a clip's length never influence its output.
 
+The spectrogram CNNs (``resnet18``, ``resnet34``, ``cnn-exits``) are sequence nets defined in
+:mod:`heads.cnn` and registered here by importing it.
+
 Example:
     >>> import torch
     >>> tasks = [("high", "regression", 10), ("type", "classification", 8)]
@@ -561,3 +564,8 @@ def build_net(name: str, input_dim: int, tasks: Sequence[Sequence[Any]], **optio
         raise ValueError(f"net {name!r}: unknown option(s) {unknown}; valid: {', '.join(valid)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     return cls(input_dim, tasks, cls.config_type(**values))
+
+
+# The spectrogram CNNs live in their own module; importing it registers resnet18, resnet34
+# and cnn-exits, so that NETS is complete wherever heads.nets is imported.
+from heads import cnn as _cnn  # noqa: E402,F401  (import at the end: cnn imports this module)
