@@ -190,6 +190,28 @@ def parse_exits(spec: str | Mapping[str, Any], names: Sequence[str], blocks: int
     return exits
 
 
+def int_tuple(value: Any, field: str) -> tuple[int, ...]:
+    """A width list from a config value: a sequence, or ``"32,64,128"`` as ``--net`` gives it.
+
+    Raises:
+        ValueError: empty, or an item that is not a positive integer (names ``field``).
+
+    Example:
+        >>> int_tuple("2, 2,2,2", "layers")
+        (2, 2, 2, 2)
+    """
+    items = [s for s in value.replace(";", ",").split(",") if s.strip()] if isinstance(value, str) else (
+        list(value) if isinstance(value, (list, tuple)) else [value])
+    try:
+        out = tuple(int(v) for v in items)
+    except (TypeError, ValueError):
+        out = ()
+    if not out or any(v < 1 for v in out) or any(isinstance(v, float) and v != int(v) for v in items):
+        raise ValueError(f"{field} must be a non-empty list of positive integers (e.g. 32,64,128); "
+                         f"got {value!r}")
+    return out
+
+
 # -- layers ----------------------------------------------------------------------------------
 class MaskedBatchNorm2d(nn.BatchNorm2d):
     """Batch norm whose training statistics cover the true (unpadded) cells only.
@@ -326,7 +348,8 @@ class ResNetConfig:
     """Seed 001's ResNet trunk on log-mel spectrograms (ResNet18 layout).
 
     Attributes:
-        layers: basic blocks per stage; (2, 2, 2, 2) is ResNet18, (3, 4, 6, 3) ResNet34.
+        layers: basic blocks per stage; (2, 2, 2, 2) is ResNet18, (3, 4, 6, 3) ResNet34
+            (a ``"2,2,2,2"`` string, as ``--net layers=...`` gives it, works too).
         width: channels of the stem and the first stage (doubled at every later stage).
         dropout: before the per-task layers (rate not in the notes: ours).
         head_hidden: width of each task's hidden dense layer; 0: one Linear per task.
@@ -365,15 +388,15 @@ class ResNetHead(SpectrogramNet):
         super().__init__(input_dim, tasks, config)
         c = self.config
         self._check_windows()
-        if not c.layers or any(int(n) < 1 for n in c.layers) or c.width < 1:
-            raise ValueError(f"{self.name}: layers must be positive block counts and width >= 1; "
-                             f"got layers={c.layers}, width={c.width}")
+        layers = int_tuple(c.layers, f"{self.name}: layers")
+        if int(c.width) < 1:
+            raise ValueError(f"{self.name}: width must be >= 1; got {c.width}")
         self.stem = ConvUnit(1, c.width, kernel=7, stride=2)
         blocks: list[BasicBlock] = []
         c_in = c.width
-        for stage, n in enumerate(c.layers):
+        for stage, n in enumerate(layers):
             c_out = c.width * 2**stage
-            for i in range(int(n)):
+            for i in range(n):
                 blocks.append(BasicBlock(c_in, c_out, stride=2 if stage > 0 and i == 0 else 1))
                 c_in = c_out
         self.blocks = nn.ModuleList(blocks)
@@ -409,7 +432,8 @@ class MultiExitConfig:
 
     Attributes:
         channels: output channels of each block; its length is the number of blocks (the
-            paper: 5 blocks of 2 conv layers; the widths are not in the notes: ours).
+            paper: 5 blocks of 2 conv layers; the widths are not in the notes: ours); a
+            ``"32,64,128,256,512"`` string (``--net channels=...``) works too.
         exits: which block each output leaves after: ``auto`` | ``last`` | ``NAME=BLOCK,...``
             (see :func:`parse_exits`); ``auto`` is the paper's age 1, country 3, emotion 5
             for the ExVo outputs and the last block otherwise.
@@ -443,11 +467,9 @@ class MultiExitCnn(SpectrogramNet):
         super().__init__(input_dim, tasks, config)
         c = self.config
         self._check_windows()
-        if not c.channels or any(int(ch) < 1 for ch in c.channels):
-            raise ValueError(f"{self.name}: channels must be a non-empty list of positive widths; "
-                             f"got {c.channels}")
-        self.exit_of = parse_exits(c.exits, [t[0] for t in self.tasks], len(c.channels))
-        dims = (1, *(int(ch) for ch in c.channels))
+        channels = int_tuple(c.channels, f"{self.name}: channels")
+        self.exit_of = parse_exits(c.exits, [t[0] for t in self.tasks], len(channels))
+        dims = (1, *channels)
         self.blocks = nn.ModuleList(
             nn.ModuleList([ConvUnit(c_in, c_out), ConvUnit(c_out, c_out)])
             for c_in, c_out in zip(dims[:-1], dims[1:])
@@ -472,5 +494,5 @@ class MultiExitCnn(SpectrogramNet):
 
 __all__ = ["CROP_FRAMES", "EVALUATIONS", "EXVO_EXITS", "ResNetConfig", "ResNet34Config",
            "ResNetHead", "ResNet34Head", "MultiExitConfig", "MultiExitCnn", "MaskedBatchNorm2d",
-           "BasicBlock", "ConvUnit", "random_crop", "split_windows", "parse_exits", "halve",
+           "BasicBlock", "ConvUnit", "int_tuple", "random_crop", "split_windows", "parse_exits", "halve",
            "max_pool_halve", "masked_image_mean"]
