@@ -119,6 +119,20 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _HASH_BLOCK = 8 << 20
+FINETUNED_FILE = "finetuned.json"
+"""Written by ``heads/finetune.py`` beside a fine-tuned backbone: its readable ``name``, base
+model, run and tasks. Read here for the set's name and provenance only (not its identity: the
+weights' hash already tells fine-tuned weights apart)."""
+
+
+def finetuned_info(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The :data:`FINETUNED_FILE` record of a model folder, or ``None`` (absent or unreadable)."""
+    path = Path(folder).expanduser() / FINETUNED_FILE
+    try:
+        info = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 @dataclass(frozen=True)
@@ -816,9 +830,12 @@ class SSLExtractor(Extractor):
         }
 
     def readable_name(self) -> str:
-        """``ssl-<model basename>``, e.g. ``ssl-wav2vec2-base``."""
+        """``ssl-<model basename>``, e.g. ``ssl-wav2vec2-base``; a fine-tuned folder gives the
+        name recorded in its :data:`FINETUNED_FILE` (``ssl-<base>-ft-<run>``)."""
         path = Path(self.arg.rstrip("/\\"))
         base = path.name
+        if path.is_dir() and (info := finetuned_info(path)) and info.get("name"):
+            base = str(info["name"])
         if _COMMIT_RE.match(base) and path.parent.name == "snapshots":
             base = path.parent.parent.name.split("--")[-1]  # models--org--name/snapshots/<commit>
         base = re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.").lower() or "model"
@@ -859,6 +876,8 @@ class SSLExtractor(Extractor):
             "normalize_source": self.normalize_source_,
             "source": self.source_.kind,
         }
+        if self.source_.directory is not None and (info := finetuned_info(self.source_.directory)):
+            out["finetuned"] = info
         if self.total_frames_:
             out["padding_ratio"] = round(self.padding_ratio, 4)
         return out
