@@ -15,6 +15,7 @@ COMMANDS = {
     "demo": "cli.cmd_demo",
     "extract": "cli.cmd_extract",
     "train": "cli.cmd_train",
+    "finetune": "cli.cmd_finetune",
     "list": "cli.cmd_store",
     "export": "cli.cmd_store",
     "verify": "cli.cmd_store",

@@ -393,8 +393,10 @@ class _Backbone:
         return masked_mean(h.float(), length_mask(frames.to(h.device), h.shape[1]))
 
     @torch.no_grad()
-    def embed(self, waves: Sequence[np.ndarray], *, max_samples: float) -> torch.Tensor:
-        """Eval-mode embeddings of whole clips ``(n, H)`` on the device, in input order."""
+    def embed(self, waves: Sequence[np.ndarray], *, max_samples: float,
+              done: Callable[[list[int]], None] | None = None) -> torch.Tensor:
+        """Eval-mode embeddings of whole clips ``(n, H)`` on the device, in input order;
+        ``done`` receives the input indices of each finished batch."""
         was = self.model.training
         self.model.eval()
         try:
@@ -404,6 +406,8 @@ class _Backbone:
                 pooled = self.pooled([waves[i] for i in batch])
                 for i, row in zip(batch, pooled):
                     out[i] = row
+                if done:
+                    done(batch)
             return torch.stack(out)  # type: ignore[arg-type]
         finally:
             self.model.train(was)
@@ -469,9 +473,8 @@ class _Run:
         if self.progress:
             self.progress(clips, audio_s)
 
-    def waves(self, rows: np.ndarray, desc: str) -> list[np.ndarray | None]:
+    def waves(self, rows: np.ndarray) -> list[np.ndarray | None]:
         """Normalised whole clips of ``rows`` (None: failed to decode)."""
-        self.phase(desc, rows)
         row_chunks = [rows[s:s + MAX_EVAL_CLIPS] for s in range(0, len(rows), MAX_EVAL_CLIPS)]
         out: list[np.ndarray | None] = []
         decoded = self.audio.batches([[self.ds.ids[i] for i in c] for c in row_chunks])
@@ -479,16 +482,22 @@ class _Run:
             for x, r in zip(waves, chunk):
                 out.append(None if x is None else _normalise(x, self.backbone.do_normalize,
                                                               self.backbone.min_samples))
-                self.tick(1, float(self.durations[r]))
         return out
 
     def embed_rows(self, rows: np.ndarray, desc: str) -> tuple[torch.Tensor, np.ndarray]:
         """Eval-mode embeddings of ``rows`` -> ``((m, H), the m rows that decoded)``."""
-        waves = self.waves(rows, desc)
+        self.phase(desc, rows)
+        waves = self.waves(rows)
         keep = np.array([w is not None for w in waves], dtype=bool)
-        good = [w for w in waves if w is not None]
-        emb = self.backbone.embed(good, max_samples=self.cfg.eval_batch_seconds * SAMPLE_RATE)
-        return emb, rows[keep]
+        if not keep.all():
+            bad = rows[~keep]
+            self.tick(len(bad), float(self.durations[bad].sum()))
+        good_rows = rows[keep]
+        emb = self.backbone.embed(
+            [w for w in waves if w is not None],
+            max_samples=self.cfg.eval_batch_seconds * SAMPLE_RATE,
+            done=lambda b: self.tick(len(b), float(self.durations[good_rows[b]].sum())))
+        return emb, good_rows
 
     def val_predict(self, emb: torch.Tensor, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Label-space predictions for every Val row (rows that failed to decode: NaN / -1)."""
