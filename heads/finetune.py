@@ -363,6 +363,29 @@ class _Backbone:
         mask_len = int(getattr(cfg, "mask_time_length", 1)) if getattr(cfg, "mask_time_prob", 0) > 0 else 1
         stride = int(np.prod(cfg.conv_stride))
         self.min_batch_samples = min_samples + (max(1, mask_len) - 1) * stride
+        self._grabbed: torch.Tensor | None = None
+        if layer is not None:
+            self._hook_layer(layer)
+
+    def _hook_layer(self, layer: int) -> None:
+        """Catch hidden state ``layer`` with forward hooks instead of ``output_hidden_states``.
+
+        In train mode LayerDrop skips layers and transformers then reports fewer hidden states,
+        so an index into them would name a different layer. Hooks on the encoder's input
+        dropout (hidden state 0: the input of the first layer) and on layers 1..``layer`` keep
+        the latest output: a skipped layer passes its input on, as LayerDrop means.
+        """
+        encoder = self.model.encoder
+        if not isinstance(getattr(encoder, "dropout", None), nn.Module):
+            raise ValueError(f"option layer is not supported for {type(encoder).__name__}; leave "
+                             f"it out to use the last hidden state")
+
+        def grab(module: nn.Module, args: Any, out: Any) -> None:
+            self._grabbed = out[0] if isinstance(out, tuple) else out
+
+        encoder.dropout.register_forward_hook(grab)
+        for block in list(encoder.layers)[:layer]:
+            block.register_forward_hook(grab)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
@@ -383,12 +406,12 @@ class _Backbone:
         kwargs: dict[str, Any] = {}
         if self.use_mask:
             kwargs["attention_mask"] = (torch.arange(total)[None, :] < lengths[:, None]).long().to(self.device)
-        if self.layer is not None:
-            kwargs["output_hidden_states"] = True
         x = x.to(self.device, non_blocking=True)
+        self._grabbed = None
         with self.autocast():
             out = self.model(x, **kwargs)
-        h = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]  # (B, T, H)
+        h = out.last_hidden_state if self.layer is None else self._grabbed  # (B, T, H)
+        assert h is not None, "the hidden-state hook did not fire"
         frames = self.model._get_feat_extract_output_lengths(lengths).clamp(1, h.shape[1])
         return masked_mean(h.float(), length_mask(frames.to(h.device), h.shape[1]))
 
@@ -618,7 +641,7 @@ def _stage2(run: _Run, t0: float) -> dict[str, Any]:
     cfg, model = run.cfg, run.backbone.model
     backbone_params = _trainable(model, cfg.freeze_feature_encoder)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     groups = [{"params": backbone_params + list(run.heads.parameters())},
               {"params": list(run.weighting.parameters()), "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
@@ -698,7 +721,7 @@ def _stage2(run: _Run, t0: float) -> dict[str, Any]:
         run.heads.load_state_dict(state[1])
         run.weighting.load_state_dict(state[2])
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_disable()
+        model.activation_checkpointing_disable()
     model.eval()
     return {"best_epoch": best_epoch, "selection": best, "val": val,
             "epochs_run": len([s for s in run.curves["stage"] if s == 2])}
