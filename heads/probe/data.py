@@ -1,0 +1,148 @@
+"""Rows, labels and Train-standardised features of one probe study."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from data.tasks import Task, target_array
+from extract.store import FeatureStore, SetHeader
+from heads.features import FeatureError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProbeData:
+    """Clips with features and a split, and the labels of the task's targets.
+
+    Attributes:
+        ids: clip ids (rows).
+        split: (n,) ``Train`` / ``Val`` / ``Test``.
+        task: the resolved task.
+        truths: target name -> labels, regression (n, k) float with NaN for missing,
+            classification (n,) int codes with -1 for missing.
+        excluded_missing_features: clips with a split but no stored row (failed / not
+            extracted), left out.
+    """
+
+    ids: list[str]
+    split: np.ndarray
+    task: Task
+    truths: dict[str, np.ndarray]
+    excluded_missing_features: int = 0
+
+    def rows(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+
+def labelled(kind: str, y: np.ndarray) -> np.ndarray:
+    """Rows with a label (the rule of ``heads.experiment``: every column for regression)."""
+    return (y >= 0) if kind == "classification" else np.isfinite(y).all(axis=1)
+
+
+def load_probe_data(store: FeatureStore, header: SetHeader, corpus: Any, task: Task
+                    ) -> ProbeData:
+    """Clips of ``corpus`` with a split and a stored row in the set, and their labels.
+
+    Raises:
+        ValueError: no Train or no Val clip has a stored row.
+    """
+    clips = corpus.clips[corpus.clips["split"].isin(["Train", "Val", "Test"])]
+    done, _ = store.status(header.key)
+    ids = [c for c in clips.index if c in done]
+    missing = len(clips) - len(ids)
+    if missing:
+        log.warning("%d clip(s) have no stored row in %s (failed or not extracted); left out",
+                    missing, header.key)
+    split = clips.loc[ids, "split"].to_numpy() if ids else np.array([], dtype=object)
+    for s in ("Train", "Val"):
+        if not (split == s).any():
+            raise ValueError(f"no {s} clip has features in {header.key}; a probe fits on Train "
+                             f"and selects on Val")
+    truths = {tg.name: target_array(tg, corpus.labels, ids) for tg in task.targets}
+    return ProbeData(ids, split, task, truths, missing)
+
+
+def layer_fields(header: SetHeader, poolings: Sequence[str] = ()
+                 ) -> tuple[list[int], dict[str, str]]:
+    """The stored layers and the field of each pooling (default: every stored pooling).
+
+    Raises:
+        FeatureError: a pooling is not stored, the set has no layered fields, or poolings
+            were stored with different layers.
+    """
+    stored = sorted(k[len("pooled_"):] for k, f in header.fields.items()
+                    if k.startswith("pooled_") and "layers" in f.attrs)
+    poolings = list(poolings) or stored
+    if not stored:
+        raise FeatureError(f"set {header.key} ({header.spec}) has no pooled SSL layers (fields: "
+                           f"{sorted(header.fields)}); probing needs an ssl: feature set")
+    out, layers = {}, None
+    for p in poolings:
+        name = f"pooled_{p}"
+        if p not in stored:
+            raise FeatureError(f"pooling {p!r} is not stored in {header.key}; stored poolings: "
+                               f"{stored}. Poolings are chosen at extraction (--poolings).")
+        these = list(header.fields[name].attrs["layers"])
+        if layers is not None and these != layers:
+            raise FeatureError(f"poolings of {header.key} hold different layers ({layers} vs "
+                               f"{these}); probe them separately")
+        layers, out[p] = these, name
+    assert layers is not None
+    return layers, out
+
+
+def standardise(X: np.ndarray, train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+    """Standardise float32 features on Train rows (population std, 1 where constant).
+
+    Returns:
+        (standardised X float32 with non-finite entries set to 0, bad rows mask (n,)).
+    """
+    out = np.array(X, dtype=np.float32)  # a copy, standardised in place
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        out[~np.isfinite(out)] = 0.0
+    Xt = out[train_rows[~bad[train_rows]]]
+    mean = Xt.mean(axis=0, dtype=np.float64)
+    std = Xt.std(axis=0, dtype=np.float64)
+    std[std == 0] = 1.0
+    out -= mean.astype(np.float32)
+    out /= std.astype(np.float32)
+    out[bad] = 0.0
+    return out, bad
+
+
+def standardise_layers(X: np.ndarray, train_rows: np.ndarray, *, block: int = 2048
+                       ) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+    """Standardise (n, L, d) features per layer and dimension on Train, as float16 in place.
+
+    Returns:
+        (float16 array, bad rows mask): non-finite entries become 0, their rows are flagged.
+    """
+    n = X.shape[0]
+    bad = np.zeros(n, dtype=bool)
+    is_train = np.zeros(n, dtype=bool)
+    is_train[train_rows] = True
+    s1 = np.zeros(X.shape[1:])
+    s2 = np.zeros(X.shape[1:])
+    cnt = 0
+    for lo in range(0, n, block):
+        blk = X[lo:lo + block].astype(np.float64)
+        fin = np.isfinite(blk).reshape(len(blk), -1).all(axis=1)
+        bad[lo:lo + block] = ~fin
+        sel = np.flatnonzero(is_train[lo:lo + block] & fin)
+        s1 += blk[sel].sum(axis=0)
+        s2 += (blk[sel] ** 2).sum(axis=0)
+        cnt += len(sel)
+    mean = s1 / max(cnt, 1)
+    std = np.sqrt(np.maximum(s2 / max(cnt, 1) - mean ** 2, 0.0))
+    std[std == 0] = 1.0
+    out = X if X.dtype == np.float16 else np.empty(X.shape, dtype=np.float16)
+    for lo in range(0, n, block):
+        blk = (X[lo:lo + block].astype(np.float64) - mean) / std
+        out[lo:lo + block] = np.where(np.isfinite(blk), blk, 0.0).astype(np.float16)
+    return out, bad
