@@ -89,6 +89,12 @@ def _config(args: argparse.Namespace):
     if not spec.startswith("ssl:") or not spec[4:].strip():
         raise UsageError(f"finetune trains an SSL backbone: --features must be ssl:<hub id or "
                          f"folder>, e.g. ssl:facebook/data2vec-audio-base; got {spec!r}")
+    from data.tasks import TaskError, parse_tasks
+
+    try:
+        parse_tasks(args.task)  # before torch is imported: a typo fails in a moment
+    except TaskError as exc:
+        raise UsageError(str(exc)) from exc
     from heads.finetune import FinetuneConfig
 
     cfg = FinetuneConfig(
