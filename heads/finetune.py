@@ -45,7 +45,6 @@ Example::
 """
 from __future__ import annotations
 
-import copy
 import contextlib
 import dataclasses
 import datetime as _dt
