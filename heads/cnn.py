@@ -22,6 +22,11 @@ Training and evaluation windows (both nets, config fields):
   outputs of consecutive ``crop_frames`` windows (the last one aligned to the clip's end),
   regression outputs after the output mode, classification logits as they are.
 
+Both live in the net, not in the training loop, so that :mod:`heads.train` runs these nets
+like any sequence head, and a checkpoint's net config says how it was trained and scored.
+Which block each output of ``cnn-exits`` leaves after is the ``exits`` field
+(:func:`parse_exits`).
+
 Example:
     >>> import torch
     >>> from heads.nets import build_net
