@@ -14,6 +14,8 @@ import pytest
 import torch
 
 import heads.finetune as ft
+import heads.finetune.run as ft_run
+from heads.finetune.backbone import Backbone
 from data.audio import load_audio
 from data.corpora import read_corpus
 from data.demo import make_demo_corpus
@@ -60,7 +62,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def run(setup: dict) -> dict:
     """The shared run: stage 1 then stage 2, the backbone captured between them, then stored."""
     captured: dict = {}
-    original = ft._stage2
+    original = ft_run.run_stage2
 
     def spy(run_state, t0):
         captured["before_stage2"] = {k: v.detach().clone()
@@ -69,7 +71,7 @@ def run(setup: dict) -> dict:
         return original(run_state, t0)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ft, "_stage2", spy)
+        mp.setattr(ft_run, "run_stage2", spy)
         result = finetune(small(setup["wd"], setup["model"], run_name="ft"))
     summary = store_embeddings(result.model_dir, setup["wd"], ExtractOptions(device="cpu", workers=1))
     return {**captured, "result": result, "summary": summary}
@@ -165,7 +167,7 @@ def test_a_failure_before_the_rename_leaves_nothing_under_the_run_name(setup: di
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ft, "_save", boom)
+    monkeypatch.setattr(ft_run, "save_run", boom)
     with pytest.raises(OSError, match="disk full"):
         finetune(small(setup["wd"], setup["model"], run_name="killed", frozen_epochs=1, epochs=0))
     root = setup["wd"] / ft.FINETUNED_DIR
@@ -226,7 +228,7 @@ def test_layer_hooks_pick_the_hidden_state_the_model_reports(setup: dict, layer:
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(setup["model"]).eval()
-    bb = ft._Backbone(model, do_normalize=False, use_mask=False, min_samples=400, layer=layer,
+    bb = Backbone(model, do_normalize=False, use_mask=False, min_samples=400, layer=layer,
                       device=torch.device("cpu"))
     x = 0.1 * np.random.default_rng(layer).standard_normal(9_000).astype(np.float32)
     with torch.no_grad():

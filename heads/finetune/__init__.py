@@ -1,0 +1,57 @@
+"""End-to-end fine-tuning of an SSL backbone with multitask heads (seed 000), audio in.
+
+Unlike the other heads, this stage reads audio, not the store: it trains the backbone itself
+and then writes the new model's embeddings back into the same store through the ordinary
+extraction path, so that ``list``, ``train``, ``probe`` and ``export`` use them like any set.
+
+What :func:`finetune` does, top to bottom (FIELD_NOTES section 4, seed 000):
+
+1. resolve the base model with :class:`extract.ssl.SSLExtractor` (same lookup, same errors:
+   a model that is not SSL, weights missing offline), the tasks and the Train / Val clips;
+2. outputs, labels, losses and class weights from :mod:`heads.train` (CCC for regression,
+   class-weighted cross-entropy with label smoothing 0.1 for classes), heads from
+   :mod:`heads.nets` (per output ``Linear(H,256)-GELU-Linear(256,k)``, i.e. one ``mlp-mtl``
+   net per output; clamp output by default), Kendall uncertainty weighting from
+   :mod:`heads.weighting`;
+3. stage 1, frozen backbone: the backbone's embeddings (masked mean over each clip's true
+   frames of the last hidden state, or of ``layer``) are computed once in eval mode and the
+   heads train on them with AdamW defaults. Frozen weights give the same vectors every epoch,
+   so one forward pass replaces ``frozen_epochs`` of them;
+4. stage 2, everything unfrozen but the CNN feature encoder (``freeze_feature_encoder``):
+   AdamW at ``lr`` (4e-5), cosine schedule after ``warmup`` epochs of linear warm-up, the
+   model in train mode (dropout, LayerDrop and SpecAugment as its config says), clips batched
+   by length and randomly cropped to ``max_seconds``; bfloat16 autocast on CUDA;
+5. early stopping on the mean Val headline (patience 2) in each stage, the best state restored;
+6. everything is written to a temporary folder renamed to ``WORKDIR/finetuned/<run>/`` at the
+   end, so a killed run leaves no half-written model under the final name::
+
+       model/            save_pretrained backbone + preprocessor_config.json + finetuned.json
+       heads.pt          head nets, weighting, outputs (label ranges, classes), layer
+       config.json       base model, tasks, options, dates, library versions
+       metrics.json      Val scores per task (heads.evaluate) after stage 1 and at the end
+       curves.json       per epoch: stage, train losses, Val scores, task weights, lr, speed
+
+:func:`store_embeddings` then runs :func:`extract.run.extract_corpus` with the spec
+``ssl:<run>/model``; the set's name comes from ``finetuned.json`` (``ssl-<base>-ft-<run>``) and
+its provenance carries the record (base model, run, tasks). Rerunning with the same
+``run_name`` and settings reuses the finished model and only completes the extraction.
+
+Example::
+
+    cfg = FinetuneConfig(workdir="runs/avb", model="facebook/data2vec-audio-base",
+                         task="avb-high,avb-culture,avb-type,country")
+    result = finetune(cfg)
+    store_embeddings(result.model_dir, "runs/avb", ExtractOptions(device="auto"))
+
+Modules: ``config`` (FinetuneConfig, names), ``batches`` (decoding, normalisation, batch
+plans), ``backbone`` (the pooled SSL model and the heads), ``stages`` (stage 1 and stage 2),
+``run`` (:func:`finetune`, the folder, :func:`store_embeddings`).
+"""
+from heads.finetune.backbone import FinetuneHeads
+from heads.finetune.config import (FINETUNED_DIR, MODEL_SUBDIR, FinetuneConfig, FinetuneResult,
+                                   default_run_name, model_basename, readable_name)
+from heads.finetune.run import finetune, load_finetuned, store_embeddings
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "FinetuneHeads", "finetune", "store_embeddings",
+           "load_finetuned", "default_run_name", "model_basename", "readable_name",
+           "FINETUNED_DIR", "MODEL_SUBDIR"]

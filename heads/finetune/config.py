@@ -1,0 +1,182 @@
+"""What defines a fine-tuning run, and the names it gives its folder and feature set."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data.tasks import parse_tasks
+from extract.ssl import FINETUNED_FILE
+from heads.nets import OUTPUT_MODES
+from heads.train import TrainOptions
+from heads.weighting import WEIGHTINGS
+from heads.weighting import parse_spec as parse_weighting
+
+FINETUNED_DIR = "finetuned"
+"""WORKDIR/finetuned/<run>/ holds one fine-tuning run."""
+MODEL_SUBDIR = "model"
+DEVICES = ("auto", "cpu", "cuda")
+MAX_EVAL_CLIPS = 64
+# settings that do not change the trained model: a rerun with other values reuses it
+_RUNTIME_ONLY = ("workdir", "run_name", "device", "workers", "n_boot", "eval_batch_seconds",
+                 "cache_gb")
+
+PhaseFn = Callable[[str, int, float], None]
+"""Called when a pass over clips starts: (description, clips, audio seconds)."""
+ProgressFn = Callable[[int, float], None]
+"""Called as clips finish: (clips, audio seconds)."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of one fine-tuning run (saved in its config.json).
+
+    Attributes:
+        workdir: the workdir (corpus reference; the store the embeddings go to).
+        model: base checkpoint: hub id or save_pretrained folder (the ARG of ``ssl:ARG``).
+        task: task spec, e.g. ``avb-high,avb-culture,avb-type,country``.
+        run_name: folder under WORKDIR/finetuned (default: ``<base>-<tasks>-<time>``).
+        layer: hidden state pooled for the heads; None: the model's last hidden state.
+        frozen_epochs: stage 1 epochs (frozen backbone); 0 skips the stage.
+        epochs: stage 2 epochs (everything trained); 0 skips the stage.
+        lr: stage 2 learning rate (whole model).
+        head_lr: stage 1 learning rate of the heads (AdamW default 1e-3).
+        weight_decay: AdamW weight decay of backbone and heads (AdamW default 0.01).
+        batch_size: clips per step.
+        patience: epochs without a better Val headline before a stage stops; 0 never.
+        warmup: stage 2 epochs of linear warm-up before the cosine decay.
+        weighting: multitask weighting spec (:func:`heads.weighting.build_weighting`).
+        loss: regression loss spec (:func:`heads.train.parse_loss_spec`).
+        output: regression output mode (:data:`heads.nets.OUTPUT_MODES`).
+        label_smoothing: cross-entropy label smoothing.
+        class_weights: normalised inverse Train frequency class weights.
+        head_hidden: width of each head's hidden layer.
+        shared_head: one shared hidden layer for all outputs instead of one per output.
+        max_seconds: training crops of longer clips (bounds memory); Val sees whole clips.
+        eval_batch_seconds: padded audio per evaluation batch.
+        freeze_feature_encoder: keep the CNN feature encoder frozen in stage 2.
+        gradient_checkpointing: recompute transformer activations in backward (less memory).
+        device: ``auto`` | ``cpu`` | ``cuda``.
+        seed: seeds the heads, batch order, crops and SpecAugment.
+        workers: audio decoding threads.
+        cache_gb: decoded audio up to this size stays in memory between epochs.
+        n_boot: bootstrap resamples of the Val CI.
+    """
+
+    workdir: str
+    model: str
+    task: str
+    run_name: str | None = None
+    layer: int | None = None
+    frozen_epochs: int = 10
+    epochs: int = 10
+    lr: float = 4e-5
+    head_lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    patience: int = 2
+    warmup: float = 1.0
+    weighting: str = "uw"
+    loss: str = "ccc"
+    output: str = "clamp"
+    label_smoothing: float = 0.1
+    class_weights: bool = True
+    head_hidden: int = 256
+    shared_head: bool = False
+    max_seconds: float = 8.0
+    eval_batch_seconds: float = 64.0
+    freeze_feature_encoder: bool = True
+    gradient_checkpointing: bool = False
+    device: str = "auto"
+    seed: int = 0
+    workers: int = 2
+    cache_gb: float = 4.0
+    n_boot: int = 200
+
+    def check(self) -> None:
+        """Raise ValueError naming the first invalid value, what is valid and what to do."""
+        ints = {"frozen_epochs": 0, "epochs": 0, "batch_size": 1, "patience": 0, "head_hidden": 1,
+                "workers": 1, "n_boot": 0}
+        for key, low in ints.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"option {key} must be an integer >= {low}; got {value!r}")
+        if self.frozen_epochs + self.epochs < 1:
+            raise ValueError("frozen_epochs and epochs are both 0: nothing to train; give "
+                             "--epochs N (stage 2) and/or --frozen-epochs N (stage 1)")
+        for key in ("lr", "head_lr", "max_seconds", "eval_batch_seconds"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"option {key} must be > 0; got {getattr(self, key)!r}")
+        for key in ("weight_decay", "warmup", "cache_gb"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(f"option {key} must be >= 0; got {getattr(self, key)!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"option label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        if self.output not in OUTPUT_MODES:
+            raise ValueError(f"option output must be one of {OUTPUT_MODES}; got {self.output!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"option device must be one of {DEVICES}; got {self.device!r}")
+        if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
+            raise ValueError(f"option layer must be an integer hidden-state index; got {self.layer!r}")
+        if self.run_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", self.run_name):
+            raise ValueError(f"run name {self.run_name!r} must be a plain folder name (letters, "
+                             f"digits, . _ + -)")
+        TrainOptions.from_dict({"loss": self.loss})  # names the bad loss
+        name, _ = parse_weighting(self.weighting)
+        if name not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; valid: {', '.join(sorted(WEIGHTINGS))}")
+
+    def settings(self) -> dict[str, Any]:
+        """The fields that determine the trained model (a rerun with equal ones reuses it)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUNTIME_ONLY}
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns."""
+
+    run_dir: Path
+    model_dir: Path
+    metrics: dict[str, Any]
+    resumed: bool = False
+
+    @property
+    def spec(self) -> str:
+        """The feature spec of the fine-tuned backbone: ``ssl:<run_dir>/model``."""
+        return f"ssl:{self.model_dir}"
+
+
+def model_basename(model: str) -> str:
+    """A short name of a checkpoint (hub id or folder), e.g. ``data2vec-audio-base``."""
+    base = Path(model.rstrip("/\\")).name
+    if re.fullmatch(r"[0-9a-f]{40}", base) and Path(model).parent.name == "snapshots":
+        base = Path(model).parent.parent.name.split("--")[-1]
+    if base == MODEL_SUBDIR and (Path(model) / FINETUNED_FILE).is_file():  # a fine-tuned folder
+        base = Path(model).resolve().parent.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.").lower() or "model"
+
+
+def default_run_name(cfg: FinetuneConfig) -> str:
+    tasks = "+".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", t.name) for t in parse_tasks(cfg.task))
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{model_basename(cfg.model)}-ft-{tasks}-{stamp}"
+
+
+def readable_name(model: str, run_name: str) -> str:
+    """The set's name part recorded in finetuned.json: ``<base>-ft-<run>`` (the run name alone
+    when it already starts with the base name)."""
+    base = model_basename(model)
+    return run_name if run_name.lower().startswith(base) else f"{base}-ft-{run_name}"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON under a temporary name, then rename: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True, default=str))
+    os.replace(tmp, path)
