@@ -37,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="feature sets to use (concatenated): spec, name or key as shown by `list`")
     p.add_argument("--head", help="head: ridge, svr, logreg, svc, xgb (classical) or a torch head: "
                                   "mlp-avb, mlp-mtl (vectors), lstm, fc128, lstm128, netvlad, "
-                                  "autopool, mean3 (frame sequences)")
+                                  "autopool, mean3 (frame sequences), resnet18, resnet34, "
+                                  "cnn-exits (log-mel spectrograms: --features logmel:N)")
     p.add_argument("--layer", type=int, help="SSL hidden-state index (default: the last stored)")
     p.add_argument("--pooling", help="SSL pooling of the vector features (default: mean)")
     p.add_argument("--seeds", type=int, help="number of seeds; mean and std are reported (default: 1)")

@@ -61,6 +61,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
     corpus = read_corpus(root, "avb")
     store = FeatureStore(wd)
     extract_corpus(store, corpus, "opensmile:eGeMAPSv02", options=ExtractOptions(workers=1))
+    extract_corpus(store, corpus, "logmel:16", options=ExtractOptions(workers=1))  # the CNN recipes
     try:
         from extract.ssl import SSLExtractor  # noqa: F401
     except ImportError:  # SSL extraction not available: substitutes (see the module docstring)
@@ -80,6 +81,9 @@ def _overrides(recipe, demo: dict) -> dict:
     sequence = TORCH_HEADS[recipe.head].input_kind == "sequence"
     features = []
     for f in recipe.features:
+        if f.startswith("logmel:"):  # the spectrogram CNNs: 16 bands, tiny widths
+            features.append("logmel:16")
+            continue
         if f.startswith("ssl:"):
             features.append(demo["frames"] if sequence else demo["vector"])
             if demo["ssl"] is None:
@@ -91,6 +95,10 @@ def _overrides(recipe, demo: dict) -> dict:
     out["features"] = tuple(features)
     if recipe.head == "lstm":
         out["net"] = {**recipe.options.get("net", {}), "hidden": 16}
+    if recipe.head in ("resnet18", "resnet34"):
+        out["net"] = {**recipe.options.get("net", {}), "width": 4}
+    if recipe.head == "cnn-exits":
+        out["net"] = {**recipe.options.get("net", {}), "channels": (4, 4, 4, 4, 4)}
     return out
 
 
