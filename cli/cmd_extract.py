@@ -6,8 +6,8 @@ import logging
 import os
 from pathlib import Path
 
-from cli.common import (EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, add_workdir,
-                        parse_int_list, say)
+from cli.common import (EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, add_ssl_storage,
+                        add_workdir, say, ssl_storage)
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="processes for openSMILE / log-mel and for audio decoding (default: all cores)")
     p.add_argument("--level", default="functionals", choices=["functionals", "lld"],
                    help="openSMILE level: functionals (one vector per clip) or lld (frame sequences)")
-    p.add_argument("--layers", default="all", metavar="all|I[,J..]",
-                   help="SSL hidden states to keep: all (L+1; 0 = input of layer 1) or indices like 12 or 6,12")
-    p.add_argument("--poolings", default="mean,last", metavar="P[,P..]",
-                   help="SSL poolings over each clip's true frames: mean,last,first,max,std")
-    p.add_argument("--frames-layers", default="", metavar="I[,J..]",
-                   help="SSL layers whose frame sequences are stored too (for sequence heads)")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
-                   help="storage dtype of SSL arrays")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where SSL models run (auto: CUDA when available)")
-    p.add_argument("--batch-seconds", type=float, default=64.0, metavar="S",
-                   help="upper bound of audio seconds per SSL batch (padding included)")
+    add_ssl_storage(p)
     p.add_argument("--shard", metavar="K/N",
                    help="process only shard K of N (0-based) into WORKDIR/shards/K-of-N; combine with "
                         "`merge`. Under torchrun, RANK/WORLD_SIZE set it automatically")
@@ -67,13 +58,8 @@ def _options(args: argparse.Namespace):
 
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    if args.batch_seconds <= 0:
-        raise UsageError(f"--batch-seconds must be positive, got {args.batch_seconds}")
-    poolings = tuple(p.strip() for p in args.poolings.split(",") if p.strip())
-    return ExtractOptions(layers=parse_int_list(args.layers, "--layers"), poolings=poolings,
-                          frames_layers=parse_int_list(args.frames_layers or None, "--frames-layers") or (),
-                          dtype=args.dtype, device=args.device, batch_seconds=args.batch_seconds,
-                          level=args.level, workers=args.workers)
+    return ExtractOptions(**ssl_storage(args), device=args.device, level=args.level,
+                          workers=args.workers)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

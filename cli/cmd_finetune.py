@@ -5,8 +5,8 @@ import argparse
 import logging
 import os
 
-from cli.common import (EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, add_workdir,
-                        parse_int_list, say)
+from cli.common import (EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, add_ssl_storage,
+                        add_workdir, say, ssl_storage)
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extract", action=argparse.BooleanOptionalAction, default=True,
                    help="store the fine-tuned model's embeddings in the workdir's store (default: on)")
     g = p.add_argument_group("extraction", "what --extract stores (as `extract` does)")
-    g.add_argument("--layers", default="all", metavar="all|I[,J..]",
-                   help="hidden states to store: all (default) or indices like 12 or 6,12")
-    g.add_argument("--poolings", default="mean,last", metavar="P[,P..]",
-                   help="poolings over each clip's true frames (default mean,last)")
-    g.add_argument("--frames-layers", default="", metavar="I[,J..]",
-                   help="layers whose frame sequences are stored too")
-    g.add_argument("--dtype", default="float16", choices=["float16", "float32"],
-                   help="storage dtype (default float16)")
-    g.add_argument("--batch-seconds", type=float, default=64.0, metavar="S",
-                   help="padded audio seconds per extraction batch")
+    add_ssl_storage(g)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -116,13 +107,7 @@ def _config(args: argparse.Namespace):
 def _extract_options(args: argparse.Namespace):
     from extract.base import ExtractOptions
 
-    if args.batch_seconds <= 0:
-        raise UsageError(f"--batch-seconds must be positive, got {args.batch_seconds}")
-    poolings = tuple(p.strip() for p in args.poolings.split(",") if p.strip())
-    return ExtractOptions(layers=parse_int_list(args.layers, "--layers"), poolings=poolings,
-                          frames_layers=parse_int_list(args.frames_layers or None, "--frames-layers") or (),
-                          dtype=args.dtype, device=args.device, batch_seconds=args.batch_seconds,
-                          workers=args.workers)
+    return ExtractOptions(**ssl_storage(args), device=args.device, workers=args.workers)
 
 
 class _Bars:

@@ -69,3 +69,28 @@ def parse_int_list(text: str | None, what: str) -> tuple[int, ...] | None:
         return tuple(int(t) for t in text.split(",") if t.strip())
     except ValueError:
         raise UsageError(f"{what} must be 'all' or integers separated by commas, got {text!r}") from None
+
+
+def add_ssl_storage(p: argparse.ArgumentParser | Any) -> None:
+    """The flags that say what an SSL extraction stores (``extract`` and ``finetune``)."""
+    p.add_argument("--layers", default="all", metavar="all|I[,J..]",
+                   help="SSL hidden states to keep: all (L+1; 0 = input of layer 1) or indices "
+                        "like 12 or 6,12")
+    p.add_argument("--poolings", default="mean,last", metavar="P[,P..]",
+                   help="SSL poolings over each clip's true frames: mean,last,first,max,std")
+    p.add_argument("--frames-layers", default="", metavar="I[,J..]",
+                   help="SSL layers whose frame sequences are stored too (for sequence heads)")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
+                   help="storage dtype of SSL arrays")
+    p.add_argument("--batch-seconds", type=float, default=64.0, metavar="S",
+                   help="upper bound of audio seconds per SSL batch (padding included)")
+
+
+def ssl_storage(args: argparse.Namespace) -> dict[str, Any]:
+    """``ExtractOptions`` fields from :func:`add_ssl_storage`'s flags, checked."""
+    if args.batch_seconds <= 0:
+        raise UsageError(f"--batch-seconds must be positive, got {args.batch_seconds}")
+    return {"layers": parse_int_list(args.layers, "--layers"),
+            "poolings": tuple(p.strip() for p in args.poolings.split(",") if p.strip()),
+            "frames_layers": parse_int_list(args.frames_layers or None, "--frames-layers") or (),
+            "dtype": args.dtype, "batch_seconds": args.batch_seconds}

@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sigterm(signum: int, frame: object) -> None:
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM and SIGINT: stop a running extraction cleanly, then unwind."""
+    from extract.run import request_stop
+
+    request_stop()  # the exception below can be swallowed inside native callbacks
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -62,7 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     setup_logging(0 if args.quiet else args.verbose)
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:

@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import platform
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,22 @@ from extract.store import SCHEMA_VERSION, FeatureStore, SetHeader
 log = logging.getLogger(__name__)
 
 HASH_CACHE = "hash_cache.json"
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask a running :func:`extract_corpus` to stop before it stores another clip.
+
+    Signal handlers call this before raising ``KeyboardInterrupt``: an exception raised while
+    native code calls back into Python (openSMILE's ctypes sink) is swallowed there and turns
+    into a wrong result or a failed clip. With the request set, the clip being computed is
+    neither stored nor recorded as failed, and the run stops as interrupted.
+    """
+    _STOP.set()
+
+
+def stop_requested() -> bool:
+    return _STOP.is_set()
 Progress = Callable[[int, float], None]
 
 
@@ -220,6 +237,7 @@ def extract_corpus(
     """
     options = options or ExtractOptions()
     ex, header = prepared or prepare_extractor(spec, options)
+    _STOP.clear()
     t0 = time.perf_counter()
     store.clean_temporary()
     paths = {cid: str(p) for cid, p in corpus.clips["path"].items()}
@@ -255,6 +273,8 @@ def extract_corpus(
                  summary.reused, len(todo))
 
         def record(cid: str, values: dict | None, err: str | None, warns: list[str], n: int) -> None:
+            if _STOP.is_set():  # the clip may have been computed across the interruption
+                raise KeyboardInterrupt(f"stop requested; {cid} not stored")
             if err is not None:
                 writer.fail(cid, hashes[cid], err)
                 summary.failed[cid] = err

@@ -124,6 +124,18 @@ class Run:
                  audio_s_per_s)
 
 
+def _step(run: Run, optimizer: torch.optim.Optimizer, pred: dict[str, torch.Tensor],
+          rows: torch.Tensor, epoch: int) -> tuple[torch.Tensor, float]:
+    """One optimiser step on the weighted multitask loss: (per-output losses on CPU, total)."""
+    losses = output_losses(run.outputs, pred, run.labels, rows, run.class_weights,
+                           run.cfg.label_smoothing)
+    total = run.weighting.combine(losses, epoch)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return losses.detach().cpu(), float(total.detach())
+
+
 def state_copy(*modules: nn.Module) -> list[dict[str, torch.Tensor]]:
     """A CPU copy of the modules' states (the best epoch's, kept off the GPU)."""
     return [{k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()} for m in modules]
@@ -152,14 +164,9 @@ def run_stage1(run: Run, t0: float) -> dict[str, Any]:
         for start in range(0, len(order), cfg.batch_size):
             idx = torch.as_tensor(order[start:start + cfg.batch_size], device=run.device)
             pred = run.heads(emb_tr[idx])
-            losses = output_losses(run.outputs, pred, run.labels, rows_dev[idx], run.class_weights,
-                                   cfg.label_smoothing)
-            total = run.weighting.combine(losses, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            loss_sum += losses.detach().cpu()
-            total_sum += float(total.detach())
+            losses, total = _step(run, optimizer, pred, rows_dev[idx], epoch)
+            loss_sum += losses
+            total_sum += total
             steps += 1
         epoch_losses = (loss_sum / max(steps, 1)).tolist()
         run.weighting.end_epoch(epoch_losses)
@@ -244,14 +251,9 @@ def run_stage2(run: Run, t0: float) -> dict[str, Any]:
                     pred = run.heads(pooled)
                 pred = {k: v.float() for k, v in pred.items()}
                 rows_dev = torch.as_tensor(rows, device=run.device)
-                losses = output_losses(run.outputs, pred, run.labels, rows_dev, run.class_weights,
-                                       cfg.label_smoothing)
-                total = run.weighting.combine(losses, cfg.frozen_epochs + epoch)
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                optimizer.step()
-                loss_sum += losses.detach().cpu()
-                total_sum += float(total.detach())
+                losses, total = _step(run, optimizer, pred, rows_dev, cfg.frozen_epochs + epoch)
+                loss_sum += losses
+                total_sum += total
                 steps += 1
             scheduler.step()
             done_s = float(run.durations[run.train_rows[b]].sum())
