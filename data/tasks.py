@@ -49,6 +49,12 @@ CULTURE_COLUMNS = tuple(f"{c}_{e}" for c in COUNTRIES for e in EMOTIONS)
 
 TWO_COLUMNS = ("Valence", "Arousal")
 
+IEMOCAP4_CLASSES = ("neutral", "happy", "sad", "angry")
+"""The usual 4-class IEMOCAP set (seed 004), in class-index order."""
+
+IEMOCAP_VAD = ("valence", "activation", "dominance")
+"""IEMOCAP's dimensional ratings (1 to 5), as the ``iemocap`` layout names its columns."""
+
 KINDS = ("regression", "classification")
 METRICS = {"ccc": "regression", "mae": "regression", "uar": "classification"}
 HEADLINES = ("ccc", "uar", "mae", "exvo")
@@ -276,6 +282,32 @@ def _fixed_tasks() -> dict[str, Task]:
             ),
             "exvo",
             "ExVo multitask: emotions (CCC), country (UAR), age (MAE); harmonic-mean score",
+        ),
+        # IEMOCAP (layout iemocap): the merge of excited into happy is the option that the
+        # task name carries; the two versions read the two columns the reader writes.
+        Task(
+            "iemocap4",
+            (Target("emotion", "classification", ("emotion4",), "uar", classes=IEMOCAP4_CLASSES),),
+            "uar",
+            "IEMOCAP 4 classes: neutral, happy (+ excited merged), sad, angry; UAR",
+        ),
+        Task(
+            "iemocap4:no-merge",
+            (Target("emotion", "classification", ("emotion4_nomerge",), "uar", classes=IEMOCAP4_CLASSES),),
+            "uar",
+            "IEMOCAP 4 classes without the merge (excited utterances left out); UAR",
+        ),
+        Task(
+            "iemocap-vad",
+            (Target("vad", "regression", IEMOCAP_VAD, "ccc", value_range=(1.0, 5.0)),),
+            "ccc",
+            "IEMOCAP valence, activation, dominance ratings (1-5), mean CCC",
+        ),
+        Task(
+            "speaker",
+            (Target("speaker", "classification", ("speaker",), "uar"),),
+            "uar",
+            "speaker identity (column speaker; classes from the data), UAR",
         ),
     ]
     return {t.name: t for t in tasks}

@@ -9,12 +9,15 @@ CORPUS_FILE = "corpus.json"
 
 
 def save_corpus_ref(workdir: str | os.PathLike, root: str | os.PathLike, layout: str,
-                    labels: str | os.PathLike | None = None) -> None:
-    """Remember the corpus of a workdir (absolute paths)."""
+                    labels: str | os.PathLike | None = None, *,
+                    text_column: str | None = None) -> None:
+    """Remember the corpus of a workdir (absolute paths, and the transcript column if any)."""
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
     ref = {"root": str(Path(root).resolve()), "layout": layout,
            "labels": str(Path(labels).resolve()) if labels else None}
+    if text_column:
+        ref["text_column"] = text_column
     tmp = wd / f".{CORPUS_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(ref, indent=2))
     os.replace(tmp, wd / CORPUS_FILE)
@@ -39,4 +42,5 @@ def open_corpus(workdir: str | os.PathLike):
         raise FileNotFoundError(
             f"{workdir} has no {CORPUS_FILE}: run `extract --corpus ROOT --layout L --workdir "
             f"{workdir} ...` first, which records the corpus")
-    return read_corpus(ref["root"], ref["layout"], labels=ref.get("labels"))
+    return read_corpus(ref["root"], ref["layout"], labels=ref.get("labels"),
+                       text_column=ref.get("text_column"))

@@ -8,8 +8,8 @@
 ``file`` (required) is the audio path relative to the corpus root (absolute paths work too);
 ``split`` (optional) is mapped case-insensitively from train/val/valid/dev/test; ``group``
 (optional) is the speaker. Every other column is a label: numeric when all its non-empty cells
-are numbers, else text. The clip id is the file path without its extension, relative to the
-root with ``/`` separators.
+are numbers, else text; a column named ``text`` (the transcript) is always text. The clip id is
+the file path without its extension, relative to the root with ``/`` separators.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from data.corpora import register_layout
+from data.corpora import TEXT_COLUMN, register_layout
 from data.corpus import (
     Corpus,
     CorpusError,
@@ -145,7 +145,10 @@ def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
         )
 
     label_cols = [c for c in table.columns if c not in RESERVED]
-    label_table = pd.DataFrame({c: _numeric_or_text(table[c]) for c in label_cols}, index=table.index)
+    label_table = pd.DataFrame(
+        {c: table[c] if c == TEXT_COLUMN else _numeric_or_text(table[c]) for c in label_cols},
+        index=table.index,
+    )
     return assemble_corpus(
         root,
         "csv",

@@ -30,7 +30,8 @@ def labels(**cols) -> pd.DataFrame:
 
 
 def test_fixed_tasks():
-    assert set(TASKS) == {"avb-high", "avb-two", "avb-culture", "avb-type", "country", "exvo"}
+    assert set(TASKS) == {"avb-high", "avb-two", "avb-culture", "avb-type", "country", "exvo",
+                          "iemocap4", "iemocap4:no-merge", "iemocap-vad", "speaker"}
     high = get_task("avb-high")
     assert high.columns == EMOTIONS and len(high.columns) == 10 and high.headline == "ccc"
     assert high.targets[0].value_range == (0.0, 1.0) and high.targets[0].metric == "ccc"
