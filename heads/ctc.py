@@ -268,7 +268,8 @@ class CTCHead(nn.Module):
                 f"{tuple(targets.shape)} and {tuple(target_lengths.shape)}")
         if bool((target_lengths < 0).any()) or bool((target_lengths > targets.shape[1]).any()):
             raise ValueError(f"target lengths must be in [0, {targets.shape[1]}], got {target_lengths.tolist()}")
-        inside = torch.arange(targets.shape[1])[None, :] < target_lengths[:, None]
+        positions = torch.arange(targets.shape[1], device=targets.device)
+        inside = positions[None, :] < target_lengths.to(targets.device)[:, None]  # (B, U)
         if bool((targets[inside] == BLANK_ID).any()):
             raise ValueError("a target holds the blank id 0 inside its length; encode with CharVocab.encode")
         if bool((targets[inside] >= self.config.vocab_size).any()) or bool((targets[inside] < 0).any()):

@@ -43,7 +43,8 @@ which ``extract`` logs; nothing here stops the read):
 * A label line whose wav is missing: left out of the corpus, counted. A wav without a label
   line: kept without labels, counted.
 * A transcription line that is not ``utt [start-end]: text``: skipped, counted. An utterance
-  without a transcription line: ``text`` is empty, counted.
+  without a transcription line: ``text`` is empty, counted. Transcription lines of segments
+  that are not utterances (``Ses01F_impro01_MXX0``, no wav, no label) join nothing.
 * A file that is not UTF-8: read as Latin-1, counted.
 """
 from __future__ import annotations
@@ -99,6 +100,28 @@ _EVALUATOR_LINE = re.compile(r"^[A-Z]+-[A-Z]+\d*\s*:")
 _TRANSCRIPT_LINE = re.compile(r"^(?P<utt>\S+)\s+\[(?P<times>[^\]]*)\]\s*:\s?(?P<text>.*)$")
 
 _SHOWN = 3
+
+_NOTES = (
+    ("appledouble", "{n} macOS '._*' file(s) skipped"),
+    ("no_wav_dir", "{n} session(s) without a sentences/wav folder"),
+    ("no_eval", "{n} session(s) without EmoEvaluation files"),
+    ("evaluator", "{n} per-evaluator line(s) (C-E1:, A-E2: ...) in EmoEvaluation files skipped"),
+    ("stray_eval", "{n} EmoEvaluation line(s) that are not utterance lines skipped"),
+    ("bad_name", "{n} EmoEvaluation line(s) whose utterance name is not SesNN[FM]_..._[FM]NNN skipped"),
+    ("unknown_code", f"{{n}} utterance(s) with an emotion code outside {list(EMOTION_CODES)} kept "
+                     "(emotion4 empty)"),
+    ("xxx", "{n} utterance(s) without a majority label (xxx) kept with emotion4 empty"),
+    ("bad_vad", "{n} utterance(s) whose [v, a, d] are not three numbers: ratings left empty"),
+    ("vad_range", "{n} utterance(s) with a rating outside [1, 5] kept as written"),
+    ("dup_same", "{n} repeated identical utterance line(s) merged"),
+    ("dup_conflict", "{n} utterance line(s) repeating an utterance with other labels: the first line kept"),
+    ("dup_wav", "{n} utterance(s) with more than one wav: the first found used"),
+    ("stray_trans", "{n} transcription line(s) not of the form 'utt [start-end]: text' skipped"),
+    ("dup_trans", "{n} repeated transcription line(s): the first kept"),
+    ("no_text", "{n} utterance(s) without a transcription line: text left empty"),
+    ("latin1", "{n} file(s) not UTF-8, read as Latin-1"),
+)
+"""Tally key -> the note written to ``Corpus.problems`` (``{n}``: the count)."""
 
 
 @dataclass(frozen=True)
@@ -353,30 +376,16 @@ def read_iemocap(root: Path, *, labels: Path | None = None) -> Corpus:
     for col in DIMENSIONS:
         table[col] = table[col].astype(float)
     no_text = [i for i in ids if i not in texts]
-    table["text"] = pd.Series({i: texts[i] for i in ids if i in texts}, dtype=object).reindex(table.index)
+    text = pd.Series({i: texts[i] for i in ids if i in texts}, dtype=object)
+    table["text"] = text.reindex(table.index)
     for col in ("emotion4", "emotion4_nomerge"):
         table[col] = table[col].astype(object).where(table[col].notna(), np.nan)  # None -> NaN
     for utt in no_text:
         tally.add("no_text", utt)
 
     problems: list[str] = []
-    tally.note("appledouble", "{n} macOS '._*' file(s) skipped", problems)
-    tally.note("no_wav_dir", "{n} session(s) without a sentences/wav folder", problems)
-    tally.note("no_eval", "{n} session(s) without EmoEvaluation files", problems)
-    tally.note("evaluator", "{n} per-evaluator line(s) (C-E1:, A-E2: ...) in EmoEvaluation files skipped", problems)
-    tally.note("stray_eval", "{n} EmoEvaluation line(s) that are not utterance lines skipped", problems)
-    tally.note("bad_name", "{n} EmoEvaluation line(s) whose utterance name is not SesNN[FM]_..._[FM]NNN skipped", problems)
-    tally.note("unknown_code", f"{{n}} utterance(s) with an emotion code outside {list(EMOTION_CODES)} kept (emotion4 empty)", problems)
-    tally.note("xxx", "{n} utterance(s) without a majority label (xxx) kept with emotion4 empty", problems)
-    tally.note("bad_vad", "{n} utterance(s) whose [v, a, d] are not three numbers: ratings left empty", problems)
-    tally.note("vad_range", "{n} utterance(s) with a rating outside [1, 5] kept as written", problems)
-    tally.note("dup_same", "{n} repeated identical utterance line(s) merged", problems)
-    tally.note("dup_conflict", "{n} utterance line(s) repeating an utterance with other labels: the first line kept", problems)
-    tally.note("dup_wav", "{n} utterance(s) with more than one wav: the first found used", problems)
-    tally.note("stray_trans", "{n} transcription line(s) not of the form 'utt [start-end]: text' skipped", problems)
-    tally.note("dup_trans", "{n} repeated transcription line(s): the first kept", problems)
-    tally.note("no_text", "{n} utterance(s) without a transcription line: text left empty", problems)
-    tally.note("latin1", "{n} file(s) not UTF-8, read as Latin-1", problems)
+    for what, message in _NOTES:
+        tally.note(what, message, problems)
 
     # Wavs nobody labelled still have a speaker in their name.
     group = {utt: row["speaker"] for utt, row in rows.items()}

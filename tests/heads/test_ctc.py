@@ -247,3 +247,22 @@ def test_decoded_ids_round_trip_through_the_head():
     scores = _scores([path], vocab=len(v))
     (ids,) = greedy_decode(scores, torch.tensor([len(path)]))
     assert v.decode(ids) == "hello world"
+
+
+@pytest.mark.gpu
+def test_cuda_loss_gradient_and_decoding_equal_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    head, frames, frame_lengths, _, targets, target_lengths = _batch()
+    frames = frames.requires_grad_(True)
+    cpu_loss = head.loss(head(frames), frame_lengths, targets, target_lengths)
+    cpu_loss.backward()
+    cpu_grad, frames.grad = frames.grad.clone(), None
+    gpu_head = head.cuda()
+    x = frames.detach().cuda().requires_grad_(True)
+    logp = gpu_head(x)
+    gpu_loss = gpu_head.loss(logp, frame_lengths.cuda(), targets.cuda(), target_lengths.cuda())
+    gpu_loss.backward()
+    torch.testing.assert_close(gpu_loss.cpu(), cpu_loss.detach(), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(x.grad.cpu(), cpu_grad, rtol=1e-7, atol=1e-9)
+    assert gpu_head.decode(logp, frame_lengths.cuda()) == head.cpu().decode(head(frames), frame_lengths)

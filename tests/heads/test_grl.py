@@ -152,3 +152,15 @@ def test_reversal_lowers_speaker_information_in_a_trained_encoder():
     forward_acc, reverse_acc = train("forward"), train("reverse")
     assert forward_acc > 0.8
     assert reverse_acc < forward_acc - 0.1
+
+
+@pytest.mark.gpu
+def test_grl_on_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    x0 = torch.randn(4, 3, device="cuda")
+    plain = _grad(lambda z: (z ** 3).sum(), x0)
+    torch.testing.assert_close(_grad(lambda z: (grad_reverse(z, 0.1) ** 3).sum(), x0), -0.1 * plain)
+    head = AdversaryHead(AdversaryConfig(in_dim=3, n_speakers=2)).cuda()
+    logits = head(torch.randn(2, 5, 3, device="cuda"), torch.tensor([5, 2], device="cuda"))
+    assert logits.shape == (2, 2) and logits.device.type == "cuda"
