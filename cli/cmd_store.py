@@ -18,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("export", help="write one feature matrix to .npz, .csv or .parquet",
                        description="Export a feature set's rows (arrays `ids` and `X` in .npz; one row "
-                                   "per clip with an `id` column in .csv/.parquet).")
+                                   "per clip with an `id` column in .csv/.parquet). For a corpus with "
+                                   "segments every row also says where its audio is: `file`, `start`, "
+                                   "`end` columns (seconds; `files`, `starts`, `ends` in .npz).")
     add_workdir(p)
     p.add_argument("--features", required=True, metavar="SPEC|KEY",
                    help="the set: its spec (opensmile:eGeMAPSv02), name or key (see `list`)")
@@ -133,9 +135,10 @@ def run_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     suffix = out.suffix.lower()
     if suffix == ".npz":
-        extra = {} if sources is None else {"file": sources["file"].to_numpy(str),
-                                            "start": sources["start"].to_numpy(float),
-                                            "end": sources["end"].to_numpy(float)}
+        # plural like `ids` (np.savez's own first parameter is called `file`)
+        extra = {} if sources is None else {"files": sources["file"].to_numpy(str),
+                                            "starts": sources["start"].to_numpy(float),
+                                            "ends": sources["end"].to_numpy(float)}
         np.savez(out, ids=np.array(ids), X=X, **extra)
     elif suffix in (".csv", ".parquet"):
         cols = header.fields[field].attrs.get("columns")

@@ -168,6 +168,17 @@ def format_seconds(seconds: float) -> str:
     return sign + text
 
 
+def describe_segment(start: float | None, end: float | None) -> str:
+    """A segment for messages.
+
+    Example:
+        >>> describe_segment(1.5, 3.0), describe_segment(-0.5, 1), describe_segment(38, None)
+        ('segment 1.5 s to 3 s', 'segment -0.5 s to 1 s', 'segment 38 s to the end')
+    """
+    tail = "the end" if end is None else f"{format_seconds(end)} s"
+    return f"segment {format_seconds(start or 0.0)} s to {tail}"
+
+
 def is_whole_file(start: float | None, end: float | None) -> bool:
     """True when ``(start, end)`` means the whole file: no end and a start of 0 or none."""
     return to_nanoseconds(end) is None and not to_nanoseconds(start)
@@ -204,8 +215,7 @@ def span_frames(path: PathLike, start: float | None, end: float | None, *, rate:
             past the end of the file, or it holds no frame at the file's rate.
     """
     s_ns, e_ns = to_nanoseconds(start) or 0, to_nanoseconds(end)
-    shown = f"segment {format_seconds(s_ns / _NS)}-" + (
-        "end" if e_ns is None else f"{format_seconds(e_ns / _NS)} s")
+    shown = describe_segment(s_ns / _NS, None if e_ns is None else e_ns / _NS)
     if s_ns < 0:
         raise AudioError(path, f"{shown}: the start is negative; segment times count from 0 s "
                                "at the start of the file")

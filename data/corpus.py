@@ -263,6 +263,9 @@ def parse_time(value: object) -> float | None:
         raise ValueError(f"{text!r} is not a time; write seconds (12.5) or HH:MM:SS.fff "
                          "(00:00:12.500)")
     hours, minutes, secs = match.groups()
+    if minutes is not None and (float(secs) >= 60 or (hours is not None and int(minutes) >= 60)):
+        raise ValueError(f"{text!r} is not a time: minutes and seconds after a ':' must be below "
+                         "60; write HH:MM:SS.fff (00:01:15.000) or plain seconds (75)")
     return sign * (int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(secs))
 
 
@@ -298,7 +301,7 @@ def check_segments(segments: pd.DataFrame) -> dict[str, str]:
         once per file to check the end; a missing or unreadable file is left for extraction to
         report.
     """
-    from data.audio import AudioError, audio_info, span_frames
+    from data.audio import AudioError, audio_info, describe_segment, span_frames
 
     errors: dict[str, str] = {}
     for path, rows in segments.groupby("path", sort=False):
@@ -319,10 +322,10 @@ def check_segments(segments: pd.DataFrame) -> dict[str, str]:
             except AudioError as exc:
                 errors[str(cid)] = f"{row['where']}: {exc}"
                 continue
-            span = cid.rpartition("@")[2]
+            span = describe_segment(start, end)
             if row["_s"] < reach:
                 errors[str(cid)] = (
-                    f"{row['where']}: {path}: segment {span} s overlaps segment {reach_span} s of "
+                    f"{row['where']}: {path}: {span} overlaps the {reach_span} of "
                     f"{reach_where}; overlapping segments would count the same audio twice: cut "
                     "them apart or drop one row")
                 continue

@@ -323,7 +323,8 @@ def extract_corpus(
     prov = store.header(header.key).provenance
     runs = list(prov.get("runs", []))[-19:] + [run_info]
     store.update_provenance(header.key, runs=runs, last_run=run_info,
-                            **{k: v for k, v in ex.provenance().items()})
+                            **{k: v for k, v in ex.provenance().items()},
+                            **({"corpus": corpus.meta} if corpus.meta else {}))
     if compact:
         try:
             store.compact([header.key])

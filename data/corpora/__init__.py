@@ -1,15 +1,19 @@
 """Corpus readers, one module per layout, registered in :data:`LAYOUTS`.
 
-A reader is a function ``(root, *, labels=None) -> Corpus``. ``labels`` says where the label
-tables are when they are not in the default place: the A-VB ``labels`` folder, the ExVo
-``data_info.csv`` file, or the CSV of the ``csv`` layout (default ``root/labels.csv``).
+A reader is a function ``(root, *, labels=None, **options) -> Corpus``. ``labels`` says where
+the label tables are when they are not in the default place: the A-VB ``labels`` folder, the
+ExVo ``data_info.csv`` file, or the CSV of the ``csv`` layout (default ``root/labels.csv``).
+Readers may take further keyword options (:data:`READER_OPTIONS`): ``table`` and ``column``
+choose label tables and columns (audformat; ``column`` also for hf), ``workdir`` is where a
+reader may keep files it derives from the corpus (hf: the audio it materialises).
 
 Example:
     >>> sorted(LAYOUTS)
-    ['avb', 'csv', 'exvo']
+    ['audformat', 'avb', 'csv', 'exvo', 'hf']
 """
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Callable, Protocol
@@ -25,6 +29,15 @@ class Reader(Protocol):
 
 LAYOUTS: dict[str, Reader] = {}
 """Reader functions by layout name."""
+
+READER_OPTIONS = ("table", "column", "workdir")
+"""Keyword options a reader may take besides ``labels``."""
+
+
+def layout_options(layout: str) -> tuple[str, ...]:
+    """The options of :data:`READER_OPTIONS` that the reader of ``layout`` takes."""
+    params = inspect.signature(LAYOUTS[layout]).parameters
+    return tuple(o for o in READER_OPTIONS if o in params)
 
 
 def register_layout(name: str) -> Callable[[Reader], Reader]:
@@ -44,21 +57,28 @@ def register_layout(name: str) -> Callable[[Reader], Reader]:
 
 
 def read_corpus(
-    root: str | os.PathLike, layout: str, *, labels: str | os.PathLike | None = None
+    root: str | os.PathLike, layout: str, *, labels: str | os.PathLike | None = None,
+    table: str | None = None, column: str | None = None,
+    workdir: str | os.PathLike | None = None,
 ) -> Corpus:
     """Read a corpus folder with the reader of ``layout``.
 
     Args:
         root: the corpus folder.
-        layout: a key of :data:`LAYOUTS` (``avb``, ``exvo``, ``csv``).
+        layout: a key of :data:`LAYOUTS` (``avb``, ``exvo``, ``csv``, ``audformat``, ``hf``).
         labels: where the label tables are, if not in the layout's default place. A relative
             path is taken from the working directory, or else from ``root``.
+        table: label table(s), comma-separated (audformat only).
+        column: label column(s), comma-separated (audformat, hf).
+        workdir: the workdir, for readers that keep derived files there (hf); ignored by the
+            others.
 
     Returns:
         The corpus.
 
     Raises:
-        CorpusError: unknown layout, missing root, or a reader's fatal problem.
+        CorpusError: unknown layout, an option the layout does not take, missing root, or a
+            reader's fatal problem.
     """
     if layout not in LAYOUTS:
         raise CorpusError(f"unknown corpus layout {layout!r}; choose one of {sorted(LAYOUTS)}")
@@ -71,10 +91,22 @@ def read_corpus(
         if not label_path.is_absolute() and not label_path.exists():
             label_path = root_path / label_path
         label_path = label_path.absolute()
-    return LAYOUTS[layout](root_path, labels=label_path)
+    takes = layout_options(layout)
+    options: dict[str, object] = {}
+    for name, value in (("table", table), ("column", column)):
+        if value is None:
+            continue
+        if name not in takes:
+            users = sorted(k for k in LAYOUTS if name in layout_options(k))
+            raise CorpusError(f"--{name} is for the {'/'.join(users)} layout(s); layout "
+                              f"{layout!r} does not take it")
+        options[name] = value
+    if "workdir" in takes:
+        options["workdir"] = None if workdir is None else Path(workdir).expanduser().absolute()
+    return LAYOUTS[layout](root_path, labels=label_path, **options)
 
 
 # Importing the reader modules fills LAYOUTS.
-from data.corpora import avb, csv, exvo  # noqa: E402,F401
+from data.corpora import audformat, avb, csv, exvo, hf  # noqa: E402,F401
 
-__all__ = ["LAYOUTS", "Reader", "read_corpus", "register_layout"]
+__all__ = ["LAYOUTS", "READER_OPTIONS", "Reader", "layout_options", "read_corpus", "register_layout"]
