@@ -5,7 +5,7 @@ holds one ``Dataset`` or a ``DatasetDict`` (one sub-folder per split).
 
 Decoding goes through the project's own loader, never through ``datasets``: the audio column is
 read undecoded (``Audio(decode=False)``: the stored file bytes and/or a path) and every clip's
-bytes are written once, unchanged, to ``WORKDIR/hf_audio/<split>/<row>.<ext>``; extraction then
+bytes are written once, unchanged, to ``WORKDIR/hf_audio/<split>/row<row>.<ext>``; extraction then
 reads those files like any other corpus. The bytes are the original encoded file, so resampling
 and the content hash are exactly those of the same file in a csv corpus. A row that holds only
 a path uses that file in place (relative paths start at the dataset folder). A rerun rewrites
@@ -21,7 +21,7 @@ only files whose bytes changed, so the hash cache and the store see the same fil
 
 A row whose audio cell holds neither bytes nor a path is kept as a failed clip naming the row;
 bytes that are not audio fail at extraction with the decoder's reason and the file's name
-(which names the split and row).
+(``hf_audio/<split>/row<row>.<ext>``: it names the split and the row).
 """
 from __future__ import annotations
 
@@ -195,14 +195,14 @@ def read_hf_corpus(root: Path, *, labels: Path | None = None, column: str | None
                 stored = (cell or {}).get("bytes")
                 path = (cell or {}).get("path")
                 if stored:
-                    target = folder / f"{row}{_suffix(path)}"
+                    target = folder / f"row{row}{_suffix(path)}"
                     _write_if_changed(target, stored)
                     audio[cid] = str(target.absolute())
                 elif path:
                     p = Path(path)
                     audio[cid] = str((p if p.is_absolute() else root / p).absolute())
                 else:
-                    audio[cid] = str((folder / f"{row}.missing").absolute())
+                    audio[cid] = str((folder / f"row{row}.missing").absolute())
                     errors[cid] = (f"{where} row {row} ({audio_col!r}): the audio cell holds neither "
                                    "bytes nor a path; fix the dataset or drop the row")
                 if splits is not None:
