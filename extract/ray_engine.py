@@ -156,6 +156,9 @@ def extract_with_ray(workdir: Path, corpus: Corpus, prepared: list[tuple[Extract
             seconds = time.perf_counter() - t0
             log.info("%s: %d clips computed over Ray in %.1f s", header.key, computed, seconds)
         result = merge_shards(store)
+        if corpus.meta:  # what the corpus is (e.g. an audformat database's name and version)
+            for _, header in prepared:
+                store.update_provenance(header.key, corpus=corpus.meta)
     for key, (n_shards, rows) in result.items():
         log.info("%s: merged %d Ray shard(s); %d rows stored", key, n_shards, rows)
     return failed
