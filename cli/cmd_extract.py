@@ -22,13 +22,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "with the reason and listed; the rest is stored (exit code 3).")
     p.add_argument("--corpus", required=True, metavar="ROOT", help="corpus root folder")
     p.add_argument("--layout", required=True, choices=sorted(LAYOUTS),
-                   help="corpus layout: avb (A-VB 2022), exvo (ExVo 2022 data_info.csv), csv (any corpus), "
-                        "iemocap (IEMOCAP_full_release as distributed)")
+                   help="corpus layout: avb (A-VB 2022), exvo (ExVo 2022 data_info.csv), csv (any "
+                        "corpus; optional start/end columns make segments), iemocap "
+                        "(IEMOCAP_full_release as distributed), audformat (a db.yaml database "
+                        "folder), hf (a `datasets` folder written by save_to_disk)")
     p.add_argument("--labels", metavar="CSV",
                    help="label table (csv layout: the CSV with a `file` column; default ROOT/labels.csv)")
     p.add_argument("--text-column", metavar="COL",
                    help="label column holding each clip's transcript; it becomes the column `text` "
                         "(the iemocap layout fills `text` itself)")
+    p.add_argument("--table", metavar="NAME[,NAME]",
+                   help="audformat: the filewise/segmented table(s) holding the labels (default: all)")
+    p.add_argument("--column", metavar="COL[,COL]",
+                   help="audformat, hf: the label column(s) to read (default: all)")
     add_workdir(p)
     p.add_argument("--features", nargs="+", required=True, metavar="SPEC",
                    help="feature specs: opensmile:ComParE_2016, opensmile:eGeMAPSv02, "
@@ -128,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise UsageError(f"--corpus {root} is not a folder")
     try:
-        corpus = read_corpus(root, args.layout, labels=args.labels, text_column=args.text_column)
+        corpus = read_corpus(root, args.layout, labels=args.labels, table=args.table,
+                             column=args.column, text_column=args.text_column,
+                             workdir=args.workdir)
     except (CorpusError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from exc
     for problem in corpus.problems:
@@ -152,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
             prepared.append(prepare_extractor(spec, options))
         except (ValueError, ExtractorUnavailable) as exc:
             raise UsageError(f"{spec}: {exc}") from exc
-    save_corpus_ref(workdir, root, args.layout, args.labels, text_column=args.text_column)
+    save_corpus_ref(workdir, root, args.layout, args.labels, table=args.table, column=args.column,
+                    text_column=args.text_column, meta=corpus.meta)
     if args.engine == "ray":
         from extract.ray_engine import extract_with_ray
 

@@ -18,7 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("export", help="write one feature matrix to .npz, .csv or .parquet",
                        description="Export a feature set's rows (arrays `ids` and `X` in .npz; one row "
-                                   "per clip with an `id` column in .csv/.parquet).")
+                                   "per clip with an `id` column in .csv/.parquet). For a corpus with "
+                                   "segments every row also says where its audio is: `file`, `start`, "
+                                   "`end` columns (seconds; `files`, `starts`, `ends` in .npz).")
     add_workdir(p)
     p.add_argument("--features", required=True, metavar="SPEC|KEY",
                    help="the set: its spec (opensmile:eGeMAPSv02), name or key (see `list`)")
@@ -113,24 +115,40 @@ def run_export(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     done, _ = store.status(header.key)
     ids = sorted(done)
-    if args.split:
-        from data.workdir import open_corpus
+    from data.workdir import load_corpus_ref, open_corpus
 
+    corpus = None
+    if args.split:
         corpus = open_corpus(args.workdir)
+    elif load_corpus_ref(args.workdir) is not None:
+        try:
+            corpus = open_corpus(args.workdir)
+        except (OSError, ValueError):  # corpus moved: the store alone is enough to export
+            corpus = None
+    if args.split:
         keep = set(corpus.split_ids(args.split))
         ids = [c for c in ids if c in keep]
+    # a corpus with segments: every row says where its audio is (file, start, end in seconds)
+    sources = corpus.sources(ids) if corpus is not None and corpus.spans() else None
     X, present = store.read(header.key, field, ids, index=index)
     X = X.reshape(len(ids), -1)
     out = Path(args.out)
     suffix = out.suffix.lower()
     if suffix == ".npz":
-        np.savez(out, ids=np.array(ids), X=X)
+        # plural like `ids` (np.savez's own first parameter is called `file`)
+        extra = {} if sources is None else {"files": sources["file"].to_numpy(str),
+                                            "starts": sources["start"].to_numpy(float),
+                                            "ends": sources["end"].to_numpy(float)}
+        np.savez(out, ids=np.array(ids), X=X, **extra)
     elif suffix in (".csv", ".parquet"):
         cols = header.fields[field].attrs.get("columns")
         if not cols or len(cols) != X.shape[1]:
             cols = [f"f{i}" for i in range(X.shape[1])]
         df = pd.DataFrame(X.astype(np.float32), columns=cols)
         df.insert(0, "id", ids)
+        if sources is not None:
+            for pos, col in enumerate(("file", "start", "end"), start=1):
+                df.insert(pos, col, sources[col].to_numpy())
         df.to_csv(out, index=False) if suffix == ".csv" else df.to_parquet(out, index=False)
     else:
         raise UsageError(f"--out must end in .npz, .csv or .parquet, got {out.name}")

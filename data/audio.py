@@ -5,6 +5,16 @@ ogg, mp3, any PCM/float subtype), averages the channels and resamples with soxr.
 raise :class:`AudioError`, which names the file and says how to fix it; silent or very short
 clips are returned as they are (the extractors decide what to do with them).
 
+A clip may be a segment of a file: ``load_audio(path, start=12.5, end=14.5)`` seeks to the
+segment and reads only its frames (never the whole file), then averages and resamples exactly as
+for a whole file, so a segment gives the same samples as the same span cut out and saved as its
+own file. Segment boundaries are taken to the nearest frame of the file's own rate.
+
+Segment identity (the rule clip ids and content hashes follow, see :func:`segment_hash`): times
+are counted in integer nanoseconds (``round(seconds * 1e9)``), which is exact for every time
+written with up to nine decimals and for ``pandas.Timedelta``; a segment starting at 0 with no
+end is the whole file.
+
 Example:
     >>> import numpy as np, soundfile as sf, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "tone.wav")
@@ -29,6 +39,7 @@ SAMPLE_RATE = 16_000
 """The rate every clip is resampled to."""
 
 _HASH_BLOCK = 1 << 20  # 1 MiB
+_NS = 1_000_000_000
 
 PathLike = str | os.PathLike
 
@@ -130,22 +141,132 @@ def duration_seconds(path: PathLike) -> float:
     return frames / rate if rate > 0 else 0.0
 
 
-def load_audio(path: PathLike, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+
+def to_nanoseconds(seconds: float | None) -> int | None:
+    """A time in seconds as integer nanoseconds (None stays None); the unit of segment identity.
+
+    Example:
+        >>> to_nanoseconds(12.5), to_nanoseconds(0.1), to_nanoseconds(None)
+        (12500000000, 100000000, None)
+    """
+    if seconds is None or (isinstance(seconds, float) and np.isnan(seconds)):
+        return None
+    return int(round(float(seconds) * _NS))
+
+
+def format_seconds(seconds: float) -> str:
+    """Shortest exact text of a time at nanosecond resolution (no trailing zeros).
+
+    Example:
+        >>> format_seconds(12.5), format_seconds(3.0), format_seconds(0.000000001), format_seconds(-1.25)
+        ('12.5', '3', '0.000000001', '-1.25')
+    """
+    ns = to_nanoseconds(seconds)
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    whole, frac = divmod(ns, _NS)
+    text = f"{whole}.{frac:09d}".rstrip("0").rstrip(".")
+    return sign + text
+
+
+def describe_segment(start: float | None, end: float | None) -> str:
+    """A segment for messages.
+
+    Example:
+        >>> describe_segment(1.5, 3.0), describe_segment(-0.5, 1), describe_segment(38, None)
+        ('segment 1.5 s to 3 s', 'segment -0.5 s to 1 s', 'segment 38 s to the end')
+    """
+    tail = "the end" if end is None else f"{format_seconds(end)} s"
+    return f"segment {format_seconds(start or 0.0)} s to {tail}"
+
+
+def is_whole_file(start: float | None, end: float | None) -> bool:
+    """True when ``(start, end)`` means the whole file: no end and a start of 0 or none."""
+    return to_nanoseconds(end) is None and not to_nanoseconds(start)
+
+
+def segment_hash(file_digest: str, start: float | None, end: float | None) -> str:
+    """Content hash of a clip: the file's hash for a whole file, else a hash of file and span.
+
+    The rule (stable; stores depend on it): a whole file (see :func:`is_whole_file`) keeps
+    :func:`file_hash` of its bytes unchanged; a segment hashes the text
+    ``"<file hash>@<start ns>-<end ns or 'end'>"`` with blake2b (16-byte digest).
+
+    Example:
+        >>> segment_hash("ab" * 16, 0.0, None) == "ab" * 16
+        True
+        >>> segment_hash("ab" * 16, 1.5, 3.0) == segment_hash("ab" * 16, 1.5000000001, 3.0)
+        True
+    """
+    if is_whole_file(start, end):
+        return file_digest
+    s, e = to_nanoseconds(start) or 0, to_nanoseconds(end)
+    text = f"{file_digest}@{s}-{'end' if e is None else e}"
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def span_frames(path: PathLike, start: float | None, end: float | None, *, rate: int,
+                frames: int) -> tuple[int, int]:
+    """Frame range ``[first, stop)`` of a segment in a file of ``frames`` frames at ``rate``.
+
+    Boundaries go to the nearest frame (halves up). ``end=None`` means the end of the file.
+
+    Raises:
+        AudioError: the start is negative, the start is not before the end, the segment ends
+            past the end of the file, or it holds no frame at the file's rate.
+    """
+    s_ns, e_ns = to_nanoseconds(start) or 0, to_nanoseconds(end)
+    shown = describe_segment(s_ns / _NS, None if e_ns is None else e_ns / _NS)
+    if s_ns < 0:
+        raise AudioError(path, f"{shown}: the start is negative; segment times count from 0 s "
+                               "at the start of the file")
+    if e_ns is not None and e_ns <= s_ns:
+        raise AudioError(path, f"{shown}: the start is not before the end; swap or fix the times")
+    first = (2 * s_ns * rate + _NS) // (2 * _NS)
+    stop = frames if e_ns is None else (2 * e_ns * rate + _NS) // (2 * _NS)
+    if stop > frames or first >= frames:
+        raise AudioError(path, f"{shown} ends past the end of the file ({format_seconds(frames / rate)} "
+                               "s long); fix the segment's times or drop the row")
+    if stop <= first:
+        raise AudioError(path, f"{shown} holds no sample at {rate} Hz; make it longer or drop it")
+    return int(first), int(stop)
+
+
+def clip_seconds(path: PathLike, start: float | None = None, end: float | None = None) -> float:
+    """Duration in seconds of a file or of a segment of it, from the file's header.
+
+    Raises:
+        AudioError: the header cannot be read, or the segment is out of range.
+    """
+    frames, rate, _ = audio_info(path)
+    if rate <= 0:
+        return 0.0
+    if is_whole_file(start, end):
+        return frames / rate
+    first, stop = span_frames(path, start, end, rate=rate, frames=frames)
+    return (stop - first) / rate
+
+
+def load_audio(path: PathLike, *, sample_rate: int = SAMPLE_RATE, start: float | None = None,
+               end: float | None = None) -> np.ndarray:
     """Decode an audio file into mono float32 samples at ``sample_rate``.
 
     Channels are averaged; other rates are resampled with soxr (``quality="HQ"``). Integer
-    subtypes are scaled to [-1, 1) by soundfile.
+    subtypes are scaled to [-1, 1) by soundfile. With ``start``/``end`` only that segment is
+    read (seek, then its frames), and resampled on its own: the result equals loading the same
+    span cut out and saved as its own file.
 
     Args:
         path: audio file in any format libsndfile reads (wav, flac, ogg, mp3, ...).
         sample_rate: output rate in Hz.
+        start: segment start in seconds (None or 0: the beginning).
+        end: segment end in seconds (None: the end of the file).
 
     Returns:
         1-D float32 array of shape ``(num_samples,)``.
 
     Raises:
         AudioError: the file is missing, empty, unreadable or truncated, holds no samples, or
-            holds NaN/Inf samples.
+            holds NaN/Inf samples; the segment is out of range (see :func:`span_frames`).
         ValueError: ``sample_rate`` is not a positive integer.
 
     Example:
@@ -160,7 +281,12 @@ def load_audio(path: PathLike, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     p = Path(path)
     _check_file(p)
     try:
-        data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+        if is_whole_file(start, end):
+            data, rate = sf.read(str(p), dtype="float32", always_2d=True)
+        else:
+            data, rate = _read_span(p, start, end)
+    except AudioError:
+        raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise AudioError(
             p,
@@ -187,6 +313,20 @@ def load_audio(path: PathLike, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _read_span(p: Path, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
+    """Seek to a segment and read only its frames: ``((frames, channels) float32, rate)``."""
+    with sf.SoundFile(str(p)) as fh:
+        rate = int(fh.samplerate)
+        first, stop = span_frames(p, start, end, rate=rate, frames=int(fh.frames))
+        if first:
+            fh.seek(first)
+        data = fh.read(stop - first, dtype="float32", always_2d=True)
+    if data.shape[0] < stop - first:
+        raise AudioError(p, f"holds {data.shape[0]} of the {stop - first} frames the segment needs "
+                            "(the file is shorter than its header says); re-copy or re-export it")
+    return data, rate
 
 
 def file_hash(path: PathLike) -> str:

@@ -6,6 +6,14 @@ label. Readers (``data.corpora``) fill it; they put recoverable oddities of a re
 without audio, audio without labels, out-of-range values) into ``problems`` and raise
 :class:`CorpusError` for anything that makes the tables untrustworthy.
 
+A clip may be a segment of its file: ``clips`` then has ``start``/``end`` columns (seconds;
+NaN start = 0, NaN end = the end of the file). A segment's clip id is its file's id followed by
+``@<start>-<end>`` in seconds (:func:`segment_id`, e.g. ``long@12.5-14.5``); its content hash
+covers file, start and end (``data.audio.segment_hash``). A clip the reader found unusable (a
+segment out of range, overlapping another, with unreadable times) stays in ``clips`` with the
+reason in an ``error`` column, naming the table row: extraction records it as a failed clip and
+completes the rest.
+
 This module also holds the table helpers the readers share: reading a CSV with every column as
 text, finding columns by name, turning columns into numbers with errors that name the line.
 """
@@ -27,6 +35,10 @@ SPLITS = ("Train", "Val", "Test")
 """Canonical split names; ``''`` marks a clip whose split is unknown."""
 
 CLIP_COLUMNS = ("path", "split", "group")
+SPAN_COLUMNS = ("start", "end")
+"""Optional clip columns of segments (seconds, NaN where absent)."""
+ERROR_COLUMN = "error"
+"""Optional clip column: why the reader found the clip unusable ('' when it is fine)."""
 INDEX_NAME = "clip_id"
 
 _SPLIT_ALIASES = {
@@ -216,6 +228,112 @@ def to_numeric(series: pd.Series, *, path: Path, column: str) -> pd.Series:
     return values
 
 
+_TIME = re.compile(r"^(?:(?:(\d+):)?(\d{1,2}):)?(\d+(?:\.\d*)?|\.\d+)$")
+
+
+def parse_time(value: object) -> float | None:
+    """A segment time as seconds: a number, ``SS.fff``, ``MM:SS.fff`` or ``HH:MM:SS.fff``.
+
+    Args:
+        value: a table cell (text, number, ``pandas.Timedelta``; empty/NaN/NaT means none).
+
+    Returns:
+        Seconds, or None for a missing value. A leading ``-`` gives a negative time (rejected
+        later as out of range, naming the row).
+
+    Raises:
+        ValueError: the text is not a time (names the value and the accepted forms).
+
+    Example:
+        >>> parse_time("01:02:03.5"), parse_time("2:03"), parse_time(" 12.25 "), parse_time("")
+        (3723.5, 123.0, 12.25, None)
+    """
+    if value is None or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timedelta):
+        return value.value / 1e9
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return None if np.isnan(value) else float(value)
+    text = str(value).strip()
+    if not text or text in NA_VALUES:
+        return None
+    sign = -1.0 if text.startswith("-") else 1.0
+    match = _TIME.match(text.lstrip("-").strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a time; write seconds (12.5) or HH:MM:SS.fff "
+                         "(00:00:12.500)")
+    hours, minutes, secs = match.groups()
+    if minutes is not None and (float(secs) >= 60 or (hours is not None and int(minutes) >= 60)):
+        raise ValueError(f"{text!r} is not a time: minutes and seconds after a ':' must be below "
+                         "60; write HH:MM:SS.fff (00:01:15.000) or plain seconds (75)")
+    return sign * (int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(secs))
+
+
+def segment_id(base: str, start: float | None, end: float | None) -> str:
+    """Clip id of a segment: ``<base>@<start>-<end>`` (seconds, shortest exact text).
+
+    A whole file (no end, start 0 or none) keeps ``base``; an open end is written ``end``.
+
+    Example:
+        >>> segment_id("talks/long", 12.5, 14.5), segment_id("a", 3, None), segment_id("a", None, None)
+        ('talks/long@12.5-14.5', 'a@3-end', 'a')
+    """
+    from data.audio import format_seconds, is_whole_file
+
+    if is_whole_file(start, end):
+        return base
+    first = format_seconds(start or 0.0)
+    return f"{base}@{first}-{'end' if end is None else format_seconds(end)}"
+
+
+def check_segments(segments: pd.DataFrame) -> dict[str, str]:
+    """Per-clip errors of segments: bad times, overlaps with another segment, past the file end.
+
+    Args:
+        segments: one row per segment clip, index clip id, columns ``path``, ``start``, ``end``
+            (seconds, NaN for an open end) and ``where`` (the table row, for messages).
+
+    Returns:
+        ``{clip_id: reason}`` naming the row; rows not listed are fine. Of two overlapping
+        segments of one file the one starting later (then the later row) fails, naming both:
+        overlapping segments share audio, which would count twice and can leak between splits.
+        Whole-file clips never count as overlapping their segments. The file's header is read
+        once per file to check the end; a missing or unreadable file is left for extraction to
+        report.
+    """
+    from data.audio import AudioError, audio_info, describe_segment, span_frames
+
+    errors: dict[str, str] = {}
+    for path, rows in segments.groupby("path", sort=False):
+        try:
+            frames, rate, _ = audio_info(path)
+        except AudioError:
+            frames = rate = None
+        order = rows.assign(_s=rows["start"].fillna(0.0),
+                            _e=rows["end"].fillna(np.inf)).sort_values(["_s", "_e"], kind="stable")
+        reach, reach_where, reach_span = -np.inf, "", ""
+        for cid, row in order.iterrows():
+            start, end = row["start"], None if pd.isna(row["end"]) else float(row["end"])
+            try:
+                # times alone first (nanosecond frames), then against the file's header
+                span_frames(path, start, end, rate=1_000_000_000, frames=2**62)
+                if rate:
+                    span_frames(path, start, end, rate=rate, frames=frames)
+            except AudioError as exc:
+                errors[str(cid)] = f"{row['where']}: {exc}"
+                continue
+            span = describe_segment(start, end)
+            if row["_s"] < reach:
+                errors[str(cid)] = (
+                    f"{row['where']}: {path}: {span} overlaps the {reach_span} of "
+                    f"{reach_where}; overlapping segments would count the same audio twice: cut "
+                    "them apart or drop one row")
+                continue
+            if row["_e"] > reach:
+                reach, reach_where, reach_span = row["_e"], row["where"], span
+    return errors
+
+
 def dedupe_ids(table: pd.DataFrame, ids: pd.Series, *, path: Path, problems: list[str]) -> pd.DataFrame:
     """Index ``table`` by ``ids``; drop identical duplicate rows, refuse conflicting ones.
 
@@ -260,10 +378,14 @@ class Corpus:
         root: the corpus folder.
         layout: the reader that produced it (``avb``, ``exvo``, ``csv``).
         clips: index ``clip_id`` (str); columns ``path`` (absolute path), ``split``
-            (``Train``/``Val``/``Test`` or ``''``) and ``group`` (speaker/subject or ``''``).
+            (``Train``/``Val``/``Test`` or ``''``) and ``group`` (speaker/subject or ``''``);
+            for corpora with segments also ``start``/``end`` (seconds, NaN = file start/end);
+            where the reader refused clips, ``error`` (the reason naming the row, or ``''``).
         labels: index ``clip_id``, only clips that have label rows; numeric label columns are
             float, class columns str; missing labels (e.g. Test rows) are NaN.
         problems: human-readable warnings about the release (not fatal).
+        meta: what the corpus is, recorded with the workdir (e.g. an audformat database's name
+            and version); JSON-serialisable.
     """
 
     root: Path
@@ -271,6 +393,7 @@ class Corpus:
     clips: pd.DataFrame
     labels: pd.DataFrame
     problems: tuple[str, ...] = field(default_factory=tuple)
+    meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [c for c in CLIP_COLUMNS if c not in self.clips.columns]
@@ -288,6 +411,39 @@ class Corpus:
     def ids(self) -> list[str]:
         """All clip ids in table order."""
         return list(self.clips.index)
+
+    def spans(self) -> dict[str, tuple[float | None, float | None]]:
+        """``{clip_id: (start, end)}`` in seconds for the clips that are segments (None = open)."""
+        if "start" not in self.clips.columns:
+            return {}
+        out = {}
+        for cid, start, end in zip(self.clips.index, self.clips["start"], self.clips["end"]):
+            s = None if pd.isna(start) else float(start)
+            e = None if pd.isna(end) else float(end)
+            if e is not None or s:
+                out[str(cid)] = (s, e)
+        return out
+
+    def clip_errors(self) -> dict[str, str]:
+        """``{clip_id: reason}`` of the clips the reader found unusable (extraction fails them)."""
+        if ERROR_COLUMN not in self.clips.columns:
+            return {}
+        col = self.clips[ERROR_COLUMN].fillna("").astype(str)
+        return {str(c): r for c, r in col.items() if r}
+
+    def sources(self, ids: Sequence[str]) -> pd.DataFrame:
+        """Where the audio of ``ids`` is: columns ``file``, ``start``, ``end`` (seconds).
+
+        ``start`` is 0 for whole files, ``end`` NaN where the clip runs to the end of its file;
+        ids not in the corpus get empty cells. Exports add these three columns.
+        """
+        index = pd.Index([str(i) for i in ids], name=INDEX_NAME)
+        known = self.clips.reindex(index)
+        start = known["start"] if "start" in known.columns else pd.Series(np.nan, index=index)
+        end = known["end"] if "end" in known.columns else pd.Series(np.nan, index=index)
+        return pd.DataFrame({"file": known["path"].to_numpy(dtype=object),
+                             "start": start.fillna(0.0).where(known["path"].notna()).to_numpy(float),
+                             "end": end.to_numpy(float)}, index=index)
 
     def split_ids(self, split: str) -> list[str]:
         """Ids of the clips in one split.
@@ -377,6 +533,9 @@ def assemble_corpus(
     problems: list[str],
     audio_where: str,
     audio_listed: bool = False,
+    spans: dict[str, tuple[float | None, float | None]] | None = None,
+    errors: dict[str, str] | None = None,
+    meta: dict | None = None,
 ) -> Corpus:
     """Join audio files and label rows into a :class:`Corpus`, noting what does not match.
 
@@ -391,6 +550,9 @@ def assemble_corpus(
         audio_where: where audio was looked for, for messages.
         audio_listed: True when ``audio`` came from the label table itself (csv layout), so no
             clip can lack a label row.
+        spans: ``{clip_id: (start, end)}`` seconds of the clips that are segments.
+        errors: ``{clip_id: reason}`` of clips the reader found unusable (kept, failed later).
+        meta: what the corpus is (:attr:`Corpus.meta`).
 
     Returns:
         The corpus, clips in natural id order.
@@ -427,9 +589,15 @@ def assemble_corpus(
         },
         index=index,
     )
+    if spans:
+        clips["start"] = [np.nan if spans.get(i, (None,))[0] is None else spans[i][0] for i in ids]
+        clips["end"] = [np.nan if spans.get(i, (None, None))[1] is None else spans[i][1] for i in ids]
+    if errors:
+        clips[ERROR_COLUMN] = [errors.get(i, "") for i in ids]
     keep = [i for i in ids if i in labelled]
     table = labels.loc[keep]
     table.index = pd.Index(keep, name=INDEX_NAME)
     for note in problems:
         logger.info("%s corpus at %s: %s", layout, root, note)
-    return Corpus(root=root, layout=layout, clips=clips, labels=table, problems=tuple(problems))
+    return Corpus(root=root, layout=layout, clips=clips, labels=table, problems=tuple(problems),
+                  meta=dict(meta or {}))

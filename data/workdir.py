@@ -9,15 +9,24 @@ CORPUS_FILE = "corpus.json"
 
 
 def save_corpus_ref(workdir: str | os.PathLike, root: str | os.PathLike, layout: str,
-                    labels: str | os.PathLike | None = None, *,
-                    text_column: str | None = None) -> None:
-    """Remember the corpus of a workdir (absolute paths, and the transcript column if any)."""
+                    labels: str | os.PathLike | None = None, *, table: str | None = None,
+                    column: str | None = None, text_column: str | None = None,
+                    meta: dict | None = None) -> None:
+    """Remember the corpus of a workdir (absolute paths), the reader's options (transcript
+    column, audformat table/column) and what the corpus is (``Corpus.meta``: e.g. an audformat
+    database's name and version)."""
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
-    ref = {"root": str(Path(root).resolve()), "layout": layout,
+    ref: dict = {"root": str(Path(root).resolve()), "layout": layout,
            "labels": str(Path(labels).resolve()) if labels else None}
     if text_column:
         ref["text_column"] = text_column
+    if table is not None:
+        ref["table"] = table
+    if column is not None:
+        ref["column"] = column
+    if meta:
+        ref["meta"] = meta
     tmp = wd / f".{CORPUS_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(ref, indent=2))
     os.replace(tmp, wd / CORPUS_FILE)
@@ -42,5 +51,6 @@ def open_corpus(workdir: str | os.PathLike):
         raise FileNotFoundError(
             f"{workdir} has no {CORPUS_FILE}: run `extract --corpus ROOT --layout L --workdir "
             f"{workdir} ...` first, which records the corpus")
-    return read_corpus(ref["root"], ref["layout"], labels=ref.get("labels"),
-                       text_column=ref.get("text_column"))
+    return read_corpus(ref["root"], ref["layout"], labels=ref.get("labels"), table=ref.get("table"),
+                       column=ref.get("column"), text_column=ref.get("text_column"),
+                       workdir=workdir)

@@ -93,7 +93,11 @@ def extract_with_ray(workdir: Path, corpus: Corpus, prepared: list[tuple[Extract
         store.check_schema()
         for ex, header in prepared:
             paths = {cid: str(p) for cid, p in corpus.clips["path"].items()}
-            hashes, hash_errors = clip_hashes(paths, workdir)
+            spans = corpus.spans()
+            hashes, hash_errors = clip_hashes(paths, workdir, spans=spans)
+            for cid, reason in corpus.clip_errors().items():  # refused by the reader
+                hashes.pop(cid, None)
+                hash_errors[cid] = reason
             done, _ = store.status(header.key)
             todo = [c for c in sorted(paths) if c in hashes and done.get(c) != hashes[c]]
             log.info("%s: %d clips to compute on %d Ray actor(s) (%d GPU in the cluster)",
@@ -108,13 +112,13 @@ def extract_with_ray(workdir: Path, corpus: Corpus, prepared: list[tuple[Extract
                 failed[f"{header.spec} {cid}"] = reason
             models = [Model.options(**actor_opts).remote(header.spec, options) for _ in range(n_actors)]
             if ex.mode == "batched":
-                from data.audio import audio_info
+                from data.audio import clip_seconds
 
                 n_samples = []
                 for c in todo:
                     try:
-                        frames, sr, _ = audio_info(paths[c])
-                        n_samples.append(max(1, int(frames * SAMPLE_RATE / sr)))
+                        n_samples.append(max(1, int(clip_seconds(paths[c], *spans.get(c, ()))
+                                                    * SAMPLE_RATE)))
                     except Exception:
                         n_samples.append(1)
                 batches = [[todo[i] for i in b] for b in ex.plan_batches(n_samples)]
@@ -129,7 +133,8 @@ def extract_with_ray(workdir: Path, corpus: Corpus, prepared: list[tuple[Extract
                     while queue and len(pending) < 2 * n_actors:
                         i, batch = queue.popleft()
                         k = i % n_actors
-                        ref = models[k].compute.remote(decode.remote([(c, paths[c]) for c in batch]))
+                        ref = models[k].compute.remote(decode.remote(
+                            [(c, paths[c], *spans.get(c, ())) for c in batch]))
                         pending[ref] = k
                     ready, _ = ray.wait(list(pending), num_returns=1)
                     for ref in ready:
@@ -151,6 +156,9 @@ def extract_with_ray(workdir: Path, corpus: Corpus, prepared: list[tuple[Extract
             seconds = time.perf_counter() - t0
             log.info("%s: %d clips computed over Ray in %.1f s", header.key, computed, seconds)
         result = merge_shards(store)
+        if corpus.meta:  # what the corpus is (e.g. an audformat database's name and version)
+            for _, header in prepared:
+                store.update_provenance(header.key, corpus=corpus.meta)
     for key, (n_shards, rows) in result.items():
         log.info("%s: merged %d Ray shard(s); %d rows stored", key, n_shards, rows)
     return failed

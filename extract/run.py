@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from data.audio import AudioError, audio_info, file_hash, load_audio
+from data.audio import AudioError, clip_seconds, file_hash, load_audio, segment_hash
 from data.corpus import Corpus
 from extract.base import (SAMPLE_RATE, ExtractOptions, Extractor, build_extractor, config_hash)
 from extract.store import SCHEMA_VERSION, FeatureStore, SetHeader
@@ -110,9 +110,13 @@ def shard_of(clip_id: str, n: int) -> int:
     return int.from_bytes(hashlib.blake2b(clip_id.encode(), digest_size=8).digest(), "big") % n
 
 
-def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4
+def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4,
+                spans: dict[str, tuple[float | None, float | None]] | None = None
                 ) -> tuple[dict[str, str], dict[str, str]]:
-    """Content hash of every clip's file, reusing a cache keyed by (path, size, mtime).
+    """Content hash of every clip, reusing a cache of file hashes keyed by (path, size, mtime).
+
+    Each file is hashed once however many segments it holds; a segment's hash covers file,
+    start and end (``data.audio.segment_hash``; a whole file's hash is its file hash).
 
     Returns:
         (hashes: id -> hash, errors: id -> reason) for files that cannot be read.
@@ -125,6 +129,7 @@ def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4
     hashes: dict[str, str] = {}
     errors: dict[str, str] = {}
     todo: list[tuple[str, str, list]] = []
+    waiting: dict[str, list[str]] = {}  # path -> clips waiting for its hash
     for cid, p in paths.items():
         try:
             st = os.stat(p)
@@ -135,8 +140,10 @@ def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4
         hit = cache.get(p)
         if hit and hit[:2] == sig:
             hashes[cid] = hit[2]
-        else:
+            continue
+        if p not in waiting:
             todo.append((cid, p, sig))
+        waiting.setdefault(p, []).append(cid)
 
     def one(item: tuple[str, str, list]) -> tuple[str, str, list, str | None, str | None]:
         cid, p, sig = item
@@ -148,15 +155,20 @@ def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4
     if todo:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             for cid, p, sig, h, err in pool.map(one, todo):
-                if h is None:
-                    errors[cid] = err or p
-                else:
-                    hashes[cid] = h
+                for c in waiting[p]:
+                    if h is None:
+                        errors[c] = err or p
+                    else:
+                        hashes[c] = h
+                if h is not None:
                     cache[p] = [*sig, h]
         workdir.mkdir(parents=True, exist_ok=True)
         tmp = cache_path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(cache))
         os.replace(tmp, cache_path)
+    for cid, (start, end) in (spans or {}).items():
+        if cid in hashes:
+            hashes[cid] = segment_hash(hashes[cid], start, end)
     return hashes, errors
 
 
@@ -182,22 +194,23 @@ def _init_worker(spec: str, options: ExtractOptions) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def _per_clip_task(item: tuple[str, str]) -> tuple[str, dict | None, str | None, list[str], int]:
-    cid, path = item
+def _per_clip_task(item: tuple) -> tuple[str, dict | None, str | None, list[str], int]:
+    cid, path, start, end = (*item, None, None)[:4]  # (id, path[, start, end]): a segment
     ex: Extractor = _WORKER["ex"]
     try:
-        x = load_audio(path, sample_rate=SAMPLE_RATE)
+        x = load_audio(path, sample_rate=SAMPLE_RATE, start=start, end=end)
         values = ex.compute(x)
         return cid, values, None, ex.warnings_for(len(x)), len(x)
     except Exception as exc:  # one bad clip never sinks the corpus
         return cid, None, _clip_error(path, exc), [], 0
 
 
-def _decode_task(items: list[tuple[str, str]]) -> list[tuple[str, np.ndarray | None, str | None]]:
+def _decode_task(items: list[tuple]) -> list[tuple[str, np.ndarray | None, str | None]]:
     out = []
-    for cid, path in items:
+    for item in items:
+        cid, path, start, end = (*item, None, None)[:4]  # (id, path[, start, end]): a segment
         try:
-            out.append((cid, load_audio(path, sample_rate=SAMPLE_RATE), None))
+            out.append((cid, load_audio(path, sample_rate=SAMPLE_RATE, start=start, end=end), None))
         except Exception as exc:
             out.append((cid, None, _clip_error(path, exc)))
     return out
@@ -245,8 +258,13 @@ def extract_corpus(
         wanted = set(ids)
         paths = {c: p for c, p in paths.items() if c in wanted}
     summary = ExtractSummary(key=header.key, spec=spec, total=len(paths))
+    spans = {c: sp for c, sp in corpus.spans().items() if c in paths}
 
-    hashes, hash_errors = clip_hashes(paths, store.workdir)
+    hashes, hash_errors = clip_hashes(paths, store.workdir, spans=spans)
+    for cid, reason in corpus.clip_errors().items():  # refused by the reader, naming the row
+        if cid in paths:
+            hashes.pop(cid, None)
+            hash_errors[cid] = reason
     done, _failed_before = store.status(header.key)
     todo = [c for c in sorted(paths) if c in hashes and done.get(c) != hashes[c]]
     summary.reused = sum(1 for c in paths if c in hashes and done.get(c) == hashes[c])
@@ -263,8 +281,7 @@ def extract_corpus(
         durations = {}
         for c in universe:
             try:
-                frames, sr, _ = audio_info(paths[c])
-                durations[c] = frames / sr if sr else 0.0
+                durations[c] = clip_seconds(paths[c], *spans.get(c, ()))
             except Exception:  # decoded (and reported) later
                 durations[c] = 0.0
         if on_start:
@@ -291,9 +308,10 @@ def extract_corpus(
 
         if todo:
             if ex.mode == "per_clip":
-                _run_per_clip(ex, spec, options, todo, paths, record)
+                _run_per_clip(ex, spec, options, todo, paths, record, spans)
             else:
-                _run_batched(ex, options, universe, set(todo), paths, durations, record, writer)
+                _run_batched(ex, options, universe, set(todo), paths, durations, record, writer,
+                             spans)
     summary.seconds = time.perf_counter() - t0
     run_info = {"date": _dt.datetime.now().isoformat(timespec="seconds"),
                 "computed": summary.computed, "failed": len(summary.failed),
@@ -305,7 +323,8 @@ def extract_corpus(
     prov = store.header(header.key).provenance
     runs = list(prov.get("runs", []))[-19:] + [run_info]
     store.update_provenance(header.key, runs=runs, last_run=run_info,
-                            **{k: v for k, v in ex.provenance().items()})
+                            **{k: v for k, v in ex.provenance().items()},
+                            **({"corpus": corpus.meta} if corpus.meta else {}))
     if compact:
         try:
             store.compact([header.key])
@@ -316,8 +335,8 @@ def extract_corpus(
 
 
 def _run_per_clip(ex: Extractor, spec: str, options: ExtractOptions, todo: list[str],
-                  paths: dict[str, str], record: Callable) -> None:
-    items = [(c, paths[c]) for c in todo]
+                  paths: dict[str, str], record: Callable, spans: dict | None = None) -> None:
+    items = [(c, paths[c], *(spans or {}).get(c, ())) for c in todo]
     if options.workers <= 1:
         _WORKER["ex"] = ex
         for item in items:
@@ -337,12 +356,12 @@ def _run_per_clip(ex: Extractor, spec: str, options: ExtractOptions, todo: list[
 
 def _run_batched(ex: Extractor, options: ExtractOptions, universe: list[str], todo: set[str],
                  paths: dict[str, str], durations: dict[str, float], record: Callable,
-                 writer: Any) -> None:
+                 writer: Any, spans: dict | None = None) -> None:
     n_samples = [max(1, int(round(durations[c] * SAMPLE_RATE))) for c in universe]
     batches = [[universe[i] for i in b] for b in ex.plan_batches(n_samples)]
     batches = [b for b in batches if any(c in todo for c in b)]
     ex.load()
-    jobs = [[(c, paths[c]) for c in b] for b in batches]
+    jobs = [[(c, paths[c], *(spans or {}).get(c, ())) for c in b] for b in batches]
 
     def decoded() -> Iterator[list[tuple[str, np.ndarray | None, str | None]]]:
         # Decoding threads run ahead of the model (libsndfile and soxr release the GIL): no

@@ -98,7 +98,8 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True) -> VerifyRep
             report.store_problems.append(f"corpus of this workdir cannot be read: {exc}")
     current = {}
     if corpus is not None and check_hashes:
-        current, _ = clip_hashes({c: str(p) for c, p in corpus.clips["path"].items()}, store.workdir)
+        current, _ = clip_hashes({c: str(p) for c, p in corpus.clips["path"].items()}, store.workdir,
+                                 spans=corpus.spans())
     try:
         keys = store.keys()
     except StoreError as exc:

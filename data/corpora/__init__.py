@@ -1,12 +1,15 @@
 """Corpus readers, one module per layout, registered in :data:`LAYOUTS`.
 
-A reader is a function ``(root, *, labels=None) -> Corpus``. ``labels`` says where the label
-tables are when they are not in the default place: the A-VB ``labels`` folder, the ExVo
-``data_info.csv`` file, or the CSV of the ``csv`` layout (default ``root/labels.csv``).
+A reader is a function ``(root, *, labels=None, **options) -> Corpus``. ``labels`` says where
+the label tables are when they are not in the default place: the A-VB ``labels`` folder, the
+ExVo ``data_info.csv`` file, or the CSV of the ``csv`` layout (default ``root/labels.csv``).
+Readers may take further keyword options (:data:`READER_OPTIONS`): ``table`` and ``column``
+choose label tables and columns (audformat; ``column`` also for hf), ``workdir`` is where a
+reader may keep files it derives from the corpus (hf: the audio it materialises).
 
 Example:
     >>> sorted(LAYOUTS)
-    ['avb', 'csv', 'exvo', 'iemocap']
+    ['audformat', 'avb', 'csv', 'exvo', 'hf', 'iemocap']
 
 Any layout can carry the transcript of each clip as the label column ``text`` (the ``iemocap``
 reader fills it from the release; for other layouts ``read_corpus(..., text_column=COL)``
@@ -14,6 +17,7 @@ renames a label column to ``text``).
 """
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Callable, Protocol
@@ -29,6 +33,15 @@ class Reader(Protocol):
 
 LAYOUTS: dict[str, Reader] = {}
 """Reader functions by layout name."""
+
+READER_OPTIONS = ("table", "column", "workdir")
+"""Keyword options a reader may take besides ``labels``."""
+
+
+def layout_options(layout: str) -> tuple[str, ...]:
+    """The options of :data:`READER_OPTIONS` that the reader of ``layout`` takes."""
+    params = inspect.signature(LAYOUTS[layout]).parameters
+    return tuple(o for o in READER_OPTIONS if o in params)
 
 
 def register_layout(name: str) -> Callable[[Reader], Reader]:
@@ -52,28 +65,31 @@ TEXT_COLUMN = "text"
 
 
 def read_corpus(
-    root: str | os.PathLike,
-    layout: str,
-    *,
-    labels: str | os.PathLike | None = None,
-    text_column: str | None = None,
+    root: str | os.PathLike, layout: str, *, labels: str | os.PathLike | None = None,
+    table: str | None = None, column: str | None = None, text_column: str | None = None,
+    workdir: str | os.PathLike | None = None,
 ) -> Corpus:
     """Read a corpus folder with the reader of ``layout``.
 
     Args:
         root: the corpus folder.
-        layout: a key of :data:`LAYOUTS` (``avb``, ``exvo``, ``csv``, ``iemocap``).
+        layout: a key of :data:`LAYOUTS` (``avb``, ``exvo``, ``csv``, ``iemocap``,
+            ``audformat``, ``hf``).
         labels: where the label tables are, if not in the layout's default place. A relative
             path is taken from the working directory, or else from ``root``.
+        table: label table(s), comma-separated (audformat only).
+        column: label column(s), comma-separated (audformat, hf).
         text_column: a label column holding each clip's transcript; it becomes the column
             :data:`TEXT_COLUMN` (``text``), as text.
+        workdir: the workdir, for readers that keep derived files there (hf); ignored by the
+            others.
 
     Returns:
         The corpus.
 
     Raises:
-        CorpusError: unknown layout, missing root, a reader's fatal problem, or a
-            ``text_column`` the labels lack.
+        CorpusError: unknown layout, an option the layout does not take, missing root, a
+            reader's fatal problem, or a ``text_column`` the labels lack.
     """
     if layout not in LAYOUTS:
         raise CorpusError(f"unknown corpus layout {layout!r}; choose one of {sorted(LAYOUTS)}")
@@ -86,8 +102,21 @@ def read_corpus(
         if not label_path.is_absolute() and not label_path.exists():
             label_path = root_path / label_path
         label_path = label_path.absolute()
-    corpus = LAYOUTS[layout](root_path, labels=label_path)
+    takes = layout_options(layout)
+    options: dict[str, object] = {}
+    for name, value in (("table", table), ("column", column)):
+        if value is None:
+            continue
+        if name not in takes:
+            users = sorted(k for k in LAYOUTS if name in layout_options(k))
+            raise CorpusError(f"--{name} is for the {'/'.join(users)} layout(s); layout "
+                              f"{layout!r} does not take it")
+        options[name] = value
+    if "workdir" in takes:
+        options["workdir"] = None if workdir is None else Path(workdir).expanduser().absolute()
+    corpus = LAYOUTS[layout](root_path, labels=label_path, **options)
     return corpus if text_column is None else with_text_column(corpus, text_column)
+
 
 
 def with_text_column(corpus: Corpus, column: str) -> Corpus:
@@ -122,6 +151,7 @@ def with_text_column(corpus: Corpus, column: str) -> Corpus:
 
 
 # Importing the reader modules fills LAYOUTS.
-from data.corpora import avb, csv, exvo, iemocap  # noqa: E402,F401
+from data.corpora import audformat, avb, csv, exvo, hf, iemocap  # noqa: E402,F401
 
-__all__ = ["LAYOUTS", "TEXT_COLUMN", "Reader", "read_corpus", "register_layout", "with_text_column"]
+__all__ = ["LAYOUTS", "READER_OPTIONS", "TEXT_COLUMN", "Reader", "layout_options", "read_corpus",
+           "register_layout", "with_text_column"]

@@ -7,9 +7,14 @@
 
 ``file`` (required) is the audio path relative to the corpus root (absolute paths work too);
 ``split`` (optional) is mapped case-insensitively from train/val/valid/dev/test; ``group``
-(optional) is the speaker. Every other column is a label: numeric when all its non-empty cells
-are numbers, else text; a column named ``text`` (the transcript) is always text. The clip id is
-the file path without its extension, relative to the root with ``/`` separators.
+(optional) is the speaker; ``start``/``end`` (optional) make the row a segment of its file, in
+seconds (``12.5``) or ``HH:MM:SS.fff`` (an empty start is 0, an empty end the end of the file).
+Every other column is a label: numeric when all its non-empty cells are numbers, else text; a
+column named ``text`` (the transcript) is always text. The clip id is the file path without its extension, relative to the root with ``/`` separators, and
+for a segment ``@<start>-<end>`` after it (``talks/long@12.5-14.5``, see
+:func:`data.corpus.segment_id`). A segment with bad times (negative, start not before end, past
+the end of the file, not a time) or overlapping another segment of its file is kept as a failed
+clip whose reason names the line; the other rows are extracted.
 """
 from __future__ import annotations
 
@@ -25,15 +30,18 @@ from data.corpus import (
     CorpusError,
     assemble_corpus,
     canonical_columns,
+    check_segments,
     examples,
     normalise_splits,
+    parse_time,
     read_table,
     require_columns,
+    segment_id,
 )
 
 logger = logging.getLogger(__name__)
 
-RESERVED = ("file", "split", "group")
+RESERVED = ("file", "split", "group", "start", "end")
 
 
 def clip_id_for(file: str, root: Path) -> str:
@@ -109,8 +117,8 @@ def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
     if "group" not in table.columns:
         table = table.assign(group="")
 
-    ids = table["file"].map(lambda f: clip_id_for(f, root))
-    table.index = pd.Index(ids.to_numpy(), name="clip_id")
+    ids, spans, bad_times = _clip_ids(table, root, lines, path)
+    table.index = pd.Index(ids, name="clip_id")
     lines.index = table.index
     dup = table.index.duplicated(keep=False)
     if dup.any():
@@ -144,6 +152,21 @@ def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
             f"({examples(missing)}); kept, extraction will report them as failed"
         )
 
+    errors: dict[str, str] = {}
+    first_line = lines[~lines.index.duplicated(keep="first")]
+    if spans:
+        segments = pd.DataFrame(
+            {"path": [audio[c] for c in spans], "start": [spans[c][0] for c in spans],
+             "end": [np.nan if spans[c][1] is None else spans[c][1] for c in spans],
+             "where": [f"{path.name} line {first_line.loc[c]}" for c in spans]},
+            index=pd.Index(list(spans), dtype=object)).astype({"start": float, "end": float})
+        good = [c for c in spans if c not in bad_times]
+        errors = check_segments(segments.loc[good]) if good else {}
+    errors |= bad_times
+    if errors:
+        problems.append(f"{path.name}: {len(errors)} segment row(s) cannot be extracted "
+                        f"({examples(sorted(errors))}); each is recorded as a failed clip")
+
     label_cols = [c for c in table.columns if c not in RESERVED]
     label_table = pd.DataFrame(
         {c: table[c] if c == TEXT_COLUMN else _numeric_or_text(table[c]) for c in label_cols},
@@ -159,4 +182,40 @@ def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
         problems=problems,
         audio_where=f"{root} (as listed in {path.name})",
         audio_listed=True,
+        spans=spans,
+        errors=errors,
     )
+
+
+def _clip_ids(table: pd.DataFrame, root: Path, lines: pd.Series, path: Path
+              ) -> tuple[list[str], dict[str, tuple[float | None, float | None]], dict[str, str]]:
+    """Clip id of every row; the spans of segment rows; rows whose times do not parse.
+
+    A row whose ``start``/``end`` text is not a time keeps that text in its id and fails with
+    a reason naming the line.
+    """
+    has_span = "start" in table.columns or "end" in table.columns
+    ids: list[str] = []
+    spans: dict[str, tuple[float | None, float | None]] = {}
+    bad: dict[str, str] = {}
+    starts = table["start"] if "start" in table.columns else pd.Series(None, index=table.index)
+    ends = table["end"] if "end" in table.columns else pd.Series(None, index=table.index)
+    for file, start_cell, end_cell, line in zip(table["file"], starts, ends, lines):
+        base = clip_id_for(file, root)
+        if not has_span:
+            ids.append(base)
+            continue
+        try:
+            start, end = parse_time(start_cell), parse_time(end_cell)
+        except ValueError as exc:
+            raw = [str(c).strip() if isinstance(c, str) else "" for c in (start_cell, end_cell)]
+            cid = f"{base}@{raw[0] or '0'}-{raw[1] or 'end'}"
+            bad[cid] = f"{path.name} line {line}: {exc}"
+            spans[cid] = (None, None)
+            ids.append(cid)
+            continue
+        cid = segment_id(base, start, end)
+        if cid != base:
+            spans[cid] = (start, end)
+        ids.append(cid)
+    return ids, spans, bad
