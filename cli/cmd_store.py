@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from cli.common import EXIT_CLIPS_FAILED, EXIT_OK, UsageError, add_workdir, say
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,8 +67,20 @@ def _store(workdir: str):
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from extract.store import StoreError
+
     store = _store(args.workdir)
-    infos = store.sets()
+    infos, problems = [], []
+    for key in store.keys():
+        try:
+            infos.append(store.info(key))
+        except StoreError as exc:
+            problems.append(f"{key}: {exc}")
+    leftovers = store.temporary_files()
+    if leftovers:
+        problems.append(f"{len(leftovers)} temporary file(s) left by a killed writer "
+                        f"({sum(p.stat().st_size for p in leftovers if p.exists()) / 1e6:.1f} MB, "
+                        f"e.g. {leftovers[0]}); the next extract removes them")
     if args.json:
         say(json.dumps([{"key": i.key, "spec": i.header.spec, "rows": i.n_rows,
                          "failed": i.n_failed, "parts_pending": i.n_parts,
@@ -73,7 +88,9 @@ def run_list(args: argparse.Namespace) -> int:
                          "fields": {k: {"shape": f.shape, "dtype": f.dtype, "ragged": f.ragged}
                                     for k, f in i.header.fields.items()}} for i in infos],
                        indent=2, default=str))
-        return EXIT_OK
+        for p in problems:
+            log.warning("%s", p)
+        return EXIT_CLIPS_FAILED if problems else EXIT_OK
     if not infos:
         say(f"{args.workdir}: no feature sets yet")
     for i in infos:
@@ -93,13 +110,13 @@ def run_list(args: argparse.Namespace) -> int:
             say(f"  last run    {last.get('date')}: {last.get('computed')} clips in "
                 f"{last.get('seconds')} s, {last.get('audio_s_per_s')} audio-s/s, "
                 f"{last.get('clips_per_s')} clips/s")
-    return EXIT_OK
+    for p in problems:
+        say(f"problem: {p}")
+    return EXIT_CLIPS_FAILED if problems else EXIT_OK
 
 
 def run_export(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
-
+    from extract.export import ExportError, export_matrix
     from heads.features import FeatureError, resolve_field
 
     store = _store(args.workdir)
@@ -111,30 +128,16 @@ def run_export(args: argparse.Namespace) -> int:
         field, index, layer = resolve_field(header, args.field, args.layer, args.pooling)
     except FeatureError as exc:
         raise UsageError(str(exc)) from exc
-    done, _ = store.status(header.key)
-    ids = sorted(done)
+    only = None
     if args.split:
         from data.workdir import open_corpus
 
-        corpus = open_corpus(args.workdir)
-        keep = set(corpus.split_ids(args.split))
-        ids = [c for c in ids if c in keep]
-    X, present = store.read(header.key, field, ids, index=index)
-    X = X.reshape(len(ids), -1)
-    out = Path(args.out)
-    suffix = out.suffix.lower()
-    if suffix == ".npz":
-        np.savez(out, ids=np.array(ids), X=X)
-    elif suffix in (".csv", ".parquet"):
-        cols = header.fields[field].attrs.get("columns")
-        if not cols or len(cols) != X.shape[1]:
-            cols = [f"f{i}" for i in range(X.shape[1])]
-        df = pd.DataFrame(X.astype(np.float32), columns=cols)
-        df.insert(0, "id", ids)
-        df.to_csv(out, index=False) if suffix == ".csv" else df.to_parquet(out, index=False)
-    else:
-        raise UsageError(f"--out must end in .npz, .csv or .parquet, got {out.name}")
-    say(f"wrote {out}: {len(ids)} clips x {X.shape[1]} ({header.key}, field {field}"
+        only = set(open_corpus(args.workdir).split_ids(args.split))
+    try:
+        r = export_matrix(store, header.key, field, args.out, index=index, only=only)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from exc
+    say(f"wrote {r.path}: {r.n_rows} clips x {r.n_cols} ({header.key}, field {field}"
         + (f", layer {layer}" if layer is not None else "") + ")")
     return EXIT_OK
 
@@ -157,17 +160,28 @@ def run_verify(args: argparse.Namespace) -> int:
             fixed = repair_store(store, report, workers=args.workers)
     except WorkdirBusy as exc:
         raise UsageError(str(exc)) from exc
+    if fixed.refused:
+        say(f"not repaired: {fixed.refused}")
+        return EXIT_CLIPS_FAILED
     for p in fixed.quarantined:
         say(f"moved aside: {p}")
+    for key, where in sorted(fixed.headers_from.items()):
+        if where != "sets.json":
+            say(f"{key}: header recovered from {where}")
+    if fixed.catalog_added:
+        say(f"sets.json: {len(fixed.catalog_added)} set(s) written back: "
+            + ", ".join(fixed.catalog_added))
     for key, n in fixed.recomputed.items():
         say(f"{key}: recomputed {n} row(s)")
     for key, why in fixed.skipped.items():
         say(f"{key}: not repaired: {why}")
+    for key, failed in fixed.still_failed.items():
+        say(f"{key}: {len(failed)} clip(s) still fail (see below)")
     after = verify_store(store, check_hashes=not args.no_hash_check)
     say("after repair:")
     for line in after.lines():
         say(line)
-    return EXIT_OK if after.ok else EXIT_CLIPS_FAILED
+    return EXIT_OK if after.ok and not fixed.skipped else EXIT_CLIPS_FAILED
 
 
 def run_merge(args: argparse.Namespace) -> int:

@@ -56,7 +56,16 @@ def request_stop() -> None:
 
 
 def stop_requested() -> bool:
+    """True once a stop was requested (it stays set until the next run clears it)."""
     return _STOP.is_set()
+
+
+def _stop_point(what: str) -> None:
+    """Leave now, as interrupted, when a stop was requested (after ``what`` is complete)."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt(f"stop requested; stopped after {what}")
+
+
 Progress = Callable[[int, float], None]
 
 
@@ -70,6 +79,7 @@ class ExtractSummary:
     reused: int = 0
     computed: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    kept: dict[str, str] = field(default_factory=dict)  # audio unreadable now, stored row kept
     warnings: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
     audio_seconds: float = 0.0
@@ -142,8 +152,8 @@ def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4
         cid, p, sig = item
         try:
             return cid, p, sig, file_hash(p), None
-        except OSError as exc:
-            return cid, p, sig, None, f"{p}: {exc}"
+        except (OSError, AudioError) as exc:  # a folder named *.wav, a file deleted meanwhile
+            return cid, p, sig, None, str(exc) if isinstance(exc, AudioError) else f"{p}: {exc}"
 
     if todo:
         with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -247,9 +257,15 @@ def extract_corpus(
     summary = ExtractSummary(key=header.key, spec=spec, total=len(paths))
 
     hashes, hash_errors = clip_hashes(paths, store.workdir)
-    done, _failed_before = store.status(header.key)
+    done, failed_before = store.status(header.key)
     todo = [c for c in sorted(paths) if c in hashes and done.get(c) != hashes[c]]
     summary.reused = sum(1 for c in paths if c in hashes and done.get(c) == hashes[c])
+    # A stored row is never replaced by a failure: a clip whose audio cannot be read now (a
+    # deleted file, an unmounted corpus) keeps its row and is reported as kept.
+    for cid, reason in hash_errors.items():
+        if cid in done:
+            summary.kept[cid] = reason
+    hash_errors = {c: r for c, r in hash_errors.items() if c not in done}
 
     # Batched extractors flush whole batches only, and plan batches over every clip (done or
     # not), so a rerun after a kill computes each batch with exactly the clips an uninterrupted
@@ -258,7 +274,8 @@ def extract_corpus(
     universe = [c for c in sorted(paths) if c in hashes] if batched else todo
     with store.writer(header, flush_rows=flush_rows, auto_flush=not batched) as writer:
         for cid, reason in sorted(hash_errors.items()):
-            writer.fail(cid, "", reason)
+            if failed_before.get(cid) != ("", reason):  # the same failure is not written twice
+                writer.fail(cid, "", reason)
             summary.failed[cid] = reason
         durations = {}
         for c in universe:
@@ -275,8 +292,12 @@ def extract_corpus(
         def record(cid: str, values: dict | None, err: str | None, warns: list[str], n: int) -> None:
             if _STOP.is_set():  # the clip may have been computed across the interruption
                 raise KeyboardInterrupt(f"stop requested; {cid} not stored")
-            if err is not None:
-                writer.fail(cid, hashes[cid], err)
+            if err is not None and cid in done:
+                summary.kept[cid] = err  # stale row, but a failure never replaces it
+                log.warning("audio unreadable, stored row kept: %s", err)
+            elif err is not None:
+                if failed_before.get(cid) != (hashes[cid], err):
+                    writer.fail(cid, hashes[cid], err)
                 summary.failed[cid] = err
                 log.warning("failed: %s", err)
             else:
@@ -306,12 +327,16 @@ def extract_corpus(
     runs = list(prov.get("runs", []))[-19:] + [run_info]
     store.update_provenance(header.key, runs=runs, last_run=run_info,
                             **{k: v for k, v in ex.provenance().items()})
+    _stop_point(f"storing the rows of {header.key}")
     if compact:
         try:
             store.compact([header.key])
         except OSError as exc:
             log.warning("compaction of %s failed (%s); rows stay safe in the journal and are "
                         "read from there; it is retried on the next run", header.key, exc)
+        # A signal that arrives while HDF5 runs can be swallowed there ("Exception ignored
+        # in ..."): the request flag, not the exception, decides.
+        _stop_point(f"compacting {header.key}")
     return summary
 
 
