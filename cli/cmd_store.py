@@ -39,10 +39,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_workdir(p)
     p.add_argument("--no-hash-check", action="store_true",
                    help="skip comparing stored hashes with the audio files")
+    p.add_argument("--deep", action="store_true",
+                   help="rehash the content of every audio file (default: only files whose size "
+                        "or mtime changed; the output says which check ran)")
     p.add_argument("--repair", action="store_true",
                    help="fix what was found: move damaged files aside and recompute missing, failed "
                         "and stale rows with each set's recorded options (good rows are kept)")
     p.add_argument("--workers", type=int, help="processes for recomputation (default: as recorded)")
+    p.add_argument("--drop", action="append", metavar="KEY", default=[],
+                   help="delete a feature set and all its rows from the store (its key, see "
+                        "`list`); repeatable. Then extract it again with another configuration")
     p.set_defaults(func=run_verify)
 
     p = sub.add_parser("merge", help="combine shard stores (extract --shard K/N) into the workdir's store",
@@ -150,7 +156,9 @@ def run_verify(args: argparse.Namespace) -> int:
     if not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir} does not exist")
     store = FeatureStore(args.workdir)  # no schema check: verify must look at damaged stores
-    report = verify_store(store, check_hashes=not args.no_hash_check)
+    if args.drop:
+        return _drop(store, args.drop)
+    report = verify_store(store, check_hashes=not args.no_hash_check, deep=args.deep)
     for line in report.lines():
         say(line)
     if not args.repair or report.ok:
@@ -177,11 +185,30 @@ def run_verify(args: argparse.Namespace) -> int:
         say(f"{key}: not repaired: {why}")
     for key, failed in fixed.still_failed.items():
         say(f"{key}: {len(failed)} clip(s) still fail (see below)")
-    after = verify_store(store, check_hashes=not args.no_hash_check)
+    after = verify_store(store, check_hashes=not args.no_hash_check, deep=args.deep)
     say("after repair:")
     for line in after.lines():
         say(line)
     return EXIT_OK if after.ok and not fixed.skipped else EXIT_CLIPS_FAILED
+
+
+def _drop(store, keys: list[str]) -> int:
+    from extract.lock import WorkdirBusy, WorkdirLock
+
+    known = store.keys()
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise UsageError(f"--drop {' '.join(unknown)}: no such set in {store.workdir}; stored "
+                         f"keys: {', '.join(known) or 'none'}")
+    rows = {k: store.info(k).n_rows for k in keys}
+    try:
+        with WorkdirLock(store.workdir, purpose="verify --drop"):
+            store.compact(drop=keys)
+    except WorkdirBusy as exc:
+        raise UsageError(str(exc)) from exc
+    for k in keys:
+        say(f"dropped {k} ({rows[k]} rows)")
+    return EXIT_OK
 
 
 def run_merge(args: argparse.Namespace) -> int:

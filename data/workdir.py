@@ -15,8 +15,12 @@ def save_corpus_ref(workdir: str | os.PathLike, root: str | os.PathLike, layout:
     wd.mkdir(parents=True, exist_ok=True)
     ref = {"root": str(Path(root).resolve()), "layout": layout,
            "labels": str(Path(labels).resolve()) if labels else None}
+    text = json.dumps(ref, indent=2)
+    target = wd / CORPUS_FILE
+    if target.exists() and target.read_text() == text:
+        return  # unchanged: a rerun touches nothing
     tmp = wd / f".{CORPUS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(ref, indent=2))
+    tmp.write_text(text)
     os.replace(tmp, wd / CORPUS_FILE)
 
 

@@ -120,9 +120,11 @@ def shard_of(clip_id: str, n: int) -> int:
     return int.from_bytes(hashlib.blake2b(clip_id.encode(), digest_size=8).digest(), "big") % n
 
 
-def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4
+def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4, deep: bool = False
                 ) -> tuple[dict[str, str], dict[str, str]]:
     """Content hash of every clip's file, reusing a cache keyed by (path, size, mtime).
+
+    ``deep`` ignores the cache and reads every file again (the cache is refreshed).
 
     Returns:
         (hashes: id -> hash, errors: id -> reason) for files that cannot be read.
@@ -142,7 +144,7 @@ def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4
             errors[cid] = f"{p}: {exc.strerror or exc}; check the path or restore the file"
             continue
         sig = [st.st_size, st.st_mtime_ns]
-        hit = cache.get(p)
+        hit = None if deep else cache.get(p)
         if hit and hit[:2] == sig:
             hashes[cid] = hit[2]
         else:
@@ -323,10 +325,11 @@ def extract_corpus(
                 "audio_s_per_s": round(summary.audio_s_per_s, 2),
                 "clips_per_s": round(summary.computed / summary.seconds, 2) if summary.seconds else 0,
                 "workers": options.workers}
-    prov = store.header(header.key).provenance
-    runs = list(prov.get("runs", []))[-19:] + [run_info]
-    store.update_provenance(header.key, runs=runs, last_run=run_info,
-                            **{k: v for k, v in ex.provenance().items()})
+    if writer.rows_written or writer.failures_written:  # a no-op rerun rewrites nothing
+        prov = store.header(header.key).provenance
+        runs = list(prov.get("runs", []))[-19:] + [run_info]
+        store.update_provenance(header.key, runs=runs, last_run=run_info,
+                                **(header.provenance | ex.provenance()))
     _stop_point(f"storing the rows of {header.key}")
     if compact:
         try:

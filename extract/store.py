@@ -455,11 +455,15 @@ class FeatureStore:
                 raise ConfigMismatch(
                     f"feature set {header.key} is stored with a different configuration "
                     f"(field {diff!r} differs). Refusing to mix them; extract into a new "
-                    f"--workdir or remove the set with `verify --drop {header.key}`."
+                    f"--workdir, or remove the stored set first with `verify --workdir "
+                    f"{self.workdir} --drop {header.key}` (its rows are deleted)."
                 )
-            merged_prov = dict(existing.provenance)
-            merged_prov.update(header.provenance)
-            header = SetHeader(**{**header.__dict__, "provenance": merged_prov})
+            # Same configuration: nothing is written (a no-op rerun touches nothing); the run's
+            # provenance is recorded with its rows (update_provenance).
+            if self.catalog_problem() is None:
+                return
+            self._catalog_put(existing)
+            return
         d = self.journal / header.key
         d.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(d / "set.json", header.to_json())
@@ -696,9 +700,11 @@ class FeatureStore:
         self.check_schema()
         drop = set(drop)
         all_headers = self.headers()
-        if keys is None:
-            keys = [k for k in all_headers if (self.journal / k).is_dir()]
-        keys = [k for k in keys if k not in drop]
+        with_journal = [k for k in all_headers if (self.journal / k).is_dir()]
+        # a set without journal entries has nothing to fold: it is never rewritten
+        keys = [k for k in (with_journal if keys is None else keys)
+                if k not in drop and k in with_journal]
+        drop = {k for k in drop if k in all_headers}
         if not keys and not drop:
             return []
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -807,10 +813,10 @@ def _write_set(parent: h5py.Group, header: SetHeader, view: _SetView) -> None:
                 for j, arr in enumerate(_gather(view, name, spec, done[lo:lo + _ROW_BLOCK])):
                     lengths[lo + j] = len(arr)
             offsets = np.concatenate([[0], np.cumsum(lengths)])
-            node.create_dataset("offsets", data=offsets)
+            node.create_dataset("offsets", data=offsets, fletcher32=True)
             total = int(offsets[-1])
             data = node.create_dataset(
-                "data", shape=(total, *spec.shape), dtype=spec.dtype,
+                "data", shape=(total, *spec.shape), dtype=spec.dtype, fletcher32=bool(total),
                 chunks=(max(1, min(total, _frame_chunk(spec))), *spec.shape) if total else None)
             for lo in range(0, n, _ROW_BLOCK):
                 arrs = _gather(view, name, spec, done[lo:lo + _ROW_BLOCK])
@@ -821,13 +827,18 @@ def _write_set(parent: h5py.Group, header: SetHeader, view: _SetView) -> None:
         else:
             chunk_rows = max(1, min(n, _row_chunk(spec)))
             ds = fields.create_dataset(
-                name, shape=(n, *spec.shape), dtype=spec.dtype,
+                name, shape=(n, *spec.shape), dtype=spec.dtype, fletcher32=bool(n),
                 chunks=(chunk_rows, *_chunk_tail(spec)) if n else None)
             for lo in range(0, n, _ROW_BLOCK):
                 block = _gather(view, name, spec, done[lo:lo + _ROW_BLOCK])
                 ds[lo:lo + len(block)] = block
         for ak, av in spec.attrs.items():
             (fields[name]).attrs[ak] = json.dumps(av)
+
+
+def _checked(parent: h5py.Group, name: str, data: np.ndarray) -> None:
+    """A data set with a Fletcher-32 checksum per chunk: flipped bytes fail the read."""
+    parent.create_dataset(name, data=data, fletcher32=data.size > 0)
 
 
 def _row_chunk(spec: FieldSpec) -> int:
@@ -974,13 +985,13 @@ class SetWriter:
                     if spec.ragged:
                         node = fg.create_group(fname)
                         lengths = [len(a) for a in arrs]
-                        node.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(lengths)]
-                                                                           ).astype(np.int64))
-                        node.create_dataset("data", data=np.concatenate(arrs) if arrs and sum(lengths)
-                                            else np.zeros((0, *spec.shape), spec.dtype))
+                        _checked(node, "offsets", np.concatenate([[0], np.cumsum(lengths)]
+                                                                 ).astype(np.int64))
+                        _checked(node, "data", np.concatenate(arrs) if arrs and sum(lengths)
+                                 else np.zeros((0, *spec.shape), spec.dtype))
                     else:
-                        fg.create_dataset(fname, data=np.stack(arrs) if arrs
-                                          else np.zeros((0, *spec.shape), spec.dtype))
+                        _checked(fg, fname, np.stack(arrs) if arrs
+                                 else np.zeros((0, *spec.shape), spec.dtype))
                 failg = f.create_group("failures")
                 for i, col in enumerate(("ids", "hashes", "reasons")):
                     failg.create_dataset(col, data=np.array([x[i] for x in self._fails], dtype=object),

@@ -38,7 +38,9 @@ class VerifyReport:
     store_problems: list[str] = field(default_factory=list)
     damaged_store: bool = False          # features.h5 exists but HDF5 cannot open it
     damaged_parts: list[Path] = field(default_factory=list)
+    hash_check: str = "not run"
     catalog_problem: str | None = None   # sets.json missing or lacking sets (repair rewrites it)
+    leftovers: list[Path] = field(default_factory=list)  # temporary files of killed writers
     sets: list[SetCheck] = field(default_factory=list)
     corpus_size: int | None = None
 
@@ -48,7 +50,12 @@ class VerifyReport:
 
     def lines(self, max_list: int = 20) -> list[str]:
         out = [f"store {self.workdir}: {'OK' if self.ok else 'PROBLEMS'}"]
+        out.append(f"  hash check: {self.hash_check}")
         out += [f"  problem: {p}" for p in self.store_problems]
+        if self.leftovers:
+            mb = sum(p.stat().st_size for p in self.leftovers if p.exists()) / 1e6
+            out.append(f"  note: {len(self.leftovers)} temporary file(s) of a killed writer "
+                       f"({mb:.1f} MB, e.g. {self.leftovers[0]}); the next extract removes them")
         for s in self.sets:
             out.append(f"{s.key} ({s.spec}): {s.rows} rows"
                        + (f" of {self.corpus_size} clips" if self.corpus_size is not None else "")
@@ -72,12 +79,21 @@ class VerifyReport:
         return out
 
 
-def verify_store(store: FeatureStore, *, check_hashes: bool = True) -> VerifyReport:
-    """Check every set of a store; never modifies anything."""
+def verify_store(store: FeatureStore, *, check_hashes: bool = True, deep: bool = False
+                 ) -> VerifyReport:
+    """Check every set of a store; never modifies anything (but the hash cache).
+
+    Args:
+        store: the store.
+        check_hashes: compare each stored row's content hash with the clip's file.
+        deep: read every audio file again to hash it; otherwise a file whose size and mtime
+            did not change keeps its cached hash. ``report.hash_check`` says which ran.
+    """
     from data.workdir import load_corpus_ref, open_corpus
     from extract.run import clip_hashes
 
     report = VerifyReport(store.workdir)
+    report.leftovers = store.temporary_files()
     if store.path.exists():
         try:
             with _open_read(store.path):
@@ -107,7 +123,10 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True) -> VerifyRep
     unreadable_audio: dict[str, str] = {}
     if corpus is not None and check_hashes:
         current, unreadable_audio = clip_hashes(
-            {c: str(p) for c, p in corpus.clips["path"].items()}, store.workdir)
+            {c: str(p) for c, p in corpus.clips["path"].items()}, store.workdir, deep=deep)
+        report.hash_check = ("content of every audio file rehashed (--deep)" if deep else
+                             "audio files whose size and mtime changed rehashed; others use "
+                             "the cached hash (--deep rehashes all)")
     problem = store.catalog_problem()
     if problem:
         report.catalog_problem = problem

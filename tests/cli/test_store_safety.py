@@ -351,3 +351,34 @@ def test_repair_without_sets_json_says_what_it_recovered(tmp_path, corpus):
     assert "header recovered from the bytes of the damaged features.h5" in r.stdout
     if r.returncode == 0:
         assert sorted(json.loads((wd / "sets.json").read_text())) == keys
+
+
+# scale: a no-op rerun -----------------------------------------------------------------------
+def test_a_no_op_rerun_touches_nothing(tmp_path, corpus):
+    wd = tmp_path / "wd"
+    cli(*extract_args(corpus, wd, features=(EGEMAPS, "logmel:16")))
+
+    def stamp():
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in wd.rglob("*")
+                if p.is_file() and p.name != "extract.lock"}
+
+    before = stamp()
+    p = cli(*extract_args(corpus, wd, features=(EGEMAPS, "logmel:16")))
+    assert p.stdout.count("12 reused, 0 computed") == 2
+    assert stamp() == before
+
+
+# integrity: verify --deep -------------------------------------------------------------------
+def test_verify_deep_rehashes_content_and_says_which_check_ran(tmp_path, own_corpus):
+    wd = tmp_path / "wd"
+    cli(*extract_args(own_corpus, wd))
+    wav = sorted((own_corpus / "audio" / "wav").glob("*.wav"))[2]
+    st = wav.stat()
+    raw = bytearray(wav.read_bytes())
+    raw[-10:] = bytes(10)  # same size, same mtime below: only the content differs
+    wav.write_bytes(bytes(raw))
+    os.utime(wav, ns=(st.st_atime_ns, st.st_mtime_ns))
+    quick = cli("verify", "--workdir", str(wd))
+    assert "cached hash" in quick.stdout
+    deep = cli("verify", "--workdir", str(wd), "--deep", check=3)
+    assert "rehashed (--deep)" in deep.stdout and "stale" in deep.stdout and wav.stem in deep.stdout
