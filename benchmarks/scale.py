@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from extract.base import FieldSpec
-from extract.merge import merge_shards
+from extract.merge import SHARDS_DIR, merge_shards, shard_dir
 from extract.run import shard_of
 from extract.store import FeatureStore, SetHeader
 
@@ -67,14 +67,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sharded = FeatureStore(Path(tmp) / "sharded")
         t0 = time.perf_counter()
         for k in range(args.shards):
-            s = FeatureStore(sharded.workdir / "shards" / f"{k}-of-{args.shards}")
+            s = FeatureStore(shard_dir(sharded.workdir, k, args.shards))
             mine = [c for c in ids if shard_of(c, args.shards) == k]
             with s.writer(header) as w:
                 for cid, h, v in _rows(mine, args.layers, args.dim):
                     w.add(cid, h, v)
             s.compact()
         shard_write_s = time.perf_counter() - t0
-        shard_bytes = sum(p.stat().st_size for p in (sharded.workdir / "shards").rglob("*.h5"))
+        shard_bytes = sum(p.stat().st_size for p in (sharded.workdir / SHARDS_DIR).rglob("*.h5"))
         t0 = time.perf_counter()
         merge_shards(sharded)
         merge_s = time.perf_counter() - t0

@@ -75,9 +75,22 @@ def _options(args: argparse.Namespace):
 def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``K/N`` -> (K, N); falls back to torchrun's RANK / WORLD_SIZE when set."""
     if text is None:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        return None
+        try:
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+            rank = int(os.environ["RANK"]) if world > 1 else 0
+        except KeyError:
+            raise UsageError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} is set but RANK is not: "
+                             f"run under torchrun (which sets both), set RANK too, or unset "
+                             f"WORLD_SIZE and use --shard K/N") from None
+        except ValueError:
+            raise UsageError(f"RANK and WORLD_SIZE must be integers, got RANK="
+                             f"{os.environ.get('RANK')!r} WORLD_SIZE="
+                             f"{os.environ.get('WORLD_SIZE')!r}") from None
+        if world <= 1:
+            return None
+        if not 0 <= rank < world:
+            raise UsageError(f"RANK must be in 0..WORLD_SIZE-1, got RANK={rank} WORLD_SIZE={world}")
+        return rank, world
     try:
         k, n = (int(t) for t in text.split("/"))
     except ValueError:
@@ -126,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
     from data.workdir import save_corpus_ref
     from extract.base import ExtractorUnavailable
     from extract.lock import WorkdirBusy, WorkdirLock
-    from extract.run import extract_corpus, prepare_extractor, shard_of
+    from extract.merge import shard_dir
+    from extract.run import extract_corpus, prepare_extractor, shard_of, stop_requested
     from extract.store import FeatureStore, StoreError
 
     options = _options(args)
@@ -151,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     if shard is not None:
         k, n = shard
         ids = [c for c in corpus.clips.index if shard_of(c, n) == k]
-        store_dir = workdir / "shards" / f"{k}-of-{n}"
+        store_dir = shard_dir(workdir, k, n)
         say(f"shard {k}/{n}: {len(ids)} of {len(corpus)} clips -> {store_dir}")
     # Resolve every extractor before touching the store: a missing model fails here.
     prepared = []
@@ -160,22 +174,31 @@ def run(args: argparse.Namespace) -> int:
             prepared.append(prepare_extractor(spec, options))
         except (ValueError, ExtractorUnavailable) as exc:
             raise UsageError(f"{spec}: {exc}") from exc
-    save_corpus_ref(workdir, root, args.layout, args.labels, table=args.table, column=args.column,
-                    text_column=args.text_column, meta=corpus.meta)
+    def remember_corpus() -> None:  # only once the lock is held: a refused run writes nothing
+        save_corpus_ref(workdir, root, args.layout, args.labels, table=args.table,
+                        column=args.column, text_column=args.text_column, meta=corpus.meta)
+
     if args.engine == "ray":
         from extract.ray_engine import extract_with_ray
 
         if shard is not None:
             raise UsageError("--engine ray shards the work itself; do not combine it with --shard")
-        return _report_failures(extract_with_ray(workdir, corpus, prepared, options,
-                                                 address=args.ray_address, actors=args.ray_actors,
-                                                 flush_rows=args.flush_rows))
+        try:
+            return _report_failures(extract_with_ray(
+                workdir, corpus, prepared, options, address=args.ray_address,
+                actors=args.ray_actors, flush_rows=args.flush_rows, on_locked=remember_corpus))
+        except (WorkdirBusy, StoreError) as exc:
+            raise UsageError(str(exc)) from exc
     store = FeatureStore(store_dir)
     failed_any: dict[str, str] = {}
+    kept_any: dict[str, str] = {}
     try:
         with WorkdirLock(store_dir):
             store.check_schema()
+            remember_corpus()
             for ex_header in prepared:
+                if stop_requested():  # a stop that arrived inside native code was swallowed
+                    raise KeyboardInterrupt("stop requested")
                 ex, header = ex_header
                 bar: Progress | None = None
 
@@ -195,12 +218,16 @@ def run(args: argparse.Namespace) -> int:
                     if bar is not None:
                         bar.close()
                 say(f"{s.key}: {s.total} clips, {s.reused} reused, {s.computed} computed, "
-                    f"{len(s.failed)} failed, {s.audio_seconds:.1f} audio-s in {s.seconds:.1f} s "
+                    f"{len(s.failed)} failed"
+                    + (f", {len(s.kept)} audio missing (stored rows kept)" if s.kept else "")
+                    + f", {s.audio_seconds:.1f} audio-s in {s.seconds:.1f} s "
                     f"({s.audio_s_per_s:.1f} audio-s/s)")
                 for cid, w in sorted(s.warnings.items())[:20]:
                     say(f"  warning {cid}: {'; '.join(w)}")
                 for cid, reason in sorted(s.failed.items()):
                     failed_any[f"{header.spec} {cid}"] = reason
+                for cid, reason in sorted(s.kept.items()):
+                    kept_any[f"{header.spec} {cid}"] = reason
     except WorkdirBusy as exc:
         raise UsageError(str(exc)) from exc
     except StoreError as exc:
@@ -213,13 +240,18 @@ def run(args: argparse.Namespace) -> int:
         raise
     if under_torchrun:
         _torchrun_merge(workdir)
-    return _report_failures(failed_any)
+    return _report_failures(failed_any, kept_any)
 
 
-def _report_failures(failed_any: dict[str, str]) -> int:
+def _report_failures(failed_any: dict[str, str], kept_any: dict[str, str] | None = None) -> int:
+    if kept_any:
+        say(f"{len(kept_any)} clip(s): audio missing, stored row kept (restore the audio; "
+            f"nothing is recomputed for them until it can be read):")
+        for what, reason in kept_any.items():
+            say(f"  {what}: {reason}")
     if failed_any:
         say(f"{len(failed_any)} clip(s) failed (recorded in the store; see `verify`):")
         for what, reason in failed_any.items():
             say(f"  {what}: {reason}")
         return EXIT_CLIPS_FAILED
-    return EXIT_OK
+    return EXIT_CLIPS_FAILED if kept_any else EXIT_OK

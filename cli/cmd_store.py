@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from cli.common import EXIT_CLIPS_FAILED, EXIT_OK, UsageError, add_workdir, say
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,10 +41,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_workdir(p)
     p.add_argument("--no-hash-check", action="store_true",
                    help="skip comparing stored hashes with the audio files")
+    p.add_argument("--deep", action="store_true",
+                   help="rehash the content of every audio file (default: only files whose size "
+                        "or mtime changed; the output says which check ran)")
     p.add_argument("--repair", action="store_true",
                    help="fix what was found: move damaged files aside and recompute missing, failed "
                         "and stale rows with each set's recorded options (good rows are kept)")
     p.add_argument("--workers", type=int, help="processes for recomputation (default: as recorded)")
+    p.add_argument("--drop", action="append", metavar="KEY", default=[],
+                   help="delete a feature set and all its rows from the store (its key, see "
+                        "`list`); repeatable. Then extract it again with another configuration")
     p.set_defaults(func=run_verify)
 
     p = sub.add_parser("merge", help="combine shard stores (extract --shard K/N) into the workdir's store",
@@ -66,8 +75,20 @@ def _store(workdir: str):
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from extract.store import StoreError
+
     store = _store(args.workdir)
-    infos = store.sets()
+    infos, problems = [], []
+    for key in store.keys():
+        try:
+            infos.append(store.info(key))
+        except StoreError as exc:
+            problems.append(f"{key}: {exc}")
+    leftovers = store.temporary_files()
+    if leftovers:
+        problems.append(f"{len(leftovers)} temporary file(s) left by a killed writer "
+                        f"({sum(p.stat().st_size for p in leftovers if p.exists()) / 1e6:.1f} MB, "
+                        f"e.g. {leftovers[0]}); the next extract removes them")
     if args.json:
         say(json.dumps([{"key": i.key, "spec": i.header.spec, "rows": i.n_rows,
                          "failed": i.n_failed, "parts_pending": i.n_parts,
@@ -75,7 +96,9 @@ def run_list(args: argparse.Namespace) -> int:
                          "fields": {k: {"shape": f.shape, "dtype": f.dtype, "ragged": f.ragged}
                                     for k, f in i.header.fields.items()}} for i in infos],
                        indent=2, default=str))
-        return EXIT_OK
+        for p in problems:
+            log.warning("%s", p)
+        return EXIT_CLIPS_FAILED if problems else EXIT_OK
     if not infos:
         say(f"{args.workdir}: no feature sets yet")
     for i in infos:
@@ -95,13 +118,13 @@ def run_list(args: argparse.Namespace) -> int:
             say(f"  last run    {last.get('date')}: {last.get('computed')} clips in "
                 f"{last.get('seconds')} s, {last.get('audio_s_per_s')} audio-s/s, "
                 f"{last.get('clips_per_s')} clips/s")
-    return EXIT_OK
+    for p in problems:
+        say(f"problem: {p}")
+    return EXIT_CLIPS_FAILED if problems else EXIT_OK
 
 
 def run_export(args: argparse.Namespace) -> int:
-    import numpy as np
-    import pandas as pd
-
+    from extract.export import ExportError, export_matrix
     from heads.features import FeatureError, resolve_field
 
     store = _store(args.workdir)
@@ -113,8 +136,6 @@ def run_export(args: argparse.Namespace) -> int:
         field, index, layer = resolve_field(header, args.field, args.layer, args.pooling)
     except FeatureError as exc:
         raise UsageError(str(exc)) from exc
-    done, _ = store.status(header.key)
-    ids = sorted(done)
     from data.workdir import load_corpus_ref, open_corpus
 
     corpus = None
@@ -125,34 +146,15 @@ def run_export(args: argparse.Namespace) -> int:
             corpus = open_corpus(args.workdir)
         except (OSError, ValueError):  # corpus moved: the store alone is enough to export
             corpus = None
-    if args.split:
-        keep = set(corpus.split_ids(args.split))
-        ids = [c for c in ids if c in keep]
+    only = set(corpus.split_ids(args.split)) if args.split else None
     # a corpus with segments: every row says where its audio is (file, start, end in seconds)
-    sources = corpus.sources(ids) if corpus is not None and corpus.spans() else None
-    X, present = store.read(header.key, field, ids, index=index)
-    X = X.reshape(len(ids), -1)
-    out = Path(args.out)
-    suffix = out.suffix.lower()
-    if suffix == ".npz":
-        # plural like `ids` (np.savez's own first parameter is called `file`)
-        extra = {} if sources is None else {"files": sources["file"].to_numpy(str),
-                                            "starts": sources["start"].to_numpy(float),
-                                            "ends": sources["end"].to_numpy(float)}
-        np.savez(out, ids=np.array(ids), X=X, **extra)
-    elif suffix in (".csv", ".parquet"):
-        cols = header.fields[field].attrs.get("columns")
-        if not cols or len(cols) != X.shape[1]:
-            cols = [f"f{i}" for i in range(X.shape[1])]
-        df = pd.DataFrame(X.astype(np.float32), columns=cols)
-        df.insert(0, "id", ids)
-        if sources is not None:
-            for pos, col in enumerate(("file", "start", "end"), start=1):
-                df.insert(pos, col, sources[col].to_numpy())
-        df.to_csv(out, index=False) if suffix == ".csv" else df.to_parquet(out, index=False)
-    else:
-        raise UsageError(f"--out must end in .npz, .csv or .parquet, got {out.name}")
-    say(f"wrote {out}: {len(ids)} clips x {X.shape[1]} ({header.key}, field {field}"
+    sources = corpus.sources if corpus is not None and corpus.spans() else None
+    try:
+        r = export_matrix(store, header.key, field, args.out, index=index, only=only,
+                          sources=sources)
+    except ExportError as exc:
+        raise UsageError(str(exc)) from exc
+    say(f"wrote {r.path}: {r.n_rows} clips x {r.n_cols} ({header.key}, field {field}"
         + (f", layer {layer}" if layer is not None else "") + ")")
     return EXIT_OK
 
@@ -165,7 +167,9 @@ def run_verify(args: argparse.Namespace) -> int:
     if not Path(args.workdir).is_dir():
         raise UsageError(f"--workdir {args.workdir} does not exist")
     store = FeatureStore(args.workdir)  # no schema check: verify must look at damaged stores
-    report = verify_store(store, check_hashes=not args.no_hash_check)
+    if args.drop:
+        return _drop(store, args.drop)
+    report = verify_store(store, check_hashes=not args.no_hash_check, deep=args.deep)
     for line in report.lines():
         say(line)
     if not args.repair or report.ok:
@@ -175,17 +179,47 @@ def run_verify(args: argparse.Namespace) -> int:
             fixed = repair_store(store, report, workers=args.workers)
     except WorkdirBusy as exc:
         raise UsageError(str(exc)) from exc
+    if fixed.refused:
+        say(f"not repaired: {fixed.refused}")
+        return EXIT_CLIPS_FAILED
     for p in fixed.quarantined:
         say(f"moved aside: {p}")
+    for key, where in sorted(fixed.headers_from.items()):
+        if where != "sets.json":
+            say(f"{key}: header recovered from {where}")
+    if fixed.catalog_added:
+        say(f"sets.json: {len(fixed.catalog_added)} set(s) written back: "
+            + ", ".join(fixed.catalog_added))
     for key, n in fixed.recomputed.items():
         say(f"{key}: recomputed {n} row(s)")
     for key, why in fixed.skipped.items():
         say(f"{key}: not repaired: {why}")
-    after = verify_store(store, check_hashes=not args.no_hash_check)
+    for key, failed in fixed.still_failed.items():
+        say(f"{key}: {len(failed)} clip(s) still fail (see below)")
+    after = verify_store(store, check_hashes=not args.no_hash_check, deep=args.deep)
     say("after repair:")
     for line in after.lines():
         say(line)
-    return EXIT_OK if after.ok else EXIT_CLIPS_FAILED
+    return EXIT_OK if after.ok and not fixed.skipped else EXIT_CLIPS_FAILED
+
+
+def _drop(store, keys: list[str]) -> int:
+    from extract.lock import WorkdirBusy, WorkdirLock
+
+    known = store.keys()
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise UsageError(f"--drop {' '.join(unknown)}: no such set in {store.workdir}; stored "
+                         f"keys: {', '.join(known) or 'none'}")
+    rows = {k: store.info(k).n_rows for k in keys}
+    try:
+        with WorkdirLock(store.workdir, purpose="verify --drop"):
+            store.compact(drop=keys)
+    except WorkdirBusy as exc:
+        raise UsageError(str(exc)) from exc
+    for k in keys:
+        say(f"dropped {k} ({rows[k]} rows)")
+    return EXIT_OK
 
 
 def run_merge(args: argparse.Namespace) -> int:

@@ -77,6 +77,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: finished rows were flushed to the store; rerun the same command to "
               "continue", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001  # known failures become messages, others stay loud
+        message = explain(exc, getattr(args, "workdir", None))
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def explain(exc: BaseException, workdir: str | None = None) -> str | None:
+    """The message for a failure a user can fix (a damaged store, a busy or read-only
+    workdir, a full disk); None for a bug, which keeps its traceback."""
+    import errno
+
+    store_mod = sys.modules.get("extract.store")
+    lock_mod = sys.modules.get("extract.lock")
+    if store_mod is not None and isinstance(exc, store_mod.StoreError):
+        return str(exc)
+    if lock_mod is not None and isinstance(exc, lock_mod.WorkdirBusy):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        where = exc.filename or workdir or "the output folder"
+        return (f"cannot write {where}: {exc.strerror}. This command writes into its --workdir "
+                f"({workdir}); make it writable, or copy it to a writable place "
+                f"(cp -r {workdir} NEWDIR) and pass --workdir NEWDIR")
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return (f"disk full while writing {exc.filename or workdir}: {exc.strerror}. Stored rows "
+                f"are safe; free space and rerun the same command")
+    return None
 
 
 if __name__ == "__main__":

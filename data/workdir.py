@@ -27,15 +27,32 @@ def save_corpus_ref(workdir: str | os.PathLike, root: str | os.PathLike, layout:
         ref["column"] = column
     if meta:
         ref["meta"] = meta
+    text = json.dumps(ref, indent=2)
+    target = wd / CORPUS_FILE
+    if target.exists() and target.read_text() == text:
+        return  # unchanged: a rerun touches nothing
     tmp = wd / f".{CORPUS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(ref, indent=2))
+    tmp.write_text(text)
     os.replace(tmp, wd / CORPUS_FILE)
 
 
 def load_corpus_ref(workdir: str | os.PathLike) -> dict | None:
-    """The corpus reference of a workdir, or None when it has none."""
+    """The corpus reference of a workdir, or None when it has none.
+
+    Raises:
+        ValueError: the file exists but is not a corpus reference (names the file).
+    """
     p = Path(workdir) / CORPUS_FILE
-    return json.loads(p.read_text()) if p.exists() else None
+    if not p.exists():
+        return None
+    try:
+        ref = json.loads(p.read_text())
+        if not isinstance(ref, dict) or "root" not in ref or "layout" not in ref:
+            raise ValueError("needs 'root' and 'layout'")
+    except ValueError as exc:
+        raise ValueError(f"{p} is damaged ({exc}); rerun `extract --corpus ROOT --layout L "
+                         f"--workdir {workdir} ...`, which rewrites it") from None
+    return ref
 
 
 def open_corpus(workdir: str | os.PathLike):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 from data.corpus import Corpus
 from extract.base import SAMPLE_RATE, ExtractOptions, Extractor, build_extractor
 from extract.lock import WorkdirLock
-from extract.merge import merge_shards
+from extract.merge import merge_shards, shard_dir
 from extract.run import _clip_error, _decode_task, clip_hashes
 from extract.store import FeatureStore, SetHeader
 
@@ -75,8 +76,13 @@ def _ray():
 
 def extract_with_ray(workdir: Path, corpus: Corpus, prepared: list[tuple[Extractor, SetHeader]],
                      options: ExtractOptions, *, address: str | None = None,
-                     actors: int | None = None, flush_rows: int = 256) -> dict[str, str]:
-    """Extract every prepared feature set over Ray; returns failed clips ('spec id' -> reason)."""
+                     actors: int | None = None, flush_rows: int = 256,
+                     on_locked: Callable[[], None] | None = None) -> dict[str, str]:
+    """Extract every prepared feature set over Ray; returns failed clips ('spec id' -> reason).
+
+    ``on_locked`` runs once the workdir's lock is held, before anything is written (the CLI
+    records the corpus there, so a refused run writes nothing).
+    """
     ray = _ray()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
@@ -91,6 +97,8 @@ def extract_with_ray(workdir: Path, corpus: Corpus, prepared: list[tuple[Extract
     store = FeatureStore(workdir)
     with WorkdirLock(workdir, purpose="extract (ray driver)"):
         store.check_schema()
+        if on_locked is not None:
+            on_locked()
         for ex, header in prepared:
             paths = {cid: str(p) for cid, p in corpus.clips["path"].items()}
             spans = corpus.spans()
@@ -99,10 +107,12 @@ def extract_with_ray(workdir: Path, corpus: Corpus, prepared: list[tuple[Extract
                 hashes.pop(cid, None)
                 hash_errors[cid] = reason
             done, _ = store.status(header.key)
+            for cid in [c for c in hash_errors if c in done]:  # a failure never replaces a row
+                log.warning("audio unreadable, stored row kept: %s", hash_errors.pop(cid))
             todo = [c for c in sorted(paths) if c in hashes and done.get(c) != hashes[c]]
             log.info("%s: %d clips to compute on %d Ray actor(s) (%d GPU in the cluster)",
                      header.key, len(todo), n_actors, gpus)
-            shard_stores = [FeatureStore(workdir / "shards" / f"ray-{k}-of-{n_actors}")
+            shard_stores = [FeatureStore(shard_dir(workdir, k, n_actors, prefix="ray-"))
                             for k in range(n_actors)]
             for s in shard_stores:
                 s.workdir.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,16 @@ def request_stop() -> None:
 
 
 def stop_requested() -> bool:
+    """True once a stop was requested (it stays set until the next run clears it)."""
     return _STOP.is_set()
+
+
+def _stop_point(what: str) -> None:
+    """Leave now, as interrupted, when a stop was requested (after ``what`` is complete)."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt(f"stop requested; stopped after {what}")
+
+
 Progress = Callable[[int, float], None]
 
 
@@ -70,6 +79,7 @@ class ExtractSummary:
     reused: int = 0
     computed: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    kept: dict[str, str] = field(default_factory=dict)  # audio unreadable now, stored row kept
     warnings: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
     audio_seconds: float = 0.0
@@ -110,13 +120,15 @@ def shard_of(clip_id: str, n: int) -> int:
     return int.from_bytes(hashlib.blake2b(clip_id.encode(), digest_size=8).digest(), "big") % n
 
 
-def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4,
+def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4, deep: bool = False,
                 spans: dict[str, tuple[float | None, float | None]] | None = None
                 ) -> tuple[dict[str, str], dict[str, str]]:
     """Content hash of every clip, reusing a cache of file hashes keyed by (path, size, mtime).
 
     Each file is hashed once however many segments it holds; a segment's hash covers file,
     start and end (``data.audio.segment_hash``; a whole file's hash is its file hash).
+
+    ``deep`` ignores the cache and reads every file again (the cache is refreshed).
 
     Returns:
         (hashes: id -> hash, errors: id -> reason) for files that cannot be read.
@@ -137,7 +149,7 @@ def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4,
             errors[cid] = f"{p}: {exc.strerror or exc}; check the path or restore the file"
             continue
         sig = [st.st_size, st.st_mtime_ns]
-        hit = cache.get(p)
+        hit = None if deep else cache.get(p)
         if hit and hit[:2] == sig:
             hashes[cid] = hit[2]
             continue
@@ -149,8 +161,8 @@ def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4,
         cid, p, sig = item
         try:
             return cid, p, sig, file_hash(p), None
-        except OSError as exc:
-            return cid, p, sig, None, f"{p}: {exc}"
+        except (OSError, AudioError) as exc:  # a folder named *.wav, a file deleted meanwhile
+            return cid, p, sig, None, str(exc) if isinstance(exc, AudioError) else f"{p}: {exc}"
 
     if todo:
         with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -265,9 +277,15 @@ def extract_corpus(
         if cid in paths:
             hashes.pop(cid, None)
             hash_errors[cid] = reason
-    done, _failed_before = store.status(header.key)
+    done, failed_before = store.status(header.key)
     todo = [c for c in sorted(paths) if c in hashes and done.get(c) != hashes[c]]
     summary.reused = sum(1 for c in paths if c in hashes and done.get(c) == hashes[c])
+    # A stored row is never replaced by a failure: a clip whose audio cannot be read now (a
+    # deleted file, an unmounted corpus) keeps its row and is reported as kept.
+    for cid, reason in hash_errors.items():
+        if cid in done:
+            summary.kept[cid] = reason
+    hash_errors = {c: r for c, r in hash_errors.items() if c not in done}
 
     # Batched extractors flush whole batches only, and plan batches over every clip (done or
     # not), so a rerun after a kill computes each batch with exactly the clips an uninterrupted
@@ -276,7 +294,8 @@ def extract_corpus(
     universe = [c for c in sorted(paths) if c in hashes] if batched else todo
     with store.writer(header, flush_rows=flush_rows, auto_flush=not batched) as writer:
         for cid, reason in sorted(hash_errors.items()):
-            writer.fail(cid, "", reason)
+            if failed_before.get(cid) != ("", reason):  # the same failure is not written twice
+                writer.fail(cid, "", reason)
             summary.failed[cid] = reason
         durations = {}
         for c in universe:
@@ -292,8 +311,12 @@ def extract_corpus(
         def record(cid: str, values: dict | None, err: str | None, warns: list[str], n: int) -> None:
             if _STOP.is_set():  # the clip may have been computed across the interruption
                 raise KeyboardInterrupt(f"stop requested; {cid} not stored")
-            if err is not None:
-                writer.fail(cid, hashes[cid], err)
+            if err is not None and cid in done:
+                summary.kept[cid] = err  # stale row, but a failure never replaces it
+                log.warning("audio unreadable, stored row kept: %s", err)
+            elif err is not None:
+                if failed_before.get(cid) != (hashes[cid], err):
+                    writer.fail(cid, hashes[cid], err)
                 summary.failed[cid] = err
                 log.warning("failed: %s", err)
             else:
@@ -320,17 +343,22 @@ def extract_corpus(
                 "audio_s_per_s": round(summary.audio_s_per_s, 2),
                 "clips_per_s": round(summary.computed / summary.seconds, 2) if summary.seconds else 0,
                 "workers": options.workers}
-    prov = store.header(header.key).provenance
-    runs = list(prov.get("runs", []))[-19:] + [run_info]
-    store.update_provenance(header.key, runs=runs, last_run=run_info,
-                            **{k: v for k, v in ex.provenance().items()},
-                            **({"corpus": corpus.meta} if corpus.meta else {}))
+    if writer.rows_written or writer.failures_written:  # a no-op rerun rewrites nothing
+        prov = store.header(header.key).provenance
+        runs = list(prov.get("runs", []))[-19:] + [run_info]
+        store.update_provenance(header.key, runs=runs, last_run=run_info,
+                                **(header.provenance | ex.provenance()),
+                                **({"corpus": corpus.meta} if corpus.meta else {}))
+    _stop_point(f"storing the rows of {header.key}")
     if compact:
         try:
             store.compact([header.key])
         except OSError as exc:
             log.warning("compaction of %s failed (%s); rows stay safe in the journal and are "
                         "read from there; it is retried on the next run", header.key, exc)
+        # A signal that arrives while HDF5 runs can be swallowed there ("Exception ignored
+        # in ..."): the request flag, not the exception, decides.
+        _stop_point(f"compacting {header.key}")
     return summary
 
 

@@ -20,10 +20,12 @@ either a row of values or a failure with its reason.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -160,25 +162,82 @@ def part_name(seq: int) -> str:
     return f"part-{time.time_ns()}-{os.getpid()}-{seq}.h5"
 
 
+def reserve_space(folder: Path, nbytes: int) -> None:
+    """Make sure ``nbytes`` can be written in ``folder`` before HDF5 writes anything.
+
+    HDF5 cannot recover from a write that fails for lack of space: the library is left with
+    ids it can no longer close and the process crashes when it exits. So space is claimed
+    first (``posix_fallocate`` of a reservation file, released right before the write) and a
+    full disk is reported here as a plain ``OSError(ENOSPC)``.
+
+    Raises:
+        OSError: ``errno.ENOSPC`` when the space is not there.
+    """
+    if nbytes <= 0 or not hasattr(os, "posix_fallocate"):
+        return
+    res = folder / f".reserve.{uuid.uuid4().hex[:8]}.tmp"
+    fd = os.open(res, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # file system cannot tell
+                return
+            free = shutil.disk_usage(folder).free
+            raise OSError(errno.ENOSPC, f"No space left on device: writing {folder} needs about "
+                                        f"{nbytes / 1e6:.1f} MB, {free / 1e6:.1f} MB free") from None
+    finally:
+        os.close(fd)
+        res.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def atomic_h5(path: Path) -> Iterator[h5py.File]:
+def atomic_h5(path: Path, *, reserve: int = 0) -> Iterator[h5py.File]:
     """An HDF5 file that appears at ``path`` complete or not at all.
 
     Written under a temporary name in the same folder, flushed to disk, then renamed; on any
     error (disk full, Ctrl-C) the temporary file is removed and ``path`` is untouched.
+
+    Args:
+        path: the final name.
+        reserve: bytes the file will need at most; claimed first (:func:`reserve_space`) so
+            that a full disk fails before HDF5 writes.
     """
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    reserve_space(path.parent, reserve)
+    f: h5py.File | None = None
     try:
-        with h5py.File(tmp, "w", libver="latest") as f:
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            yield f
+        f = h5py.File(tmp, "w", libver="latest")
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        yield f
+        f.close()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _abandon(f, tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _abandon(f: h5py.File | None, tmp: Path) -> None:
+    """Close and delete a temporary HDF5 file after a failed write.
+
+    On a full disk HDF5 cannot write the metadata it flushes when a file closes; an id left
+    open then makes the library crash when the interpreter exits (segfault). Truncating the
+    file first gives the space back (also while HDF5 holds it open), so the close succeeds.
+    """
+    with contextlib.suppress(OSError):
+        os.truncate(tmp, 0)
+    if f is not None:
+        for _ in range(2):
+            try:
+                if f.id.valid:
+                    f.close()
+                break
+            except Exception:  # noqa: BLE001  # a close that fails once is retried once
+                continue
+    tmp.unlink(missing_ok=True)
 
 
 def _strs(ds: h5py.Dataset) -> list[str]:
@@ -396,11 +455,15 @@ class FeatureStore:
                 raise ConfigMismatch(
                     f"feature set {header.key} is stored with a different configuration "
                     f"(field {diff!r} differs). Refusing to mix them; extract into a new "
-                    f"--workdir or remove the set with `verify --drop {header.key}`."
+                    f"--workdir, or remove the stored set first with `verify --workdir "
+                    f"{self.workdir} --drop {header.key}` (its rows are deleted)."
                 )
-            merged_prov = dict(existing.provenance)
-            merged_prov.update(header.provenance)
-            header = SetHeader(**{**header.__dict__, "provenance": merged_prov})
+            # Same configuration: nothing is written (a no-op rerun touches nothing); the run's
+            # provenance is recorded with its rows (update_provenance).
+            if self.catalog_problem() is None:
+                return
+            self._catalog_put(existing)
+            return
         d = self.journal / header.key
         d.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(d / "set.json", header.to_json())
@@ -429,8 +492,39 @@ class FeatureStore:
             return {}
         return {k: SetHeader.from_json(v) for k, v in raw.items()}
 
+    def catalog_problem(self) -> str | None:
+        """What is wrong with ``sets.json`` (missing, unreadable, lacking stored sets), or None."""
+        p = self.workdir / CATALOG_FILE
+        try:
+            stored = set(self.headers())
+        except StoreError:
+            stored = set()
+        if not p.exists():
+            return (f"{p} is missing" if stored else None)
+        try:
+            raw = json.loads(p.read_text(encoding="utf-8"))
+            assert isinstance(raw, dict)
+        except (ValueError, AssertionError):
+            return f"{p} cannot be parsed"
+        lacking = sorted(stored - set(raw))
+        return f"{p} lacks {len(lacking)} stored set(s): {', '.join(lacking)}" if lacking else None
+
+    def rebuild_catalog(self, extra: dict[str, SetHeader] | None = None) -> list[str]:
+        """Rewrite ``sets.json`` from every header that can be read; returns the keys added."""
+        before = set(self.catalog())
+        cat = {k: h.to_json() for k, h in self.catalog().items()}
+        with contextlib.suppress(StoreError):
+            cat.update({k: h.to_json() for k, h in self.headers().items()})
+        cat.update({k: h.to_json() for k, h in (extra or {}).items()})
+        _atomic_write_text(self.workdir / CATALOG_FILE, json.dumps(cat, sort_keys=True))
+        return sorted(set(cat) - before)
+
     def _catalog_put(self, header: SetHeader | None, *, remove: str | None = None) -> None:
         cat = {k: h.to_json() for k, h in self.catalog().items()}
+        if not (self.workdir / CATALOG_FILE).exists():
+            # a deleted catalogue is rebuilt from the store, never replaced by one set
+            with contextlib.suppress(StoreError):
+                cat.update({k: h.to_json() for k, h in self.headers().items()})
         if header is not None:
             cat[header.key] = header.to_json()
         if remove is not None:
@@ -448,6 +542,15 @@ class FeatureStore:
             if m:
                 parts.append(((int(m.group(1)), int(m.group(2)), int(m.group(3))), p))
         return [p for _, p in sorted(parts)]
+
+    def sources_of(self, key: str) -> list[tuple[Path, str]]:
+        """Where a set's records live, oldest first: (file, group inside it) pairs."""
+        out: list[tuple[Path, str]] = []
+        if self.path.exists():
+            with _open_read(self.path) as f:
+                if f"sets/{key}" in f:
+                    out.append((self.path, f"sets/{key}"))
+        return out + [(p, "") for p in self._part_paths(key)]
 
     def _view(self, key: str) -> _SetView:
         header = self.header(key)
@@ -597,14 +700,21 @@ class FeatureStore:
         self.check_schema()
         drop = set(drop)
         all_headers = self.headers()
-        if keys is None:
-            keys = [k for k in all_headers if (self.journal / k).is_dir()]
-        keys = [k for k in keys if k not in drop]
+        with_journal = [k for k in all_headers if (self.journal / k).is_dir()]
+        # a set without journal entries has nothing to fold: it is never rewritten
+        keys = [k for k in (with_journal if keys is None else keys)
+                if k not in drop and k in with_journal]
+        drop = {k for k in drop if k in all_headers}
         if not keys and not drop:
             return []
         self.workdir.mkdir(parents=True, exist_ok=True)
         absorbed: list[Path] = []
-        with atomic_h5(self.path) as out:
+        need = (_size(self.path) + sum(_size(p) for k in keys for p in self._part_paths(k)))
+        with atomic_h5(self.path, reserve=int(need * 1.05) + (1 << 20)) as out:
+            # every header once more at the head of the file, before any data: a truncated
+            # store still tells `verify --repair` what its sets were
+            kept = {k: json.loads(h.to_json()) for k, h in all_headers.items() if k not in drop}
+            out.attrs["headers"] = json.dumps(kept, sort_keys=True)
             sets = out.create_group("sets")
             if self.path.exists():
                 with _open_read(self.path) as old:
@@ -636,16 +746,29 @@ class FeatureStore:
         log.info("compacted %d feature set(s) into %s", len(keys), self.path)
         return list(keys)
 
-    def clean_temporary(self) -> int:
-        """Delete temporary files left by killed writers; returns how many."""
-        n = 0
-        for d in [self.workdir, *(self.journal.iterdir() if self.journal.is_dir() else [])]:
+    def temporary_files(self) -> list[Path]:
+        """Temporary files of writers (left behind when one was killed), sorted."""
+        out: list[Path] = []
+        dirs = [self.workdir, *(self.journal.iterdir() if self.journal.is_dir() else [])]
+        for d in dirs:
             if d.is_dir():
-                for p in d.iterdir():
-                    if p.name.endswith(".tmp"):
-                        p.unlink(missing_ok=True)
-                        n += 1
+                out += [p for p in d.iterdir() if p.name.endswith(".tmp")]
+        return sorted(out)
+
+    def clean_temporary(self) -> int:
+        """Delete temporary files left by killed writers (the caller holds the lock)."""
+        n = 0
+        for p in self.temporary_files():
+            p.unlink(missing_ok=True)
+            n += 1
         return n
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
 
 
 def _remove_empty_dir(d: Path) -> None:
@@ -690,10 +813,10 @@ def _write_set(parent: h5py.Group, header: SetHeader, view: _SetView) -> None:
                 for j, arr in enumerate(_gather(view, name, spec, done[lo:lo + _ROW_BLOCK])):
                     lengths[lo + j] = len(arr)
             offsets = np.concatenate([[0], np.cumsum(lengths)])
-            node.create_dataset("offsets", data=offsets)
+            node.create_dataset("offsets", data=offsets, fletcher32=True)
             total = int(offsets[-1])
             data = node.create_dataset(
-                "data", shape=(total, *spec.shape), dtype=spec.dtype,
+                "data", shape=(total, *spec.shape), dtype=spec.dtype, fletcher32=bool(total),
                 chunks=(max(1, min(total, _frame_chunk(spec))), *spec.shape) if total else None)
             for lo in range(0, n, _ROW_BLOCK):
                 arrs = _gather(view, name, spec, done[lo:lo + _ROW_BLOCK])
@@ -704,13 +827,18 @@ def _write_set(parent: h5py.Group, header: SetHeader, view: _SetView) -> None:
         else:
             chunk_rows = max(1, min(n, _row_chunk(spec)))
             ds = fields.create_dataset(
-                name, shape=(n, *spec.shape), dtype=spec.dtype,
+                name, shape=(n, *spec.shape), dtype=spec.dtype, fletcher32=bool(n),
                 chunks=(chunk_rows, *_chunk_tail(spec)) if n else None)
             for lo in range(0, n, _ROW_BLOCK):
                 block = _gather(view, name, spec, done[lo:lo + _ROW_BLOCK])
                 ds[lo:lo + len(block)] = block
         for ak, av in spec.attrs.items():
             (fields[name]).attrs[ak] = json.dumps(av)
+
+
+def _checked(parent: h5py.Group, name: str, data: np.ndarray) -> None:
+    """A data set with a Fletcher-32 checksum per chunk: flipped bytes fail the read."""
+    parent.create_dataset(name, data=data, fletcher32=data.size > 0)
 
 
 def _row_chunk(spec: FieldSpec) -> int:
@@ -845,7 +973,7 @@ class SetWriter:
         name = part_name(self._seq)
         rows = sorted(self._rows, key=lambda r: r[0])
         try:
-            with atomic_h5(d / name) as f:
+            with atomic_h5(d / name, reserve=int(self._bytes * 1.05) + (256 << 10)) as f:
                 f.attrs["key"] = self.header.key
                 f.attrs["config_hash"] = self.header.config_hash
                 f.create_dataset("ids", data=np.array([r[0] for r in rows], dtype=object), dtype=_STR)
@@ -857,13 +985,13 @@ class SetWriter:
                     if spec.ragged:
                         node = fg.create_group(fname)
                         lengths = [len(a) for a in arrs]
-                        node.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(lengths)]
-                                                                           ).astype(np.int64))
-                        node.create_dataset("data", data=np.concatenate(arrs) if arrs and sum(lengths)
-                                            else np.zeros((0, *spec.shape), spec.dtype))
+                        _checked(node, "offsets", np.concatenate([[0], np.cumsum(lengths)]
+                                                                 ).astype(np.int64))
+                        _checked(node, "data", np.concatenate(arrs) if arrs and sum(lengths)
+                                 else np.zeros((0, *spec.shape), spec.dtype))
                     else:
-                        fg.create_dataset(fname, data=np.stack(arrs) if arrs
-                                          else np.zeros((0, *spec.shape), spec.dtype))
+                        _checked(fg, fname, np.stack(arrs) if arrs
+                                 else np.zeros((0, *spec.shape), spec.dtype))
                 failg = f.create_group("failures")
                 for i, col in enumerate(("ids", "hashes", "reasons")):
                     failg.create_dataset(col, data=np.array([x[i] for x in self._fails], dtype=object),

@@ -1,13 +1,15 @@
 """``verify``: is every feature set complete, readable and consistent with the audio on disk?"""
 from __future__ import annotations
 
+import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from extract.store import FeatureStore, StoreError, _open_read
+from extract.store import FeatureStore, SetHeader, StoreError, _open_read
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +22,14 @@ class SetCheck:
     missing: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     stale: list[str] = field(default_factory=list)       # stored hash != audio on disk
+    audio_missing: list[str] = field(default_factory=list)  # stored row kept, audio unreadable
     unreadable: list[str] = field(default_factory=list)  # problems reading values
     nonfinite_rows: int = 0
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.failed or self.stale or self.unreadable)
+        return not (self.missing or self.failed or self.stale or self.unreadable
+                    or self.audio_missing)
 
 
 @dataclass
@@ -34,6 +38,9 @@ class VerifyReport:
     store_problems: list[str] = field(default_factory=list)
     damaged_store: bool = False          # features.h5 exists but HDF5 cannot open it
     damaged_parts: list[Path] = field(default_factory=list)
+    hash_check: str = "not run"
+    catalog_problem: str | None = None   # sets.json missing or lacking sets (repair rewrites it)
+    leftovers: list[Path] = field(default_factory=list)  # temporary files of killed writers
     sets: list[SetCheck] = field(default_factory=list)
     corpus_size: int | None = None
 
@@ -43,7 +50,12 @@ class VerifyReport:
 
     def lines(self, max_list: int = 20) -> list[str]:
         out = [f"store {self.workdir}: {'OK' if self.ok else 'PROBLEMS'}"]
+        out.append(f"  hash check: {self.hash_check}")
         out += [f"  problem: {p}" for p in self.store_problems]
+        if self.leftovers:
+            mb = sum(p.stat().st_size for p in self.leftovers if p.exists()) / 1e6
+            out.append(f"  note: {len(self.leftovers)} temporary file(s) of a killed writer "
+                       f"({mb:.1f} MB, e.g. {self.leftovers[0]}); the next extract removes them")
         for s in self.sets:
             out.append(f"{s.key} ({s.spec}): {s.rows} rows"
                        + (f" of {self.corpus_size} clips" if self.corpus_size is not None else "")
@@ -51,7 +63,9 @@ class VerifyReport:
             if s.nonfinite_rows:
                 out.append(f"  note: {s.nonfinite_rows} row(s) hold NaN/Inf values")
             for label, items in (("missing", s.missing), ("stale (audio changed since extraction)",
-                                                          s.stale), ("unreadable", s.unreadable)):
+                                                          s.stale), ("unreadable", s.unreadable),
+                                ("audio missing (stored row kept; restore the audio)",
+                                 s.audio_missing)):
                 if items:
                     out.append(f"  {len(items)} {label}: " + ", ".join(items[:max_list])
                                + (" ..." if len(items) > max_list else ""))
@@ -59,18 +73,27 @@ class VerifyReport:
                 out.append(f"  {len(s.failed)} failed:")
                 for cid, reason in sorted(s.failed.items())[:max_list]:
                     out.append(f"    {cid}: {reason}")
-            if not s.ok:
+            if s.missing or s.failed or s.stale or s.unreadable:
                 out.append(f"  fix: rerun `extract` with the same --features ({s.spec}); only "
                            f"missing, failed and stale clips are computed")
         return out
 
 
-def verify_store(store: FeatureStore, *, check_hashes: bool = True) -> VerifyReport:
-    """Check every set of a store; never modifies anything."""
+def verify_store(store: FeatureStore, *, check_hashes: bool = True, deep: bool = False
+                 ) -> VerifyReport:
+    """Check every set of a store; never modifies anything (but the hash cache).
+
+    Args:
+        store: the store.
+        check_hashes: compare each stored row's content hash with the clip's file.
+        deep: read every audio file again to hash it; otherwise a file whose size and mtime
+            did not change keeps its cached hash. ``report.hash_check`` says which ran.
+    """
     from data.workdir import load_corpus_ref, open_corpus
     from extract.run import clip_hashes
 
     report = VerifyReport(store.workdir)
+    report.leftovers = store.temporary_files()
     if store.path.exists():
         try:
             with _open_read(store.path):
@@ -96,10 +119,20 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True) -> VerifyRep
             report.corpus_size = len(corpus)
         except Exception as exc:  # corpus moved: verify the store alone
             report.store_problems.append(f"corpus of this workdir cannot be read: {exc}")
-    current = {}
+    current: dict[str, str] = {}
+    unreadable_audio: dict[str, str] = {}
     if corpus is not None and check_hashes:
-        current, _ = clip_hashes({c: str(p) for c, p in corpus.clips["path"].items()}, store.workdir,
-                                 spans=corpus.spans())
+        current, unreadable_audio = clip_hashes(
+            {c: str(p) for c, p in corpus.clips["path"].items()}, store.workdir, deep=deep,
+            spans=corpus.spans())
+        report.hash_check = ("content of every audio file rehashed (--deep)" if deep else
+                             "audio files whose size and mtime changed rehashed; others use "
+                             "the cached hash (--deep rehashes all)")
+    problem = store.catalog_problem()
+    if problem:
+        report.catalog_problem = problem
+        report.store_problems.append(f"{problem}; `verify --repair --workdir {store.workdir}` "
+                                     f"rewrites it from the store")
     try:
         keys = store.keys()
     except StoreError as exc:
@@ -137,16 +170,57 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True) -> VerifyRep
             chk.missing = sorted(c for c in corpus.clips.index if c not in done and c not in failed)
             if current:
                 chk.stale = sorted(c for c, hsh in done.items() if c in current and current[c] != hsh)
+            chk.audio_missing = sorted(c for c in done if c in unreadable_audio)
         report.sets.append(chk)
     return report
 
 
 @dataclass
 class RepairSummary:
+    """What ``verify --repair`` did: every set it knew of is in ``recomputed`` or ``skipped``."""
+
     quarantined: list[str] = field(default_factory=list)
     recomputed: dict[str, int] = field(default_factory=dict)
     still_failed: dict[str, dict[str, str]] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)     # key -> why it was not repaired
+    headers_from: dict[str, str] = field(default_factory=dict)  # key -> where its header came from
+    catalog_added: list[str] = field(default_factory=list)
+    refused: str | None = None  # nothing was touched, and why
+
+
+_KEY_RE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_.+-]*-[0-9a-f]{12}(?![0-9a-f])")
+
+
+def headers_in_damaged_file(path: Path) -> tuple[dict[str, SetHeader], set[str]]:
+    """Set headers still legible in the bytes of a file HDF5 cannot open, and set keys seen.
+
+    Each set's header is stored as one JSON string attribute, so it survives byte for byte
+    wherever that part of the file survived. Keys are the ``<name>-<hash12>`` strings (group
+    names); a key without a legible header can be named but not rebuilt.
+    """
+    headers: dict[str, SetHeader] = {}
+    keys: set[str] = set()
+    try:
+        data = path.read_bytes() if path.stat().st_size < (1 << 31) else b""
+    except OSError:
+        return headers, keys
+    decoder = json.JSONDecoder()
+    for m in re.finditer(rb'\{"config": ', data):
+        text = data[m.start():m.start() + (4 << 20)].decode("utf-8", "replace")
+        try:
+            obj, _ = decoder.raw_decode(text)
+            h = SetHeader.from_json(json.dumps(obj))
+        except (ValueError, KeyError, TypeError):
+            continue
+        headers[h.key] = h
+    from extract.base import BUILTIN_MODULES, EXTRACTORS
+
+    kinds = set(BUILTIN_MODULES) | set(EXTRACTORS)
+    for m in _KEY_RE.finditer(data):
+        k = m.group().decode("ascii", "replace")
+        if k.split("-", 1)[0] in kinds:
+            keys.add(k)
+    return headers, keys | set(headers)
 
 
 def _options_from(prov: dict):
@@ -164,10 +238,15 @@ def repair_store(store: FeatureStore, report: VerifyReport, *, workers: int | No
                  progress=None) -> RepairSummary:
     """Fix what :func:`verify_store` found, recomputing only what is needed.
 
-    Damaged files are moved aside (never deleted): an unreadable ``features.h5`` becomes
-    ``features.h5.damaged-<time>``, a damaged journal part ``damaged-<name>``. Then every set
-    with missing, failed, stale or lost rows is extracted again with the options it was made
-    with; rows that are good are reused, not recomputed. The caller holds the workdir lock.
+    The corpus is opened first: when it cannot be read nothing is moved or recomputed
+    (``summary.refused`` says why). Damaged files are moved aside (never deleted): an
+    unreadable ``features.h5`` becomes ``features.h5.damaged-<time>``, a damaged journal part
+    ``damaged-<name>``. Every set's header is looked for in ``sets.json``, the journal, the
+    store and the bytes of a damaged file (``summary.headers_from`` says where it was found);
+    then every set with missing, failed, stale or lost rows is extracted again with the
+    options it was made with; rows that are good are reused, not recomputed. A set that cannot
+    be rebuilt is in ``summary.skipped`` with the reason. ``sets.json`` is rewritten from what
+    was found. The caller holds the workdir lock.
     """
     import dataclasses
     import os
@@ -177,6 +256,25 @@ def repair_store(store: FeatureStore, report: VerifyReport, *, workers: int | No
     from extract.run import extract_corpus, prepare_extractor
 
     out = RepairSummary()
+    try:
+        corpus = open_corpus(store.workdir)
+    except Exception as exc:  # noqa: BLE001  # any reason: say it, touch nothing
+        out.refused = (f"the corpus of {store.workdir} cannot be read ({exc}); nothing was moved "
+                       f"or recomputed. Restore it, or run `extract --corpus ROOT --layout L "
+                       f"--workdir {store.workdir} ...` with its new place, then `verify --repair` "
+                       f"again")
+        return out
+    found: dict[str, SetHeader] = {}
+    for k, h in store.catalog().items():
+        found[k] = h
+        out.headers_from[k] = "sets.json"
+    lost_keys: set[str] = set()
+    if report.damaged_store and store.path.exists():
+        legible, lost_keys = headers_in_damaged_file(store.path)
+        for k, h in legible.items():
+            if k not in found:
+                found[k] = h
+                out.headers_from[k] = f"the bytes of the damaged {store.path.name}"
     lost_store = False
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if report.damaged_store and store.path.exists():
@@ -189,23 +287,29 @@ def repair_store(store: FeatureStore, report: VerifyReport, *, workers: int | No
         os.replace(p, aside)
         out.quarantined.append(str(aside))
         lost_store = True
-    if report.store_problems and not lost_store:
+    try:
+        for k, h in store.headers().items():
+            if k not in found:
+                found[k] = h
+                out.headers_from[k] = "the store"
+    except StoreError:
+        pass
+    other_problems = [p for p in report.store_problems
+                      if report.catalog_problem is None or report.catalog_problem not in p]
+    if other_problems and not lost_store:
         return out  # e.g. another schema version: never touched
     needs = {s.key for s in report.sets if not s.ok}
-    catalog = store.catalog()
     if lost_store:
-        needs |= set(catalog)
-    if not needs:
-        return out
-    corpus = open_corpus(store.workdir)
+        needs |= set(found)
+    for k in sorted(lost_keys - set(found)):
+        out.skipped[k] = ("its header was only in the damaged store and sets.json does not "
+                          "have it, so its configuration is unknown; extract it again with "
+                          "`extract --features SPEC` (the name says which extractor)")
     for key in sorted(needs):
-        header = catalog.get(key)
+        header = found.get(key)
         if header is None:
-            try:
-                header = store.header(key)
-            except KeyError:
-                out.skipped[key] = "no header recorded for this set"
-                continue
+            out.skipped[key] = "no header recorded for this set"
+            continue
         options = _options_from(header.provenance)
         if workers is not None:
             options = dataclasses.replace(options, workers=workers)
@@ -223,4 +327,5 @@ def repair_store(store: FeatureStore, report: VerifyReport, *, workers: int | No
         out.recomputed[key] = s.computed
         if s.failed:
             out.still_failed[key] = s.failed
+    out.catalog_added = store.rebuild_catalog({k: found[k] for k in found if k not in out.skipped})
     return out

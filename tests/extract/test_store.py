@@ -159,3 +159,64 @@ def test_find_by_spec_name_or_key(tmp_path):
     assert store.find("toy-abc").key == "toy-abc"
     with pytest.raises(KeyError, match="extract"):
         store.find("opensmile:eGeMAPSv02")
+
+
+def test_config_mismatch_advice_is_a_command_that_works(tmp_path):
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    store = FeatureStore(tmp_path)
+    _fill(store, range(2))
+    store.compact()
+    other = _header(cfg={"extractor": "toy", "dims": 4, "extra": 1})
+    with pytest.raises(ConfigMismatch) as err:
+        store.writer(other)
+    advice = str(err.value).split("`")[1]
+    assert advice.startswith("verify ")
+    p = subprocess.run([sys.executable, str(root / "run_pipeline.py"), *shlex.split(advice)],
+                       cwd=root, capture_output=True, text=True)
+    assert p.returncode == 0 and "dropped toy-abc (2 rows)" in p.stdout, p.stdout + p.stderr
+    assert store.keys() == []
+    with store.writer(other) as w:  # now the new configuration can be stored
+        w.add("c000", "h0", _values(0))
+    assert store.header("toy-abc").config["extra"] == 1
+
+
+def test_leftover_temporaries_are_listed(tmp_path):
+    store = FeatureStore(tmp_path)
+    _fill(store, range(2))
+    store.compact()
+    junk = tmp_path / ".features.h5.deadbeef.tmp"
+    junk.write_bytes(b"x" * 10)
+    assert store.temporary_files() == [junk]
+    from extract.verify import verify_store
+
+    lines = "\n".join(verify_store(store, check_hashes=False).lines())
+    assert "1 temporary file(s)" in lines and str(junk) in lines
+
+
+@pytest.mark.parametrize("where", ["part", "compacted"])
+def test_flipped_bytes_in_row_data_fail_verify(tmp_path, where):
+    from extract.verify import verify_store
+
+    store = FeatureStore(tmp_path)
+    _fill(store, range(6), flush_rows=6)
+    if where == "compacted":
+        store.compact()
+        path, name = store.path, "sets/toy-abc/fields/vec"
+    else:
+        (path,) = (tmp_path / "features.journal" / "toy-abc").glob("part-*.h5")
+        name = "fields/vec"
+    with h5py.File(path, "r") as f:
+        ds = f[name]
+        assert ds.fletcher32
+        offset = ds.id.get_chunk_info(0).byte_offset
+    raw = bytearray(path.read_bytes())
+    raw[offset + 5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    report = verify_store(store, check_hashes=False)
+    (chk,) = report.sets
+    assert not report.ok and any("vec" in u for u in chk.unreadable), chk
