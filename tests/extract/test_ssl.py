@@ -127,7 +127,7 @@ def test_hidden_states_match_the_models_own_output(tiny_models: dict, family: st
         for i, (a, r) in enumerate(zip(ours, ref)):
             assert a.shape == r[0].shape, (family, n, i)
             torch.testing.assert_close(a, r[0], atol=1e-4, rtol=1e-3, msg=f"{family} n={n} state {i}")
-        assert ext._encoder.num_frames(n) == ours[0].shape[0] == (n - 400) // 320 + 1
+        assert ext.encoder_.num_frames(n) == ours[0].shape[0] == (n - 400) // 320 + 1
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -155,10 +155,10 @@ def test_batched_front_end_equals_each_clip_alone(tiny_models: dict, family: str
     """Conv encoder (masked group norm), projection and positional conv on a padded batch."""
     from transformers import AutoModel
 
-    from extract.ssl import _Encoder
+    from extract.ssl import Encoder
 
     model = AutoModel.from_pretrained(tiny_models[family]).eval()
-    encoder = _Encoder(model, chunk_frames=1500)
+    encoder = Encoder(model, chunk_frames=1500)
     assert encoder.batch_frontend_problem is None
     if gemm and not encoder.enable_pos_conv_gemm():
         pytest.skip("stacked positional convs have no matmul form")
@@ -176,7 +176,7 @@ def test_batched_front_end_equals_each_clip_alone(tiny_models: dict, family: str
 
 
 def test_masked_group_norm_equals_group_norm_on_each_clip() -> None:
-    from extract.ssl import _Encoder
+    from extract.ssl import Encoder
 
     torch.manual_seed(0)
     norm = torch.nn.GroupNorm(6, 12, affine=True)
@@ -188,7 +188,7 @@ def test_masked_group_norm_equals_group_norm_on_each_clip() -> None:
     for b, c in enumerate(clips):
         padded[b, :, : c.shape[1]] = c
     with torch.no_grad():
-        out = _Encoder.masked_group_norm(norm, padded, lengths)
+        out = Encoder.masked_group_norm(norm, padded, lengths)
         for b, c in enumerate(clips):
             torch.testing.assert_close(out[b, :, : c.shape[1]], norm(c[None])[0], atol=1e-5, rtol=1e-5)
 
@@ -213,29 +213,29 @@ def test_positional_conv_as_matmul_equals_the_conv(tiny_models: dict, family: st
     """The CUDA path computes the grouped positional conv by unfold + bmm; check it on CPU."""
     from transformers import AutoModel
 
-    from extract.ssl import _Encoder
+    from extract.ssl import Encoder
 
     model = AutoModel.from_pretrained(tiny_models[family]).eval()
-    encoder = _Encoder(model, chunk_frames=1500)
+    encoder = Encoder(model, chunk_frames=1500)
     if not encoder.enable_pos_conv_gemm():
         assert family == "data2vec-audio"  # five stacked convs: left to the module
         return
     for frames in (1, 2, 9, 1100):
         x = torch.randn(1, frames, 32)
         with torch.inference_mode():
-            torch.testing.assert_close(encoder._pos_conv_by_gemm(x, chunk=256), model.encoder.pos_conv_embed(x))
+            torch.testing.assert_close(encoder.pos_conv_by_gemm(x, chunk=256), model.encoder.pos_conv_embed(x))
 
 
 def test_fallback_to_the_models_forward_when_the_self_check_fails(
     tiny_models: dict, signals: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from extract.ssl import STRATEGY_FORWARD, _Encoder
+    from extract.ssl import STRATEGY_FORWARD, Encoder
 
-    def unknown_architecture(self: _Encoder, wave: torch.Tensor) -> torch.Tensor:
+    def unknown_architecture(self: Encoder, wave: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("no such module")
 
     with monkeypatch.context() as patch:
-        patch.setattr(_Encoder, "frontend", unknown_architecture)
+        patch.setattr(Encoder, "frontend", unknown_architecture)
         ext = make(tiny_models["wav2vec2-group"], dtype="float32")
         ext.load()
     assert ext.strategy_ == STRATEGY_FORWARD
@@ -249,16 +249,16 @@ def test_fallback_to_the_models_forward_when_the_self_check_fails(
 def test_per_clip_front_end_when_the_batched_one_is_not_exact(
     tiny_models: dict, signals: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from extract.ssl import _Encoder
+    from extract.ssl import Encoder
 
-    def shifted(self: _Encoder, waves: list) -> list:
+    def shifted(self: Encoder, waves: list) -> list:
         return [self.frontend(w) + 0.5 for w in waves]
 
     reference = loaded(tiny_models["wavlm"], dtype="float32")
     assert reference.strategy_ == STRATEGY_BATCHED
     expected = reference.compute_batch(signals)
     with monkeypatch.context() as patch:
-        patch.setattr(_Encoder, "frontend_batch", shifted)
+        patch.setattr(Encoder, "frontend_batch", shifted)
         ext = make(tiny_models["wavlm"], dtype="float32")
         ext.frontend_batching = "on"
         ext.load()
@@ -312,10 +312,10 @@ def test_short_clips_warn_and_give_one_frame(tiny_models: dict) -> None:
 @pytest.mark.parametrize("family", ["wav2vec2-group", "wav2vec2-layer"])
 def test_chunked_conv_encoder_is_exact(tiny_models: dict, family: str) -> None:
     ext = loaded(tiny_models[family], dtype="float32")
-    wave = ext._prepare(clip(60 * SAMPLE_RATE))
+    wave = ext.prepare(clip(60 * SAMPLE_RATE))
     with torch.inference_mode():
         whole = ext.model_.feature_extractor(wave[None]).transpose(1, 2)[0]
-        chunked = ext._encoder.conv_features(wave, chunk_frames=250)[0]
+        chunked = ext.encoder_.conv_features(wave, chunk_frames=250)[0]
     assert chunked.shape == whole.shape == (2999, 16)
     assert row_cosines(chunked.numpy(), whole.numpy()).min() > 0.9999
 
@@ -475,7 +475,7 @@ def test_cuda_matches_cpu(tiny_models: dict, signals: list) -> None:
         gpu = loaded(tiny_models[family], device="cuda", dtype="float32", frames_layers=(3,))
         cpu = loaded(tiny_models[family], device="cpu", dtype="float32", frames_layers=(3,))
         assert gpu.provenance()["compute_dtype"] == "bfloat16-autocast"
-        assert gpu._encoder.pos_conv_gemm is not None
+        assert gpu.encoder_.pos_conv_gemm is not None
         for a, b in zip(gpu.compute_batch(signals), cpu.compute_batch(signals)):
             assert int(a["num_frames"]) == int(b["num_frames"])
             assert row_cosines(a["pooled_mean"], b["pooled_mean"]).min() > 0.99, family

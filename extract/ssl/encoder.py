@@ -1,0 +1,178 @@
+"""The model as the extractor runs it: a front end, then the transformer layers under a mask.
+
+An *encoder family* is one class here: it knows which checkpoints it runs
+(:meth:`Encoder.accepts`), how a clip becomes the model's input (:meth:`Encoder.prepare`), the
+clip's true frame count, hidden state 0 per clip and batched (its front end), the layers on a
+padded batch, and the model's own forward (the reference of the self-check). The extractor
+asks :func:`encoder_family` for the class of a config; :data:`ENCODER_FAMILIES` lists them in
+the order they are tried.
+
+Hidden states. Index 0 is the input of the first transformer layer (after the positional conv
+embedding, and after the encoder layer norm for post-norm models); index ``i`` is the output of
+layer ``i``. This is what transformers 5 reports as ``hidden_states``: for stable-layer-norm
+(pre-norm) models the encoder's final layer norm is *not* applied to the last index.
+
+The transformer layers run on the padded batch under an attention mask that hides padded keys,
+where padding cannot reach a true frame.
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from extract.ssl.config import NORM_EPS
+from extract.ssl.frontend import ConvFrontEnd, receptive_field
+
+
+def prepare_wave(signal: np.ndarray, *, do_normalize: bool, min_samples: int) -> np.ndarray:
+    """Check one clip, normalise it (when the checkpoint says so), pad it to one receptive field.
+
+    Normalisation is ``(x - mean) / sqrt(var + 1e-7)`` in float64, as
+    ``Wav2Vec2FeatureExtractor`` does, then float32; zero padding comes after it.
+
+    Args:
+        signal: ``(samples,)`` 16 kHz audio.
+        do_normalize: scale to zero mean and unit variance.
+        min_samples: the receptive field; shorter clips are zero-padded to it.
+
+    Returns:
+        ``(max(samples, min_samples),)`` float32.
+
+    Raises:
+        ValueError: the clip is not 1-D, is empty, or holds nan / inf.
+
+    Example:
+        >>> prepare_wave(np.array([1.0, 3.0], np.float32), do_normalize=True, min_samples=3)
+        array([-0.99999994,  0.99999994,  0.        ], dtype=float32)
+    """
+    x = np.asarray(signal)
+    if x.ndim != 1:
+        raise ValueError(f"expected a mono clip of shape (samples,), got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError("clip has no samples")
+    if not np.isfinite(x).all():
+        raise ValueError("clip contains non-finite samples (nan or inf)")
+    x64 = x.astype(np.float64)
+    if do_normalize:
+        x64 = (x64 - x64.mean()) / np.sqrt(x64.var() + NORM_EPS)
+    x32 = x64.astype(np.float32)
+    if x32.size < min_samples:
+        x32 = np.pad(x32, (0, min_samples - x32.size))
+    return x32
+
+
+class Encoder(ConvFrontEnd):
+    """A wav2vec2-style model (wav2vec2, HuBERT, WavLM, data2vec-audio): waveform in, a conv
+    feature encoder, a transformer encoder.
+
+    Args:
+        model: a bare ``*Model`` in eval mode.
+        chunk_frames: conv-encoder output frames per chunk on long clips.
+    """
+
+    family: ClassVar[str] = "conv-waveform"
+    required: ClassVar[tuple[str, ...]] = ("conv_kernel", "conv_stride", "num_hidden_layers")
+
+    def __init__(self, model: nn.Module, chunk_frames: int) -> None:
+        super().__init__(model, chunk_frames)
+        self.layers = list(model.encoder.layers)
+        params = inspect.signature(type(self.layers[0]).forward).parameters
+        # WavLM: a (batch, frames) padding mask and a relative position bias passed along.
+        self.relative_bias = "position_bias" in params
+        self.layer_takes_index = "index" in params
+
+    @classmethod
+    def accepts(cls, config: Any) -> bool:
+        """Whether this family runs checkpoints with this transformers config."""
+        return all(hasattr(config, k) for k in cls.required)
+
+    @staticmethod
+    def min_samples(config: Any) -> int:
+        """The shortest input in samples (one receptive field); shorter clips are padded."""
+        return receptive_field(config.conv_kernel, config.conv_stride)[0]
+
+    @staticmethod
+    def prepare(signal: np.ndarray, *, do_normalize: bool, min_samples: int) -> np.ndarray:
+        """One clip as this family's input on the host: :func:`prepare_wave`."""
+        return prepare_wave(signal, do_normalize=do_normalize, min_samples=min_samples)
+
+    def hidden_states(self, waves: list[torch.Tensor], *, batched: bool) -> list[list[torch.Tensor]]:
+        """Every hidden state ``(frames, hidden)`` of each clip through the split path.
+
+        Args:
+            waves: prepared clips on the model's device.
+            batched: run the front end on the padded batch (else clip by clip).
+        """
+        fronts = self.frontend_batch(waves) if batched else [self.frontend(w) for w in waves]
+        lengths = torch.tensor([f.shape[0] for f in fronts])
+        x0 = nn.utils.rnn.pad_sequence(fronts, batch_first=True)
+        states = [h for _, h in self.run_layers(x0, lengths, self.model.config.num_hidden_layers)]
+        return [[h[b, : int(n)] for h in states] for b, n in enumerate(lengths)]
+
+    def reference_hidden_states(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The model's own ``output_hidden_states=True`` forward on an unpadded batch."""
+        return self.model(inputs, output_hidden_states=True).hidden_states
+
+    def run_layers(
+        self, x0: torch.Tensor, lengths: torch.Tensor, stop_after: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield hidden states 0 .. ``stop_after`` of a zero-padded batch.
+
+        Args:
+            x0: ``(batch, frames, hidden)`` hidden state 0 of each clip, zero-padded.
+            lengths: ``(batch,)`` true frame counts.
+            stop_after: last hidden-state index needed; later layers are not run.
+
+        Yields:
+            ``(index, hidden)`` with hidden ``(batch, frames, hidden)``; rows past a clip's
+            length are padding.
+        """
+        yield 0, x0
+        batch, frames, _ = x0.shape
+        lengths = lengths.to(x0.device)
+        padded = bool((lengths < frames).any())
+        mask2d = torch.arange(frames, device=x0.device)[None, :] < lengths[:, None] if padded else None
+        if self.relative_bias or mask2d is None:
+            attention_mask = mask2d  # WavLM turns it into a key padding mask itself
+        else:
+            from transformers.masking_utils import create_bidirectional_mask
+
+            attention_mask = create_bidirectional_mask(
+                config=self.model.config, inputs_embeds=x0, attention_mask=mask2d
+            )
+        h, position_bias = x0, None
+        for i, layer in enumerate(self.layers, start=1):
+            if i > stop_after:
+                return
+            if self.relative_bias:
+                extra = {"index": i - 1} if self.layer_takes_index else {}
+                with warnings.catch_warnings():
+                    # WavLM pairs a bool key padding mask with a float bias; torch warns, the
+                    # model's own forward does the same.
+                    warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+                    h, position_bias = layer(
+                        h, attention_mask=attention_mask, position_bias=position_bias, **extra
+                    )
+            else:
+                out = layer(h, attention_mask=attention_mask)
+                h = out[0] if isinstance(out, tuple) else out
+            yield i, h
+
+
+ENCODER_FAMILIES: tuple[type[Encoder], ...] = (Encoder,)
+"""Encoder classes in the order :func:`encoder_family` tries them. A new family (say a
+log-mel model) is a subclass with its own ``accepts``, ``prepare``-time input, front end and
+``run_layers``, put before the classes whose ``accepts`` would also take its configs."""
+
+
+def encoder_family(config: Any) -> type[Encoder] | None:
+    """The first class of :data:`ENCODER_FAMILIES` that accepts ``config``, or ``None``."""
+    for cls in ENCODER_FAMILIES:
+        if cls.accepts(config):
+            return cls
+    return None
