@@ -17,6 +17,9 @@ One concept per module:
   under a mask + the model's own forward; :data:`ENCODER_FAMILIES`;
 * :mod:`~extract.ssl.strategy`: the self-check at load and the batching choice;
 * :mod:`~extract.ssl.planning`: the corpus-wide batch plan and the groups inside a batch;
+* :mod:`~extract.ssl.compute`: :class:`BatchRunner`, the compute paths of a loaded model (the
+  padded GPU path: one pinned upload, device-side normalisation, batched exact front end,
+  masked layers, one event per batch, the next batch queued before one is collected);
 * :mod:`~extract.ssl.extractor`: :class:`SSLExtractor`, registered as ``ssl``.
 
 Hidden states. Index 0 is the input of the first transformer layer (after the positional conv
@@ -36,7 +39,8 @@ identity); shorter clips are exact.
 Devices. CPU computes in float32. CUDA runs under ``torch.autocast(dtype=bfloat16)``: matmuls
 and convs in bfloat16, normalisations and softmax in float32; pooling is done in float32. The
 positional conv embedding runs in float32 as unfold + batched matmul on CUDA. Inputs travel
-through pinned memory with non-blocking copies; results come back through pinned buffers.
+through pinned memory with non-blocking copies on a side stream; results come back through
+pinned buffers, one CUDA event per batch (no host sync per clip).
 
 Normalisation. When the checkpoint's ``preprocessor_config.json`` says ``do_normalize``, each
 clip is scaled to zero mean and unit variance on its own (``(x - mean) / sqrt(var + 1e-7)``,
@@ -66,7 +70,8 @@ from extract.ssl.config import (
     STRATEGY_FORWARD,
     STRATEGY_SPLIT,
 )
-from extract.ssl.encoder import ENCODER_FAMILIES, Encoder, encoder_family, prepare_wave
+from extract.ssl.compute import BatchRunner
+from extract.ssl.encoder import ENCODER_FAMILIES, Encoder, encoder_family, normalise_padded, prepare_wave
 from extract.ssl.extractor import SSLExtractor
 from extract.ssl.frontend import ConvFrontEnd, receptive_field
 
@@ -74,7 +79,7 @@ __all__ = [
     "CONV_CHUNK_FRAMES", "DEVICES", "EAGER_MAX_FULL_FRAMES", "EAGER_WINDOW_CONTEXT",
     "EAGER_WINDOW_FRAMES", "ENCODER_FAMILIES", "FINETUNED_FILE", "FRONTEND_BATCH_SECONDS",
     "FRONTEND_MAX_STRETCH", "HIDDEN_STATES", "MAX_BATCH_CLIPS", "NORM_EPS", "STORAGE_DTYPES",
-    "STRATEGY_BATCHED", "STRATEGY_FORWARD", "STRATEGY_SPLIT", "ConvFrontEnd", "Encoder",
+    "STRATEGY_BATCHED", "STRATEGY_FORWARD", "STRATEGY_SPLIT", "BatchRunner", "ConvFrontEnd", "Encoder",
     "SSLExtractor", "Source", "encoder_family", "finetuned_info", "load_model", "locate",
-    "prepare_wave", "receptive_field",
+    "normalise_padded", "prepare_wave", "receptive_field",
 ]

@@ -26,7 +26,46 @@ import torch
 from torch import nn
 
 from extract.ssl.config import NORM_EPS
-from extract.ssl.frontend import ConvFrontEnd, receptive_field
+from extract.ssl.frontend import ConvFrontEnd, receptive_field, to_device
+
+
+def check_clip(signal: np.ndarray) -> np.ndarray:
+    """The clip as an array, after checking it is 1-D, not empty and finite.
+
+    Raises:
+        ValueError: the clip is not 1-D, is empty, or holds nan / inf.
+    """
+    x = np.asarray(signal)
+    if x.ndim != 1:
+        raise ValueError(f"expected a mono clip of shape (samples,), got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError("clip has no samples")
+    if not np.isfinite(x).all():
+        raise ValueError("clip contains non-finite samples (nan or inf)")
+    return x
+
+
+def normalise_padded(x: torch.Tensor, num_samples: torch.Tensor) -> torch.Tensor:
+    """:func:`prepare_wave`'s normalisation of a zero-padded batch, on its device, in float64.
+
+    Each clip gets its own mean and population variance over its true samples; padding stays
+    zero. This is the batched form the GPU path uses (one kernel sequence for the batch, no
+    host work per clip).
+
+    Args:
+        x: ``(batch, samples)`` float32, zero past each clip's end.
+        num_samples: ``(batch,)`` int64 true lengths on ``x``'s device (at least 1).
+
+    Returns:
+        ``(batch, samples)`` float32.
+    """
+    mask = torch.arange(x.shape[1], device=x.device)[None, :] < num_samples[:, None]  # (B, S)
+    x64 = x.double()
+    count = num_samples.double()[:, None]  # (B, 1)
+    mean = torch.where(mask, x64, 0.0).sum(dim=1, keepdim=True) / count
+    centred = torch.where(mask, x64 - mean, 0.0)
+    var = centred.square().sum(dim=1, keepdim=True) / count
+    return (centred / torch.sqrt(var + NORM_EPS)).to(torch.float32)
 
 
 def prepare_wave(signal: np.ndarray, *, do_normalize: bool, min_samples: int) -> np.ndarray:
@@ -50,14 +89,7 @@ def prepare_wave(signal: np.ndarray, *, do_normalize: bool, min_samples: int) ->
         >>> prepare_wave(np.array([1.0, 3.0], np.float32), do_normalize=True, min_samples=3)
         array([-0.99999994,  0.99999994,  0.        ], dtype=float32)
     """
-    x = np.asarray(signal)
-    if x.ndim != 1:
-        raise ValueError(f"expected a mono clip of shape (samples,), got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError("clip has no samples")
-    if not np.isfinite(x).all():
-        raise ValueError("clip contains non-finite samples (nan or inf)")
-    x64 = x.astype(np.float64)
+    x64 = check_clip(signal).astype(np.float64)
     if do_normalize:
         x64 = (x64 - x64.mean()) / np.sqrt(x64.var() + NORM_EPS)
     x32 = x64.astype(np.float32)
@@ -101,6 +133,18 @@ class Encoder(ConvFrontEnd):
         """One clip as this family's input on the host: :func:`prepare_wave`."""
         return prepare_wave(signal, do_normalize=do_normalize, min_samples=min_samples)
 
+    @staticmethod
+    def prepare_padded(x: torch.Tensor, num_samples: torch.Tensor, *, do_normalize: bool) -> torch.Tensor:
+        """A zero-padded batch of checked clips as this family's input, on the device.
+
+        Args:
+            x: ``(batch, samples)`` float32 raw audio on the device, zero past each clip's end
+                and at least one receptive field wide.
+            num_samples: ``(batch,)`` int64 true lengths on the device.
+            do_normalize: normalise each clip (:func:`normalise_padded`).
+        """
+        return normalise_padded(x, num_samples) if do_normalize else x
+
     def hidden_states(self, waves: list[torch.Tensor], *, batched: bool) -> list[list[torch.Tensor]]:
         """Every hidden state ``(frames, hidden)`` of each clip through the split path.
 
@@ -125,7 +169,7 @@ class Encoder(ConvFrontEnd):
 
         Args:
             x0: ``(batch, frames, hidden)`` hidden state 0 of each clip, zero-padded.
-            lengths: ``(batch,)`` true frame counts.
+            lengths: ``(batch,)`` true frame counts on the host (integers or a CPU tensor).
             stop_after: last hidden-state index needed; later layers are not run.
 
         Yields:
@@ -134,11 +178,17 @@ class Encoder(ConvFrontEnd):
         """
         yield 0, x0
         batch, frames, _ = x0.shape
-        lengths = lengths.to(x0.device)
-        padded = bool((lengths < frames).any())
-        mask2d = torch.arange(frames, device=x0.device)[None, :] < lengths[:, None] if padded else None
+        host = [int(n) for n in lengths]  # host integers: deciding on padding needs no sync
+        mask2d = None
+        if min(host) < frames:
+            n = to_device(torch.tensor(host, dtype=torch.long), x0.device)
+            mask2d = torch.arange(frames, device=x0.device)[None, :] < n[:, None]  # (B, T)
         if self.relative_bias or mask2d is None:
             attention_mask = mask2d  # WavLM turns it into a key padding mask itself
+        elif self.model.config._attn_implementation == "sdpa":
+            # What create_bidirectional_mask returns for SDPA (True = attend), built without its
+            # padding_mask.all() test, which waits for the device.
+            attention_mask = mask2d[:, None, None, :].expand(batch, 1, frames, frames)
         else:
             from transformers.masking_utils import create_bidirectional_mask
 

@@ -144,6 +144,13 @@ class ConvFrontEnd:
         n = self.model._get_feat_extract_output_lengths(torch.tensor(num_samples), **self._lengths_kwargs)
         return int(n)
 
+    def frame_counts(self, num_samples: Sequence[int]) -> list[int]:
+        """:meth:`num_frames` of many clips in one call (host integers, no device work)."""
+        n = self.model._get_feat_extract_output_lengths(
+            torch.tensor(list(num_samples), dtype=torch.long), **self._lengths_kwargs
+        )
+        return n.reshape(-1).tolist()
+
     # -- front end: per clip ------------------------------------------------------------
     def conv_features(self, wave: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
         """Conv feature encoder on one clip, in chunks when long.
@@ -265,23 +272,34 @@ class ConvFrontEnd:
             return f"unknown positional embedding {type(pos).__name__}"
         return None
 
-    def conv_lengths(self, num_samples: torch.Tensor) -> list[torch.Tensor]:
-        """True output lengths of every conv layer, ``floor((L - k) / s) + 1`` per clip."""
-        out, n = [], num_samples
+    def conv_lengths(self, num_samples: Sequence[int]) -> list[list[int]]:
+        """True output lengths of every conv layer, ``floor((L - k) / s) + 1`` per clip.
+
+        Returns:
+            One list per conv layer, one host integer per clip.
+        """
+        out, n = [], [int(v) for v in num_samples]
         for layer in self.model.feature_extractor.conv_layers:
-            n = torch.div(n - layer.conv.kernel_size[0], layer.conv.stride[0], rounding_mode="floor") + 1
+            kernel, stride = layer.conv.kernel_size[0], layer.conv.stride[0]
+            n = [(v - kernel) // stride + 1 for v in n]
             out.append(n)
         return out
 
     @staticmethod
-    def masked_group_norm(norm: nn.GroupNorm, y: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+    def masked_group_norm(
+        norm: nn.GroupNorm, y: torch.Tensor, lengths: Sequence[int] | torch.Tensor
+    ) -> torch.Tensor:
         """GroupNorm of a right-padded batch with each clip's statistics over its true frames.
+
+        One masked two-pass mean / population variance for the whole batch (no loop over
+        clips, no host sync), then one fused ``y * scale + shift``.
 
         Args:
             norm: the module (its groups, epsilon and affine parameters are used).
             y: ``(batch, channels, frames)`` conv output; frames at or past a clip's length
-                are padding and never enter a statistic.
-            lengths: per clip, the true frame count (at least 1).
+                are padding and never enter a statistic (whatever they hold).
+            lengths: per clip, the true frame count (at least 1); a tensor already on ``y``'s
+                device is used as it is.
 
         Returns:
             ``(batch, channels, frames)`` float32 (GroupNorm runs in float32 under autocast);
@@ -289,16 +307,15 @@ class ConvFrontEnd:
         """
         batch, channels, frames = y.shape
         groups = norm.num_groups
-        y = y.float()
-        # One single-pass (Welford) mean / population variance per clip over its true frames,
-        # then one fused pass y * scale + shift over the whole batch.
-        stats = [
-            torch.var_mean(y[b, :, :n].reshape(groups, -1), dim=1, correction=0)
-            for b, n in enumerate(lengths)
-        ]
-        var = torch.stack([v for v, _ in stats])  # (B, G)
-        mean = torch.stack([m for _, m in stats])
         per_group = channels // groups
+        y = y.float()
+        n = torch.as_tensor(lengths, device=y.device).to(torch.long)
+        mask = (torch.arange(frames, device=y.device)[None, :] < n[:, None])[:, None, None, :]  # (B, 1, 1, T)
+        yg = y.reshape(batch, groups, per_group, frames)
+        count = (n * per_group).to(torch.float32)[:, None]  # (B, 1)
+        mean = torch.where(mask, yg, 0.0).sum(dim=(2, 3)) / count  # (B, G)
+        dev = torch.where(mask, yg - mean[:, :, None, None], 0.0)
+        var = dev.square().sum(dim=(2, 3)) / count  # population variance
         rstd = torch.rsqrt(var + norm.eps).repeat_interleave(per_group, dim=1)  # (B, C)
         mean = mean.repeat_interleave(per_group, dim=1)
         scale = rstd * norm.weight.float() if norm.affine else rstd
@@ -332,46 +349,72 @@ class ConvFrontEnd:
         h = pos.activation(pos.padding(pos.conv(h)))
         return h.transpose(1, 2)
 
-    def frontend_batch(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
-        """:meth:`frontend` of several clips in one right-padded batch, exact on true frames.
+    def frontend_padded(self, x: torch.Tensor, num_samples: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+        """:meth:`frontend` of a right-padded batch, exact on each clip's true frames.
 
         The unpadded convs look only to the right, so a conv output frame inside a clip's true
         frame count depends only on the clip's own samples; a group-norm layer takes each clip's
         statistics over its true frames only (:meth:`masked_group_norm`). The feature
         projection works frame by frame, and the positional conv sees zeros past each clip's
-        end, as it does on the clip alone (:meth:`_pos_conv_batched`).
+        end, as it does on the clip alone (:meth:`_pos_conv_batched`). The lengths travel to
+        the device once, through pinned memory: nothing here waits for the device.
 
         Args:
-            waves: ``(samples,)`` clips, each at least one receptive field long.
+            x: ``(batch, samples)`` prepared clips, each at least one receptive field long.
+            num_samples: per clip, its length in samples (host integers).
 
         Returns:
-            Per clip ``(frames, hidden)``, views into one padded tensor.
+            ``(batch, frames, hidden)`` float32, zero past each clip's frames, and the frame
+            counts (host integers).
 
         Raises:
             NotImplementedError: the model's layout is not one this method knows.
         """
         if self.batch_frontend_problem is not None:
             raise NotImplementedError(self.batch_frontend_problem)
-        device = waves[0].device
-        lengths = torch.tensor([w.shape[0] for w in waves])  # on the host: no device sync
-        x = nn.utils.rnn.pad_sequence(waves, batch_first=True)[:, None]  # (B, 1, S)
-        for layer, n in zip(self.model.feature_extractor.conv_layers, self.conv_lengths(lengths)):
+        per_layer = self.conv_lengths(num_samples)
+        table = to_device(torch.tensor(per_layer, dtype=torch.long), x.device)  # (layers, B)
+        h = x[:, None]  # (B, 1, S)
+        for j, layer in enumerate(self.model.feature_extractor.conv_layers):
             norm = getattr(layer, "layer_norm", None)
             if isinstance(norm, nn.GroupNorm):
-                x = layer.activation(self.masked_group_norm(norm, layer.conv(x), n.tolist()))
+                h = layer.activation(self.masked_group_norm(norm, layer.conv(h), table[j]))
             else:
-                x = layer(x)  # per-frame layer norm or none: exact on true frames
-            lengths = n
-        proj = self.model.feature_projection(x.transpose(1, 2))
+                h = layer(h)  # per-frame layer norm or none: exact on true frames
+        proj = self.model.feature_projection(h.transpose(1, 2))
         if isinstance(proj, tuple):
             proj = proj[0]
         frames = proj.shape[1]
-        mask = (torch.arange(frames)[None, :] < lengths[:, None])[:, :, None].to(device)  # (B, T, 1)
-        encoder = self.model.encoder
+        mask = (torch.arange(frames, device=x.device)[None, :] < table[-1][:, None])[:, :, None]  # (B, T, 1)
         no_autocast = torch.autocast("cuda", enabled=False) if proj.is_cuda else contextlib.nullcontext()
         with no_autocast:
             proj = proj.float()
-            x = proj + self._pos_conv_batched(proj, mask)
+            out = proj + self._pos_conv_batched(proj, mask)
         if not self.stable:
-            x = encoder.layer_norm(x)
-        return [x[b, :n] for b, n in enumerate(lengths.tolist())]
+            out = self.model.encoder.layer_norm(out)
+        return out.masked_fill(~mask, 0.0), per_layer[-1]
+
+    def frontend_batch(self, waves: list[torch.Tensor]) -> list[torch.Tensor]:
+        """:meth:`frontend_padded` of a list of clips: per clip ``(frames, hidden)`` views.
+
+        Args:
+            waves: ``(samples,)`` clips, each at least one receptive field long.
+
+        Raises:
+            NotImplementedError: the model's layout is not one this method knows.
+        """
+        if self.batch_frontend_problem is not None:
+            raise NotImplementedError(self.batch_frontend_problem)
+        x = nn.utils.rnn.pad_sequence(waves, batch_first=True)  # (B, S)
+        out, frames = self.frontend_padded(x, [w.shape[0] for w in waves])
+        return [out[b, :n] for b, n in enumerate(frames)]
+
+
+def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device`` without waiting: through pinned memory, non-blocking on CUDA.
+
+    (A plain ``.to("cuda")`` of pageable memory synchronises the stream.)
+    """
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)

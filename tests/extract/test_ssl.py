@@ -468,6 +468,82 @@ def test_plan_batches() -> None:
     assert flat == sorted(flat)
 
 
+# -- the padded (GPU) path, run on the CPU -----------------------------------------------------
+def test_device_normalisation_equals_the_per_clip_one() -> None:
+    """normalise_padded (the GPU path's batched form) against prepare_wave, clip by clip."""
+    from extract.ssl import normalise_padded, prepare_wave
+
+    lengths = [1, 120, 399, 400, 8_000, 36_800]
+    clips = [clip(n) * (1 + i) + 0.3 * i for i, n in enumerate(lengths)]  # different means, scales
+    width = max(max(lengths), 400)
+    x = torch.zeros(len(clips), width)
+    for b, c in enumerate(clips):
+        x[b, : len(c)] = torch.from_numpy(c)
+    out = normalise_padded(x, torch.tensor(lengths)).numpy()
+    for b, c in enumerate(clips):
+        ref = prepare_wave(c, do_normalize=True, min_samples=400)
+        np.testing.assert_allclose(out[b, : len(ref)], ref, rtol=0, atol=2e-6)
+        assert not out[b, len(c):].any()  # padding stays zero
+
+
+def test_stream_queues_the_next_batch_and_equals_compute_batch(tiny_models: dict, signals: list) -> None:
+    ext = loaded(tiny_models["wav2vec2-group"], dtype="float32", frames_layers=(2,))
+    assert ext.strategy_ == STRATEGY_BATCHED
+    batches = [signals[:4], signals[4:7], [], signals[7:]]
+    expected = [ext.compute_batch(b) for b in batches]
+    runner, log = ext.runner_, []
+    launch, complete = runner.launch, runner.complete
+
+    def logged_launch(batch: list) -> object:
+        log.append(("launch", len(batch)))
+        return launch(batch)
+
+    def logged_complete(pending: object) -> list:
+        log.append(("complete", len(pending.results)))
+        return complete(pending)
+
+    runner.launch, runner.complete = logged_launch, logged_complete
+    try:
+        streamed = list(ext.compute_stream(iter(batches)))
+    finally:
+        del runner.launch, runner.complete
+    sizes = [len(b) for b in batches]
+    assert log == [("launch", sizes[0]), ("launch", sizes[1]), ("complete", sizes[0]),
+                   ("launch", sizes[2]), ("complete", sizes[1]), ("launch", sizes[3]),
+                   ("complete", sizes[2]), ("complete", sizes[3])]
+    assert [len(r) for r in streamed] == sizes
+    for got, want in zip(streamed, expected):
+        for a, b in zip(got, want):
+            assert a.keys() == b.keys()
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_padded_path_has_no_host_conversion_per_clip(tiny_models: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensor -> Python conversions (each a device sync on CUDA) do not grow with the clips."""
+    ext = loaded(tiny_models["data2vec-audio"], dtype="float32", frames_layers=(1,))
+    assert ext.strategy_ == STRATEGY_BATCHED
+    calls: list[str] = []
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self: torch.Tensor, *args: object, _name: str = name, _f: object = original) -> object:
+            calls.append(_name)
+            return _f(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def conversions(n_clips: int) -> list[str]:
+        batch = [clip(16_000, seed=s) for s in range(n_clips)]  # equal lengths: one front-end group
+        calls.clear()
+        out = ext.compute_batch(batch)
+        assert all(isinstance(o, dict) for o in out)
+        return sorted(calls)
+
+    few, many = conversions(2), conversions(8)
+    assert few and few == many, (few, many)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(tiny_models: dict, signals: list) -> None:
@@ -480,3 +556,66 @@ def test_cuda_matches_cpu(tiny_models: dict, signals: list) -> None:
             assert int(a["num_frames"]) == int(b["num_frames"])
             assert row_cosines(a["pooled_mean"], b["pooled_mean"]).min() > 0.99, family
             assert row_cosines(a["frames_l3"], b["frames_l3"]).mean() > 0.98, family
+
+
+def per_clip_forward_pooled(ext: SSLExtractor, signal: np.ndarray) -> dict[str, np.ndarray]:
+    """The reference: the model's own forward on one clip (same device and autocast)."""
+    with torch.inference_mode(), ext.autocast():
+        states = ext.model_(ext.prepare(signal)[None], output_hidden_states=True).hidden_states
+    stacked = torch.stack([h[0].float() for h in states], dim=0).cpu()  # (layers, T, H)
+    return {"pooled_mean": stacked.mean(1).numpy(), "pooled_last": stacked[:, -1].numpy()}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_cuda_batched_equals_the_per_clip_forward_in_bf16(tiny_models: dict, signals: list, family: str) -> None:
+    """What the GPU path stores equals the model's own per-clip forward (cosine >= 0.999)."""
+    ext = loaded(tiny_models[family], device="cuda", dtype="float32")
+    ext.frontend_batching = "auto"
+    assert ext.strategy_ == STRATEGY_BATCHED
+    for signal, got in zip(signals, ext.compute_batch(signals)):
+        ref = per_clip_forward_pooled(ext, signal)
+        for key, want in ref.items():
+            cos = row_cosines(got[key], want)
+            assert cos.min() >= 0.999, (family, len(signal), key, cos.min())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_base_size_model_equals_the_per_clip_forward(tmp_path: Path) -> None:
+    """A random base-size wav2vec2 (the real compute), wav lengths of a corpus: cosine >= 0.999."""
+    from extract.untrained import make_untrained_wav2vec2
+
+    folder = make_untrained_wav2vec2(tmp_path / "base", size="base")
+    ext = make(folder, device="cuda", dtype="float32")
+    ext.load()
+    assert ext.strategy_ == STRATEGY_BATCHED
+    batch = [clip(n, seed=3) for n in (4_000, 16_000, 24_000, 40_000, 64_000, 96_000)]
+    for signal, got in zip(batch, ext.compute_batch(batch)):
+        ref = per_clip_forward_pooled(ext, signal)
+        for key, want in ref.items():
+            assert row_cosines(got[key], want).min() >= 0.999, (len(signal), key)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", ["wav2vec2-group", "wav2vec2-layer", "hubert", "data2vec-audio"])
+def test_cuda_batch_loop_never_waits_for_the_device(tiny_models: dict, signals: list, family: str) -> None:
+    """Under sync debug mode "error" any implicit host sync (.item(), a blocking copy, ...) raises;
+    the stream's only wait is one CUDA event per batch (not flagged). WavLM is left out: its
+    eager attention is transformers' code."""
+    ext = loaded(tiny_models[family], device="cuda", dtype="float32", frames_layers=(2,))
+    ext.frontend_batching = "auto"
+    batches = [signals[:5], signals[5:8], signals[8:]]
+    expected = [ext.compute_batch(b) for b in batches]  # warm-up: caches, pinned blocks
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        streamed = list(ext.compute_stream(iter(batches)))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for got, want in zip(streamed, expected):
+        for a, b in zip(got, want):
+            assert isinstance(a, dict), a  # an error raised by the debug mode ends up here
+            assert row_cosines(a["pooled_mean"], b["pooled_mean"]).min() >= EXACT
