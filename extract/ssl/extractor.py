@@ -217,12 +217,15 @@ class SSLExtractor(Extractor):
 
     # -- model -----------------------------------------------------------------------------
     def load(self) -> None:
-        """Load the model on the device, pick the batching strategy by a self-check.
+        """Load the model on the device, pick the batching strategy by a self-check (once: a
+        loaded extractor stays loaded, so a caller that loaded it keeps load time out of a run).
 
         Raises:
             ExtractorUnavailable: the weights cannot be loaded.
             ValueError: ``frontend_batching`` is not auto, on or off.
         """
+        if self.model_ is not None:
+            return
         self._ensure_resolved()
         model = checkpoint.load_model(self.arg, self.source_, self.attn_implementation_)
         try_batched = wants_batched_frontend(self.frontend_batching, self.device_.type)  # fails early
