@@ -14,7 +14,9 @@ One concept per module:
 * :mod:`~extract.ssl.frontend`: the exact masked front end (conv encoder, projection,
   positional conv) per clip and on a padded batch;
 * :mod:`~extract.ssl.encoder`: an encoder family = input preparation + front end + the layers
-  under a mask + the model's own forward; :data:`ENCODER_FAMILIES`;
+  under a mask + the model's own forward;
+* :mod:`~extract.ssl.families`: :data:`ENCODER_FAMILIES`, the family of a config (a new
+  family is one Encoder subclass and one line there);
 * :mod:`~extract.ssl.strategy`: the self-check at load and the batching choice;
 * :mod:`~extract.ssl.planning`: the corpus-wide batch plan and the groups inside a batch;
 * :mod:`~extract.ssl.compute`: :class:`BatchRunner`, the compute paths of a loaded model (the
@@ -71,8 +73,9 @@ from extract.ssl.config import (
     STRATEGY_SPLIT,
 )
 from extract.ssl.compute import BatchRunner
-from extract.ssl.encoder import ENCODER_FAMILIES, Encoder, encoder_family, normalise_padded, prepare_wave
+from extract.ssl.encoder import Encoder, normalise_padded, prepare_wave
 from extract.ssl.extractor import SSLExtractor
+from extract.ssl.families import ENCODER_FAMILIES, encoder_family
 from extract.ssl.frontend import ConvFrontEnd, receptive_field
 
 __all__ = [

@@ -234,7 +234,7 @@ class BatchRunner:
         """
         encoder = self.encoder
         frames = encoder.frame_counts(n_in)
-        hidden = encoder.model.config.hidden_size
+        hidden = encoder.hidden_size(encoder.model.config)
         x0 = torch.zeros((len(n_in), max(frames), hidden), dtype=torch.float32, device=x.device)
         alone = [b for b in range(len(n_in)) if frames[b] > encoder.chunk_frames]
         skip = set(alone)

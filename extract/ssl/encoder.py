@@ -1,11 +1,11 @@
 """The model as the extractor runs it: a front end, then the transformer layers under a mask.
 
 An *encoder family* is one class here: it knows which checkpoints it runs
-(:meth:`Encoder.accepts`), how a clip becomes the model's input (:meth:`Encoder.prepare`), the
-clip's true frame count, hidden state 0 per clip and batched (its front end), the layers on a
-padded batch, and the model's own forward (the reference of the self-check). The extractor
-asks :func:`encoder_family` for the class of a config; :data:`ENCODER_FAMILIES` lists them in
-the order they are tried.
+(:meth:`Encoder.accepts`), how a clip becomes the model's input (:meth:`Encoder.prepare` per
+clip on the host, :meth:`Encoder.prepare_padded` for a padded batch on the device), the clip's
+true frame count, hidden state 0 per clip and batched (its front end), the layers on a padded
+batch, and the model's own forward (the reference of the self-check). The extractor asks
+:func:`extract.ssl.families.encoder_family` for the class of a config.
 
 Hidden states. Index 0 is the input of the first transformer layer (after the positional conv
 embedding, and after the encoder layer norm for post-norm models); index ``i`` is the output of
@@ -124,6 +124,16 @@ class Encoder(ConvFrontEnd):
         return all(hasattr(config, k) for k in cls.required)
 
     @staticmethod
+    def num_states(config: Any) -> int:
+        """Hidden states the model reports: its layers + 1 (the input of the first layer)."""
+        return int(config.num_hidden_layers) + 1
+
+    @staticmethod
+    def hidden_size(config: Any) -> int:
+        """Width of every hidden state."""
+        return int(config.hidden_size)
+
+    @staticmethod
     def min_samples(config: Any) -> int:
         """The shortest input in samples (one receptive field); shorter clips are padded."""
         return receptive_field(config.conv_kernel, config.conv_stride)[0]
@@ -155,7 +165,7 @@ class Encoder(ConvFrontEnd):
         fronts = self.frontend_batch(waves) if batched else [self.frontend(w) for w in waves]
         lengths = torch.tensor([f.shape[0] for f in fronts])
         x0 = nn.utils.rnn.pad_sequence(fronts, batch_first=True)
-        states = [h for _, h in self.run_layers(x0, lengths, self.model.config.num_hidden_layers)]
+        states = [h for _, h in self.run_layers(x0, lengths, self.num_states(self.model.config) - 1)]
         return [[h[b, : int(n)] for h in states] for b, n in enumerate(lengths)]
 
     def reference_hidden_states(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -213,16 +223,3 @@ class Encoder(ConvFrontEnd):
                 h = out[0] if isinstance(out, tuple) else out
             yield i, h
 
-
-ENCODER_FAMILIES: tuple[type[Encoder], ...] = (Encoder,)
-"""Encoder classes in the order :func:`encoder_family` tries them. A new family (say a
-log-mel model) is a subclass with its own ``accepts``, ``prepare``-time input, front end and
-``run_layers``, put before the classes whose ``accepts`` would also take its configs."""
-
-
-def encoder_family(config: Any) -> type[Encoder] | None:
-    """The first class of :data:`ENCODER_FAMILIES` that accepts ``config``, or ``None``."""
-    for cls in ENCODER_FAMILIES:
-        if cls.accepts(config):
-            return cls
-    return None

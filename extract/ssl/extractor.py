@@ -35,7 +35,8 @@ from extract.ssl.config import (
     check_options,
 )
 from extract.ssl.compute import BatchRunner, Windows
-from extract.ssl.encoder import Encoder, encoder_family
+from extract.ssl.encoder import Encoder
+from extract.ssl.families import encoder_family
 from extract.ssl.frontend import to_device
 from extract.ssl.planning import plan_batches
 from extract.ssl.strategy import self_check, wants_batched_frontend
@@ -103,7 +104,7 @@ class SSLExtractor(Extractor):
         self.family_ = family
         self.config_ = config
         self.attn_implementation_ = checkpoint.attention_implementation(model_class)
-        n_states = config.num_hidden_layers + 1
+        n_states = family.num_states(config)
         self.layers_ = check_layers(opts.layers, n_states, "layers")
         self.frames_layers_ = check_layers(opts.frames_layers, n_states, "frames_layers", empty_ok=True)
         self.min_samples_ = family.min_samples(config)
@@ -156,7 +157,7 @@ class SSLExtractor(Extractor):
     def fields(self) -> dict[str, FieldSpec]:
         """``pooled_<p>`` (n_layers, hidden), ``frames_l<i>`` ragged (hidden,), ``num_frames``."""
         self._ensure_resolved()
-        hidden = self.config_.hidden_size
+        hidden = self.family_.hidden_size(self.config_)
         out = {
             f"pooled_{p}": FieldSpec(
                 shape=(len(self.layers_), hidden),
@@ -278,7 +279,7 @@ class SSLExtractor(Extractor):
             signal: ``(samples,)`` 16 kHz float32 audio.
 
         Returns:
-            ``num_hidden_layers + 1`` tensors ``(frames, hidden)`` float32 on the CPU.
+            ``num_states`` (layers + 1) tensors ``(frames, hidden)`` float32 on the CPU.
         """
         self._require_loaded()
         with torch.inference_mode(), self.autocast():
