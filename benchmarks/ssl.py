@@ -7,9 +7,18 @@
 (c) a layer-probing study: the naive way needs one full pass per layer; ours needs one pass.
 
 By default the model is a randomly initialised wav2vec2 of base size (the compute of the real
-``facebook/wav2vec2-base``), so the benchmark runs anywhere; ``--model`` takes a real one.
-On CPU it also reports the compute-bound limit estimated from a measured matmul rate; on GPU the
-fraction of the measured bf16 matmul peak that the pipeline reaches.
+``facebook/wav2vec2-base``; ``--size large``: wav2vec2-large-lv60's), so the benchmark runs
+anywhere; ``--model`` takes a real one. On CPU it also reports the compute-bound limit estimated
+from a measured matmul rate; on GPU the fraction of the measured bf16 matmul peak that the
+pipeline reaches and the real-time factor.
+
+(d) agreement: for ``--check-clips`` clips, every stored layer x (mean, last) against the
+    model's own forward on the clip alone (float32; on CUDA also under the same bf16 autocast):
+    the minimum cosine over clips, layers and poolings.
+
+``--naive-clips`` times the naive loop on the first N clips only (a GPU run extracts thousands
+of clips in seconds, the naive loop would take minutes); the ratios then compare rates (audio
+seconds per second) and say so.
 """
 from __future__ import annotations
 
@@ -27,7 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clips", type=int, default=64, help="clips (default 64)")
     p.add_argument("--min-seconds", type=float, default=0.5)
     p.add_argument("--max-seconds", type=float, default=4.0)
-    p.add_argument("--model", help="model id or folder (default: a random base-size wav2vec2)")
+    p.add_argument("--model", help="model id or folder (default: a random wav2vec2 of --size)")
+    p.add_argument("--size", default="base", choices=["base", "large"],
+                   help="size of the random wav2vec2 when no --model is given (default base)")
+    p.add_argument("--naive-clips", type=int, default=None,
+                   help="time the naive loop on the first N clips only (default: all)")
+    p.add_argument("--check-clips", type=int, default=8,
+                   help="clips whose stored values are compared with the per-clip forward (default 8)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--naive-passes", type=int, default=None,
                    help="full naive passes timed for the probing study (default: one per layer, "
@@ -91,6 +106,13 @@ def _write_corpus(root: Path, clips: int, lo: float, hi: float) -> float:
     return total
 
 
+def _seconds(path: str) -> float:
+    from data.audio import audio_info
+
+    frames, rate, _ = audio_info(path)
+    return frames / rate
+
+
 def _naive_pass(model: Any, fe: Any, paths: list[str], layer: int, device: str) -> list[np.ndarray]:
     """One clip at a time, the way common scripts do it; keep one layer's mean."""
     import torch
@@ -107,6 +129,29 @@ def _naive_pass(model: Any, fe: Any, paths: list[str], layer: int, device: str) 
     return out
 
 
+def _agreement(model: Any, fe: Any, paths: list[str], ids: list[str], store: Any, key: str,
+               layers: int, device: str, *, bf16: bool) -> float:
+    """Min cosine of the stored (mean, last) of every layer against the per-clip forward."""
+    import torch
+
+    from data.audio import load_audio
+
+    worst = 1.0
+    stored = {p: store.read(key, f"pooled_{p}", ids)[0] for p in ("mean", "last")}  # (N, L, H)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+    with torch.inference_mode(), autocast:
+        for n, path in enumerate(paths):
+            inputs = fe(load_audio(path), sampling_rate=16000, return_tensors="pt").input_values.to(device)
+            states = model(inputs, output_hidden_states=True).hidden_states[:layers]
+            ref = {"mean": torch.stack([h[0].float().mean(0) for h in states]),
+                   "last": torch.stack([h[0, -1].float() for h in states])}  # (L, H)
+            for p, value in ref.items():
+                a = torch.from_numpy(stored[p][n].astype(np.float64))
+                cos = torch.nn.functional.cosine_similarity(a, value.double().cpu(), dim=-1)
+                worst = min(worst, float(cos.min()))
+    return worst
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
@@ -120,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_path = args.model or str(make_untrained_wav2vec2(tmp / "model", size="base"))
+        model_path = args.model or str(make_untrained_wav2vec2(tmp / "model", size=args.size))
         audio_s = _write_corpus(tmp / "corpus", args.clips, args.min_seconds, args.max_seconds)
         corpus = read_corpus(tmp / "corpus", "csv")
         paths = [str(p) for p in corpus.clips["path"]]
@@ -147,27 +192,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model = AutoModel.from_pretrained(model_path).to(device).eval()
         fe = Wav2Vec2FeatureExtractor(do_normalize=bool(prov.get("normalize", True)))
         _naive_pass(model, fe, paths[:2], n_states - 1, device)  # warm-up (both sides warmed)
+        naive_paths = paths[:args.naive_clips] if args.naive_clips else paths
+        # the naive side's time scaled to the whole corpus by audio seconds (1.0: all clips)
+        scale = audio_s / sum(_seconds(p) for p in naive_paths) if args.naive_clips else 1.0
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        _naive_pass(model, fe, paths, n_states - 1, device)
+        _naive_pass(model, fe, naive_paths, n_states - 1, device)
         if device == "cuda":
             torch.cuda.synchronize()
-        naive_s = time.perf_counter() - t0
+        naive_s = (time.perf_counter() - t0) * scale
 
         # (c) probing study: naive = one full pass per layer
         passes = args.naive_passes or n_states
         t0 = time.perf_counter()
         for layer in range(min(passes, n_states)):
-            _naive_pass(model, fe, paths, layer, device)
+            _naive_pass(model, fe, naive_paths, layer, device)
         if device == "cuda":
             torch.cuda.synchronize()
-        measured = time.perf_counter() - t0
+        measured = (time.perf_counter() - t0) * scale
         naive_study_s = measured * n_states / min(passes, n_states)
+
+        # (d) stored values against the per-clip forward
+        check = min(args.check_clips, len(paths))
+        ids = list(corpus.clips.index[:check])
+        agreement = {}
+        if check:
+            agreement["cosine_min_vs_per_clip_fp32"] = round(_agreement(
+                model, fe, paths[:check], ids, store, summary.key, n_states, device, bf16=False), 6)
+            if device == "cuda":
+                agreement["cosine_min_vs_per_clip_bf16"] = round(_agreement(
+                    model, fe, paths[:check], ids, store, summary.key, n_states, device, bf16=True), 6)
 
         flops = _flops_per_audio_second(cfg)
         result: dict[str, Any] = {
-            "bench": "ssl", "model": "random wav2vec2 base-size" if not args.model else args.model,
+            "bench": "ssl", "model": f"random wav2vec2 {args.size}-size" if not args.model else args.model,
             "clips": args.clips, "audio_seconds": round(audio_s, 2),
             "layers_stored": n_states, "poolings": ["mean", "last"],
             "pipeline_seconds": round(ours_s, 3),
@@ -185,7 +244,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "dtype": f"store {opts.dtype}, compute {prov.get('compute_dtype')}",
             "gflop_per_audio_s": round(flops / 1e9, 2),
             "threads": torch.get_num_threads(),
+            "checked_clips": check,
+            **agreement,
         }
+        if args.naive_clips:
+            result["naive_clips_measured"] = len(naive_paths)
+            result["naive_note"] = "naive times measured on the first clips, scaled by audio seconds"
         if device == "cuda":
             peak = _matmul_rate("cuda", torch.bfloat16)
             result["measured_bf16_matmul_tflops"] = round(peak / 1e12, 1)

@@ -16,6 +16,7 @@ BENCHES = {
     "heads": ("benchmarks.heads", "torch heads: mlp-mtl (uw) and lstm training time"),
     "probe": ("benchmarks.probe", "13-layer x 2-pooling ridge probe on 20,000 clips"),
     "scale": ("benchmarks.scale", "shard + merge vs single process: identity and merge cost per GB"),
+    "finetune-step": ("benchmarks.finetune_step", "one fine-tuning optimiser step (backbone + heads)"),
 }
 
 

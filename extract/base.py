@@ -18,7 +18,7 @@ import abc
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -128,6 +128,15 @@ class Extractor(abc.ABC):
     def compute_batch(self, signals: list[np.ndarray]) -> list[dict[str, np.ndarray] | Exception]:
         """Features of a batch of clips; a clip that fails gives its exception (batched mode)."""
         raise NotImplementedError(f"{type(self).__name__} is a {self.mode} extractor")
+
+    def compute_stream(
+        self, batches: Iterable[list[np.ndarray]]
+    ) -> Iterator[list[dict[str, np.ndarray] | Exception]]:
+        """:meth:`compute_batch` of each batch, in order (batched mode). An extractor may queue
+        the next batch before yielding the previous one's results (the SSL extractor does on
+        CUDA); the default computes them one after the other."""
+        for signals in batches:
+            yield self.compute_batch(signals) if signals else []
 
     def warnings_for(self, num_samples: int) -> list[str]:
         """Warnings to record for a clip of this length (e.g. shorter than a receptive field)."""

@@ -403,13 +403,21 @@ def _run_batched(ex: Extractor, options: ExtractOptions, universe: list[str], to
                 yield futures[i].result()
                 futures[i] = None  # type: ignore[call-overload]  # free the decoded audio
 
-    for batch in decoded():
-        good = [(c, x) for c, x, err in batch if err is None]
-        for c, x, err in batch:
-            if err is not None and c in todo:
-                record(c, None, err, [], 0)
+    inputs: list[list[tuple[str, np.ndarray]]] = []  # batches handed to the extractor, in order
+
+    def signals() -> Iterator[list[np.ndarray]]:
+        for batch in decoded():
+            good = [(c, x) for c, x, err in batch if err is None]
+            for c, x, err in batch:
+                if err is not None and c in todo:
+                    record(c, None, err, [], 0)
+            inputs.append(good)
+            yield [x for _, x in good]
+
+    # compute_stream may queue the next batch on the device before it returns this one's results
+    for results in ex.compute_stream(signals()):
+        good = inputs.pop(0)
         if good:
-            results = ex.compute_batch([x for _, x in good])
             for (c, x), res in zip(good, results):
                 if c not in todo:
                     continue  # stored already; computed only to keep the batch as planned

@@ -16,6 +16,11 @@ BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
         "intermediate_size": 3072, "conv_dim": (512,) * 7}
 """wav2vec2-base sizes: same compute as the real checkpoint."""
 
+LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+         "intermediate_size": 4096, "conv_dim": (512,) * 7, "feat_extract_norm": "layer",
+         "do_stable_layer_norm": True, "conv_bias": True}
+"""wav2vec2-large-lv60 sizes (layer-norm conv encoder, pre-norm transformer): its compute."""
+
 SMALL = {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
          "intermediate_size": 128, "conv_dim": (32,) * 7, "num_conv_pos_embeddings": 16,
          "num_conv_pos_embedding_groups": 4}
@@ -28,11 +33,14 @@ def is_untrained(folder: str | os.PathLike) -> bool:
 
 
 def make_untrained_wav2vec2(folder: str | os.PathLike, *, size: str = "small", seed: int = 0) -> Path:
-    """Write a random wav2vec2 (group-norm, like wav2vec2-base) into ``folder``; reuse if there.
+    """Write a random wav2vec2 (group-norm like wav2vec2-base; ``large``: like lv60) into ``folder``.
+
+    A folder written before with the same marker is reused.
 
     Args:
         folder: target folder (config.json, weights, preprocessor_config.json, UNTRAINED.txt).
-        size: ``small`` (demo) or ``base`` (benchmark: wav2vec2-base compute).
+        size: ``small`` (demo), ``base`` (benchmark: wav2vec2-base compute) or ``large``
+            (wav2vec2-large-lv60 compute: 24 layers of width 1024, layer-norm convs).
         seed: torch seed of the initialisation.
     """
     import torch
@@ -41,9 +49,11 @@ def make_untrained_wav2vec2(folder: str | os.PathLike, *, size: str = "small", s
     folder = Path(folder)
     if (folder / "config.json").exists() and is_untrained(folder):
         return folder
-    dims = {"small": SMALL, "base": BASE}[size]
-    cfg = Wav2Vec2Config(**dims, feat_extract_norm="group", do_stable_layer_norm=False,
-                         conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
+    sizes = {"small": SMALL, "base": BASE, "large": LARGE}
+    if size not in sizes:
+        raise ValueError(f"size {size!r} is not valid; valid: {', '.join(sizes)}")
+    dims = {"feat_extract_norm": "group", "do_stable_layer_norm": False, **sizes[size]}
+    cfg = Wav2Vec2Config(**dims, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
     torch.manual_seed(seed)
     model = Wav2Vec2Model(cfg).eval()
     folder.mkdir(parents=True, exist_ok=True)
@@ -51,7 +61,7 @@ def make_untrained_wav2vec2(folder: str | os.PathLike, *, size: str = "small", s
     (folder / "preprocessor_config.json").write_text(json.dumps({
         "feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": True,
         "feature_size": 1, "padding_side": "right", "padding_value": 0.0,
-        "return_attention_mask": False, "sampling_rate": 16000}, indent=2))
+        "return_attention_mask": size == "large", "sampling_rate": 16000}, indent=2))
     (folder / MARKER).write_text(
         f"Randomly initialised wav2vec2 ({size}, seed {seed}) written by vocal-probe. Its "
         f"embeddings exercise the extraction path; they are not a result.\n")

@@ -127,7 +127,7 @@ def test_hidden_states_match_the_models_own_output(tiny_models: dict, family: st
         for i, (a, r) in enumerate(zip(ours, ref)):
             assert a.shape == r[0].shape, (family, n, i)
             torch.testing.assert_close(a, r[0], atol=1e-4, rtol=1e-3, msg=f"{family} n={n} state {i}")
-        assert ext._encoder.num_frames(n) == ours[0].shape[0] == (n - 400) // 320 + 1
+        assert ext.encoder_.num_frames(n) == ours[0].shape[0] == (n - 400) // 320 + 1
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -155,10 +155,10 @@ def test_batched_front_end_equals_each_clip_alone(tiny_models: dict, family: str
     """Conv encoder (masked group norm), projection and positional conv on a padded batch."""
     from transformers import AutoModel
 
-    from extract.ssl import _Encoder
+    from extract.ssl import Encoder
 
     model = AutoModel.from_pretrained(tiny_models[family]).eval()
-    encoder = _Encoder(model, chunk_frames=1500)
+    encoder = Encoder(model, chunk_frames=1500)
     assert encoder.batch_frontend_problem is None
     if gemm and not encoder.enable_pos_conv_gemm():
         pytest.skip("stacked positional convs have no matmul form")
@@ -176,7 +176,7 @@ def test_batched_front_end_equals_each_clip_alone(tiny_models: dict, family: str
 
 
 def test_masked_group_norm_equals_group_norm_on_each_clip() -> None:
-    from extract.ssl import _Encoder
+    from extract.ssl import Encoder
 
     torch.manual_seed(0)
     norm = torch.nn.GroupNorm(6, 12, affine=True)
@@ -188,7 +188,7 @@ def test_masked_group_norm_equals_group_norm_on_each_clip() -> None:
     for b, c in enumerate(clips):
         padded[b, :, : c.shape[1]] = c
     with torch.no_grad():
-        out = _Encoder.masked_group_norm(norm, padded, lengths)
+        out = Encoder.masked_group_norm(norm, padded, lengths)
         for b, c in enumerate(clips):
             torch.testing.assert_close(out[b, :, : c.shape[1]], norm(c[None])[0], atol=1e-5, rtol=1e-5)
 
@@ -213,29 +213,29 @@ def test_positional_conv_as_matmul_equals_the_conv(tiny_models: dict, family: st
     """The CUDA path computes the grouped positional conv by unfold + bmm; check it on CPU."""
     from transformers import AutoModel
 
-    from extract.ssl import _Encoder
+    from extract.ssl import Encoder
 
     model = AutoModel.from_pretrained(tiny_models[family]).eval()
-    encoder = _Encoder(model, chunk_frames=1500)
+    encoder = Encoder(model, chunk_frames=1500)
     if not encoder.enable_pos_conv_gemm():
         assert family == "data2vec-audio"  # five stacked convs: left to the module
         return
     for frames in (1, 2, 9, 1100):
         x = torch.randn(1, frames, 32)
         with torch.inference_mode():
-            torch.testing.assert_close(encoder._pos_conv_by_gemm(x, chunk=256), model.encoder.pos_conv_embed(x))
+            torch.testing.assert_close(encoder.pos_conv_by_gemm(x, chunk=256), model.encoder.pos_conv_embed(x))
 
 
 def test_fallback_to_the_models_forward_when_the_self_check_fails(
     tiny_models: dict, signals: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from extract.ssl import STRATEGY_FORWARD, _Encoder
+    from extract.ssl import STRATEGY_FORWARD, Encoder
 
-    def unknown_architecture(self: _Encoder, wave: torch.Tensor) -> torch.Tensor:
+    def unknown_architecture(self: Encoder, wave: torch.Tensor) -> torch.Tensor:
         raise RuntimeError("no such module")
 
     with monkeypatch.context() as patch:
-        patch.setattr(_Encoder, "frontend", unknown_architecture)
+        patch.setattr(Encoder, "frontend", unknown_architecture)
         ext = make(tiny_models["wav2vec2-group"], dtype="float32")
         ext.load()
     assert ext.strategy_ == STRATEGY_FORWARD
@@ -249,16 +249,16 @@ def test_fallback_to_the_models_forward_when_the_self_check_fails(
 def test_per_clip_front_end_when_the_batched_one_is_not_exact(
     tiny_models: dict, signals: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from extract.ssl import _Encoder
+    from extract.ssl import Encoder
 
-    def shifted(self: _Encoder, waves: list) -> list:
+    def shifted(self: Encoder, waves: list) -> list:
         return [self.frontend(w) + 0.5 for w in waves]
 
     reference = loaded(tiny_models["wavlm"], dtype="float32")
     assert reference.strategy_ == STRATEGY_BATCHED
     expected = reference.compute_batch(signals)
     with monkeypatch.context() as patch:
-        patch.setattr(_Encoder, "frontend_batch", shifted)
+        patch.setattr(Encoder, "frontend_batch", shifted)
         ext = make(tiny_models["wavlm"], dtype="float32")
         ext.frontend_batching = "on"
         ext.load()
@@ -312,10 +312,10 @@ def test_short_clips_warn_and_give_one_frame(tiny_models: dict) -> None:
 @pytest.mark.parametrize("family", ["wav2vec2-group", "wav2vec2-layer"])
 def test_chunked_conv_encoder_is_exact(tiny_models: dict, family: str) -> None:
     ext = loaded(tiny_models[family], dtype="float32")
-    wave = ext._prepare(clip(60 * SAMPLE_RATE))
+    wave = ext.prepare(clip(60 * SAMPLE_RATE))
     with torch.inference_mode():
         whole = ext.model_.feature_extractor(wave[None]).transpose(1, 2)[0]
-        chunked = ext._encoder.conv_features(wave, chunk_frames=250)[0]
+        chunked = ext.encoder_.conv_features(wave, chunk_frames=250)[0]
     assert chunked.shape == whole.shape == (2999, 16)
     assert row_cosines(chunked.numpy(), whole.numpy()).min() > 0.9999
 
@@ -468,6 +468,82 @@ def test_plan_batches() -> None:
     assert flat == sorted(flat)
 
 
+# -- the padded (GPU) path, run on the CPU -----------------------------------------------------
+def test_device_normalisation_equals_the_per_clip_one() -> None:
+    """normalise_padded (the GPU path's batched form) against prepare_wave, clip by clip."""
+    from extract.ssl import normalise_padded, prepare_wave
+
+    lengths = [1, 120, 399, 400, 8_000, 36_800]
+    clips = [clip(n) * (1 + i) + 0.3 * i for i, n in enumerate(lengths)]  # different means, scales
+    width = max(max(lengths), 400)
+    x = torch.zeros(len(clips), width)
+    for b, c in enumerate(clips):
+        x[b, : len(c)] = torch.from_numpy(c)
+    out = normalise_padded(x, torch.tensor(lengths)).numpy()
+    for b, c in enumerate(clips):
+        ref = prepare_wave(c, do_normalize=True, min_samples=400)
+        np.testing.assert_allclose(out[b, : len(ref)], ref, rtol=0, atol=2e-6)
+        assert not out[b, len(c):].any()  # padding stays zero
+
+
+def test_stream_queues_the_next_batch_and_equals_compute_batch(tiny_models: dict, signals: list) -> None:
+    ext = loaded(tiny_models["wav2vec2-group"], dtype="float32", frames_layers=(2,))
+    assert ext.strategy_ == STRATEGY_BATCHED
+    batches = [signals[:4], signals[4:7], [], signals[7:]]
+    expected = [ext.compute_batch(b) for b in batches]
+    runner, log = ext.runner_, []
+    launch, complete = runner.launch, runner.complete
+
+    def logged_launch(batch: list) -> object:
+        log.append(("launch", len(batch)))
+        return launch(batch)
+
+    def logged_complete(pending: object) -> list:
+        log.append(("complete", len(pending.results)))
+        return complete(pending)
+
+    runner.launch, runner.complete = logged_launch, logged_complete
+    try:
+        streamed = list(ext.compute_stream(iter(batches)))
+    finally:
+        del runner.launch, runner.complete
+    sizes = [len(b) for b in batches]
+    assert log == [("launch", sizes[0]), ("launch", sizes[1]), ("complete", sizes[0]),
+                   ("launch", sizes[2]), ("complete", sizes[1]), ("launch", sizes[3]),
+                   ("complete", sizes[2]), ("complete", sizes[3])]
+    assert [len(r) for r in streamed] == sizes
+    for got, want in zip(streamed, expected):
+        for a, b in zip(got, want):
+            assert a.keys() == b.keys()
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_padded_path_has_no_host_conversion_per_clip(tiny_models: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensor -> Python conversions (each a device sync on CUDA) do not grow with the clips."""
+    ext = loaded(tiny_models["data2vec-audio"], dtype="float32", frames_layers=(1,))
+    assert ext.strategy_ == STRATEGY_BATCHED
+    calls: list[str] = []
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self: torch.Tensor, *args: object, _name: str = name, _f: object = original) -> object:
+            calls.append(_name)
+            return _f(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def conversions(n_clips: int) -> list[str]:
+        batch = [clip(16_000, seed=s) for s in range(n_clips)]  # equal lengths: one front-end group
+        calls.clear()
+        out = ext.compute_batch(batch)
+        assert all(isinstance(o, dict) for o in out)
+        return sorted(calls)
+
+    few, many = conversions(2), conversions(8)
+    assert few and few == many, (few, many)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(tiny_models: dict, signals: list) -> None:
@@ -475,8 +551,71 @@ def test_cuda_matches_cpu(tiny_models: dict, signals: list) -> None:
         gpu = loaded(tiny_models[family], device="cuda", dtype="float32", frames_layers=(3,))
         cpu = loaded(tiny_models[family], device="cpu", dtype="float32", frames_layers=(3,))
         assert gpu.provenance()["compute_dtype"] == "bfloat16-autocast"
-        assert gpu._encoder.pos_conv_gemm is not None
+        assert gpu.encoder_.pos_conv_gemm is not None
         for a, b in zip(gpu.compute_batch(signals), cpu.compute_batch(signals)):
             assert int(a["num_frames"]) == int(b["num_frames"])
             assert row_cosines(a["pooled_mean"], b["pooled_mean"]).min() > 0.99, family
             assert row_cosines(a["frames_l3"], b["frames_l3"]).mean() > 0.98, family
+
+
+def per_clip_forward_pooled(ext: SSLExtractor, signal: np.ndarray) -> dict[str, np.ndarray]:
+    """The reference: the model's own forward on one clip (same device and autocast)."""
+    with torch.inference_mode(), ext.autocast():
+        states = ext.model_(ext.prepare(signal)[None], output_hidden_states=True).hidden_states
+    stacked = torch.stack([h[0].float() for h in states], dim=0).cpu()  # (layers, T, H)
+    return {"pooled_mean": stacked.mean(1).numpy(), "pooled_last": stacked[:, -1].numpy()}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_cuda_batched_equals_the_per_clip_forward_in_bf16(tiny_models: dict, signals: list, family: str) -> None:
+    """What the GPU path stores equals the model's own per-clip forward (cosine >= 0.999)."""
+    ext = loaded(tiny_models[family], device="cuda", dtype="float32")
+    ext.frontend_batching = "auto"
+    assert ext.strategy_ == STRATEGY_BATCHED
+    for signal, got in zip(signals, ext.compute_batch(signals)):
+        ref = per_clip_forward_pooled(ext, signal)
+        for key, want in ref.items():
+            cos = row_cosines(got[key], want)
+            assert cos.min() >= 0.999, (family, len(signal), key, cos.min())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_base_size_model_equals_the_per_clip_forward(tmp_path: Path) -> None:
+    """A random base-size wav2vec2 (the real compute), wav lengths of a corpus: cosine >= 0.999."""
+    from extract.untrained import make_untrained_wav2vec2
+
+    folder = make_untrained_wav2vec2(tmp_path / "base", size="base")
+    ext = make(folder, device="cuda", dtype="float32")
+    ext.load()
+    assert ext.strategy_ == STRATEGY_BATCHED
+    batch = [clip(n, seed=3) for n in (4_000, 16_000, 24_000, 40_000, 64_000, 96_000)]
+    for signal, got in zip(batch, ext.compute_batch(batch)):
+        ref = per_clip_forward_pooled(ext, signal)
+        for key, want in ref.items():
+            assert row_cosines(got[key], want).min() >= 0.999, (len(signal), key)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", ["wav2vec2-group", "wav2vec2-layer", "hubert", "data2vec-audio"])
+def test_cuda_batch_loop_never_waits_for_the_device(tiny_models: dict, signals: list, family: str) -> None:
+    """Under sync debug mode "error" any implicit host sync (.item(), a blocking copy, ...) raises;
+    the stream's only wait is one CUDA event per batch (not flagged). WavLM is left out: its
+    eager attention is transformers' code."""
+    ext = loaded(tiny_models[family], device="cuda", dtype="float32", frames_layers=(2,))
+    ext.frontend_batching = "auto"
+    batches = [signals[:5], signals[5:8], signals[8:]]
+    expected = [ext.compute_batch(b) for b in batches]  # warm-up: caches, pinned blocks
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        streamed = list(ext.compute_stream(iter(batches)))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for got, want in zip(streamed, expected):
+        for a, b in zip(got, want):
+            assert isinstance(a, dict), a  # an error raised by the debug mode ends up here
+            assert row_cosines(a["pooled_mean"], b["pooled_mean"]).min() >= EXACT
