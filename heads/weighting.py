@@ -275,6 +275,9 @@ def _inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
+DWA_PER = ("epoch", "step")
+"""What DWA's ``t`` counts, see :class:`DynamicWeightAverage`."""
+
 RUW_FORMS = ("liebel", "paper")
 """The readings of seed 003's RUW regulariser (Eq. 2), see :class:`RevisedUncertaintyWeighting`."""
 
@@ -411,29 +414,35 @@ class DynamicWeightAverage(Weighting):
         ``w_k(t) = K exp(r_k(t-1) / T) / sum_i exp(r_i(t-1) / T)``,
         ``r_k(t-1) = L_k(t-1) / L_k(t-2)``,   ``L = sum_k w_k(t) L_k``,
 
-    where ``L_k(t)`` is task k's mean loss over epoch ``t`` (given to :meth:`end_epoch`).
-    ``w_k = 1`` for epochs 0 and 1, which have no two previous epochs. The weights are
-    constants (no gradient). A previous loss of 0 is clamped to 1e-12 to keep ``r`` finite.
-    The loss history is part of ``state_dict`` (``get_extra_state``), so a resumed run
-    continues with the same weights.
+    where, with ``per = "epoch"`` (default), ``L_k(t)`` is task k's mean loss over epoch ``t``
+    (given to :meth:`end_epoch`) and ``w_k = 1`` for epochs 0 and 1, which have no two previous
+    epochs. Seed 003 (Song et al. 2022, Eq. 3) calls ``t`` "an iteration index": ``per =
+    "step"`` reads it as the training step, ``L_k(t)`` the loss of one mini-batch (weights 1
+    for the first two steps). The weights are constants (no gradient). A previous loss of 0 is
+    clamped to 1e-12 to keep ``r`` finite. The loss history is part of ``state_dict``
+    (``get_extra_state``), so a resumed run continues with the same weights.
 
     Args:
         num_tasks: K.
         T: temperature; larger is closer to equal weights.
+        per: ``epoch`` or ``step``: what ``t`` counts.
 
     Raises:
-        ValueError: ``T`` <= 0.
+        ValueError: ``T`` <= 0, or ``per`` not one of :data:`DWA_PER`.
     """
 
     name = "dwa"
 
-    def __init__(self, num_tasks: int, *, T: float = 10.0) -> None:  # noqa: N803 (paper name)
+    def __init__(self, num_tasks: int, *, T: float = 10.0, per: str = "epoch") -> None:  # noqa: N803
         super().__init__(num_tasks)
         if not T > 0:
             raise ValueError(f"{self.name}: temperature T must be > 0; got {T}")
-        self.T = float(T)
+        if per not in DWA_PER:
+            raise ValueError(f"{self.name}: per must be one of {DWA_PER}; got {per!r}")
+        self.T, self.per = float(T), per
         self.history: list[list[float]] = []
-        self._current = [1.0] * self.num_tasks
+        self._recent: list[Tensor] = []  # per = "step": the last two steps' losses, (K,) each
+        self._current = torch.ones(self.num_tasks)
 
     def dwa_weights(self, epoch: int) -> Tensor:
         """``w_k(epoch)``, (K,) float32, from the recorded epoch losses.
@@ -455,24 +464,34 @@ class DynamicWeightAverage(Weighting):
         return (self.num_tasks * torch.softmax(ratio / self.T, dim=0)).to(torch.float32)
 
     def _combine(self, losses: Tensor, epoch: int) -> Tensor:  # losses (K,)
-        w = self.dwa_weights(epoch)
-        self._current = w.tolist()
+        if self.per == "step":
+            if len(self._recent) < 2:
+                w = torch.ones(self.num_tasks, dtype=torch.float64, device=losses.device)
+            else:
+                ratio = self._recent[-1] / self._recent[-2].clamp_min(1e-12)  # (K,) r_k(t-1)
+                w = self.num_tasks * torch.softmax(ratio / self.T, dim=0)
+            self._recent = [*self._recent[-1:], losses.detach().to(torch.float64)]
+        else:
+            w = self.dwa_weights(epoch)
+        self._current = w.detach()
         return (w.to(losses) * losses).sum()
 
     def weights(self) -> list[float]:
         """The weights of the last :meth:`combine` call (ones before the first)."""
-        return list(self._current)
+        return [float(v) for v in self._current]
 
     def end_epoch(self, epoch_losses: list[float]) -> None:
         """Append the epoch's mean loss per task to the history."""
         self.history.append(self._check_epoch_losses(epoch_losses))
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"history": [list(h) for h in self.history], "current": list(self._current)}
+        return {"history": [list(h) for h in self.history], "current": self.weights(),
+                "recent": [r.tolist() for r in self._recent]}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.history = [list(h) for h in state["history"]]
-        self._current = list(state["current"])
+        self._current = torch.tensor(state["current"], dtype=torch.float64)
+        self._recent = [torch.tensor(r, dtype=torch.float64) for r in state.get("recent", [])]
 
 
 @register_weighting
@@ -490,6 +509,7 @@ class DynamicRestrainedUncertaintyWeighting(Weighting):
     Args:
         num_tasks: K.
         T: DWA temperature (the paper: 10).
+        per: what DWA's ``t`` counts, ``epoch`` or ``step`` (see :class:`DynamicWeightAverage`).
         phi: RRUW restraint target (the paper: 1).
         form, floor, init: as :class:`RevisedUncertaintyWeighting`.
     """
@@ -497,11 +517,11 @@ class DynamicRestrainedUncertaintyWeighting(Weighting):
     name = "druw"
 
     def __init__(
-        self, num_tasks: int, *, T: float = 10.0, phi: float = 1.0, form: str = "liebel",  # noqa: N803
-        floor: float = 0.5, init: float = 1.0,
+        self, num_tasks: int, *, T: float = 10.0, per: str = "epoch", phi: float = 1.0,  # noqa: N803
+        form: str = "liebel", floor: float = 0.5, init: float = 1.0,
     ) -> None:
         super().__init__(num_tasks)
-        self.dwa = DynamicWeightAverage(num_tasks, T=T)
+        self.dwa = DynamicWeightAverage(num_tasks, T=T, per=per)
         self.rruw = RestrainedRevisedUncertaintyWeighting(num_tasks, phi=phi, form=form, floor=floor,
                                                           init=init)
 
@@ -527,7 +547,7 @@ def build_weighting(spec: str, num_tasks: int) -> Weighting:
     """Make a weighting from a spec string.
 
     Specs: ``equal``, ``fixed:w1,...,wK``, ``uw``, ``uw:init=0``, ``exvo``, ``ruw``,
-    ``ruw:form=paper,floor=0.5``, ``rruw:phi=1``, ``dwa:T=5``, ``druw:T=10,phi=1,form=liebel``.
+    ``ruw:form=paper,floor=0.5``, ``rruw:phi=1``, ``dwa:T=5``, ``dwa:per=step``, ``druw:T=10,phi=1,form=liebel``.
     Options are the keyword-only arguments of the class named.
 
     Args:
@@ -569,6 +589,7 @@ __all__: list[str] = [
     "UncertaintyWeighting",
     "ExvoWeighting",
     "RUW_FORMS",
+    "DWA_PER",
     "RevisedUncertaintyWeighting",
     "RestrainedRevisedUncertaintyWeighting",
     "DynamicWeightAverage",

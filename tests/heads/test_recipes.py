@@ -353,7 +353,7 @@ def test_fidelity_table_is_validated() -> None:
     data = tomllib.loads((RECIPES_DIR / "exvo-cnn-druw.toml").read_text())
     rows = data["fidelity"]["rows"]
     r = parse_recipe(data)
-    assert r.fidelity.counts() == {"match": 17, "option": 1, "differs": 1, "not stated": 17}
+    assert r.fidelity.counts() == {"match": 17, "option": 2, "differs": 0, "not stated": 17}
     row = dict(rows[0])
     with pytest.raises(RecipeError, match="status must be"):
         parse_recipe(_with_fidelity([{**row, "status": "differs"}] + rows[1:]))  # no reason

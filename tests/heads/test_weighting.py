@@ -239,16 +239,16 @@ def _paper_root(loss: float) -> float:
 
 
 def test_ruw_weight_trajectories_by_reading() -> None:
-    """CCC-like losses <= 1 and a CE > 1: each reading's weights over 6000 Adam steps.
+    """CCC-like losses <= 1 and a CE > 1: each reading's weights over 3000 Adam steps.
 
     The old cap (paper form, floor 1) never leaves equal weighting for a loss <= 1; the
     default (liebel) moves every weight to its finite optimum 2 / (L + sqrt(L^2 + 4 L)), away
     from 1; the paper form with floor 0.5 drives losses <= 1 to the bound 1 / floor = 2.
     """
     losses = torch.tensor([0.4, 0.15, 1.1])
-    capped = _descend(build_weighting("ruw:form=paper,floor=1,init=1.0001", 3), losses)
-    liebel = _descend(build_weighting("ruw", 3), losses)
-    paper = _descend(build_weighting("ruw:form=paper,floor=0.5", 3), losses)
+    capped = _descend(build_weighting("ruw:form=paper,floor=1,init=1.0001", 3), losses, steps=3000)
+    liebel = _descend(build_weighting("ruw", 3), losses, steps=3000)
+    paper = _descend(build_weighting("ruw:form=paper,floor=0.5", 3), losses, steps=3000)
     # the old cap: equal weighting throughout for the two losses <= 1
     assert all(t[:2] == pytest.approx([1.0, 1.0], abs=2e-3) for t in capped)
     assert capped[-1][2] == pytest.approx(1 / _paper_root(1.1), abs=2e-3)
@@ -375,3 +375,27 @@ def test_learned_weighting_moves_towards_its_optimum() -> None:
         opt.step()
     assert w.log_vars.tolist() == pytest.approx([0.0, math.log(4.0)], abs=1e-3)
     assert w.weights() == pytest.approx([0.5, 0.125], abs=1e-3)
+
+
+def test_dwa_per_step_reads_t_as_the_training_step() -> None:
+    """Eq. 3 with t the step: the weights of step t come from the losses of steps t-1 and t-2."""
+    w = build_weighting("dwa:T=5,per=step", 2)
+    steps = [torch.tensor([1.0, 2.0]), torch.tensor([0.5, 2.0]), torch.tensor([0.5, 1.0]), torch.tensor([1.0, 1.0])]
+    w.combine(steps[0], 0)
+    assert w.weights() == [1.0, 1.0]
+    w.combine(steps[1], 0)
+    assert w.weights() == [1.0, 1.0]  # no two previous steps yet
+    total = w.combine(steps[2], 0)
+    expected = _dwa_by_hand([0.5, 2.0], [1.0, 2.0], T=5.0)
+    assert w.weights() == pytest.approx(expected, abs=1e-6)
+    assert _f(total) == pytest.approx(expected[0] * 0.5 + expected[1] * 1.0, abs=1e-6)
+    clone = build_weighting("dwa:T=5,per=step", 2)
+    clone.load_state_dict(w.state_dict())  # the recent steps travel with the state
+    w.combine(steps[3], 0)
+    clone.combine(steps[3], 0)
+    assert clone.weights() == pytest.approx(w.weights(), abs=1e-9)
+    assert w.weights() == pytest.approx(_dwa_by_hand([0.5, 1.0], [0.5, 2.0], T=5.0), abs=1e-6)
+    w.end_epoch([9.0, 9.0])  # epoch means do not enter the per-step weights
+    assert build_weighting("druw:per=step", 2).dwa.per == "step"
+    with pytest.raises(ValueError, match="per must be one of"):
+        build_weighting("dwa:per=batch", 2)
