@@ -10,19 +10,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "recipes", help="list the recipes (reproduced systems) with their papers and published numbers",
         description="Every recipes/NAME.toml: the paper and table it reproduces, the published numbers "
-                    "(labelled as published: not measured here) and what `train --recipe NAME` runs.")
+                    "(labelled as published: not measured here) and what `train --recipe NAME` runs. "
+                    "--fidelity NAME prints the paper beside our settings, detail by detail.")
     p.add_argument("name", nargs="?", metavar="NAME",
                    help="show one recipe in full (description and training settings)")
+    p.add_argument("--fidelity", action="store_true",
+                   help="print the fidelity table (the paper's words, our value, match / option / "
+                        "differs / not stated); without NAME, the counts of every recipe")
     p.set_defaults(func=run)
+
+
+def _print_fidelity(r, full: bool) -> None:
+    f = r.fidelity
+    if f is None:
+        say(f"{r.name}: no [fidelity] table")
+        return
+    counts = ", ".join(f"{n} {k}" for k, n in f.counts().items())
+    if not full:
+        say(f"{r.name:28s} {counts}")
+        return
+    say(f"{r.name}: {f.citation()}")
+    say(f"  reproduces {f.table} ({f.file})")
+    for row in f.rows:
+        say(f"  [{row.kind}] {row.aspect}: {row.detail}")
+        say(f"      paper:  {row.quote}" + ("" if row.quote == "not stated" else f"  ({row.source})"))
+        say(f"      ours:   {row.ours}")
+        if row.kind in ("option", "differs"):
+            say(f"      why:    {row.status.split(':', 1)[1].strip()}")
+    say(f"  {counts}")
 
 
 def run(args: argparse.Namespace) -> int:
     from heads.recipes import RecipeError, list_recipes, load_recipe
 
+    name = getattr(args, "name", None)
     try:
-        recipes = [load_recipe(args.name)] if getattr(args, "name", None) else list_recipes()
+        recipes = [load_recipe(name)] if name else list_recipes()
     except RecipeError as exc:
         raise UsageError(str(exc)) from exc
+    if getattr(args, "fidelity", False):
+        for r in recipes:
+            _print_fidelity(r, full=bool(name))
+        return EXIT_OK
     for r in recipes:
         layer = f" layer {r.layer}" if r.layer is not None else ""
         say(f"{r.name}")
@@ -31,12 +60,15 @@ def run(args: argparse.Namespace) -> int:
         for pub in r.reproduces:
             say(f"    published {pub.text()}")
         say(f"  runs:       {r.head} on {', '.join(r.features)}{layer}, task {r.task}, {r.seeds} seed(s)")
-        if getattr(args, "name", None):
+        if name:
             say(f"  about:      {r.description}")
             for key, value in sorted(r.options.items()):
                 say(f"    {key} = {value}")
+            if r.fidelity is not None:
+                say(f"  fidelity:   {', '.join(f'{n} {k}' for k, n in r.fidelity.counts().items())} "
+                    f"(`recipes --fidelity {r.name}`)")
             say(f"  file:       {r.path}")
-    if not getattr(args, "name", None):
+    if not name:
         say(f"{len(recipes)} recipes; train one with "
             "`python run_pipeline.py train --workdir DIR --recipe NAME`")
     return EXIT_OK

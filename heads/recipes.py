@@ -22,6 +22,20 @@ A recipe file ``recipes/<name>.toml`` has two tables::
     [train.net]                            # options of the net's config dataclass
     pooling = "last"
 
+    [fidelity]                             # the paper, detail by detail
+    authors = "Nguyen, Ho, Pant, Lee, Kim, Yang"
+    title = "Fine-tuning Wav2vec for Vocal-burst Emotion Recognition"
+    venue = "ACII 2022 A-VB workshop and competition"
+    id = "not in the paper text"           # arXiv id or DOI where the paper text gives one
+    file = "002_e3da139e7ea44eaa.txt"      # in ../shared/papers/
+    table = "Table V"
+    [[fidelity.rows]]
+    aspect = "optimiser"                   # one of FIDELITY_ASPECTS
+    detail = "optimiser"                   # unique within the recipe
+    quote = "We used Adam optimizer"       # the paper's own words, or "not stated"
+    ours = "adam"
+    status = "match"                       # match | option: ... | differs: why | not stated
+
 Unknown keys fail, naming the key and the valid ones. Command-line flags override a recipe's
 ``[train]`` values. :func:`check_features` tells, before training, which ``extract`` command
 makes the features a recipe needs.
@@ -51,6 +65,19 @@ RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 """The recipe files shipped with the project."""
 
 RECIPE_KEYS = ("name", "paper", "table", "description", "reproduces")
+FIDELITY_KEYS = ("authors", "title", "venue", "id", "file", "table", "rows")
+FIDELITY_ROW_KEYS = ("aspect", "detail", "quote", "source", "ours", "status")
+FIDELITY_ASPECTS = ("data", "features", "spectrogram", "crops", "architecture", "sizes",
+                    "activations", "pooling", "output activation", "losses", "targets",
+                    "class weights", "smoothing", "weighting", "weighting init", "optimiser",
+                    "lr", "schedule", "batch", "epochs", "stopping", "metric")
+"""What a fidelity row is about. Every recipe's table covers each of these except ``data``,
+``targets`` and, for recipes that read no spectrogram, ``spectrogram``."""
+FIDELITY_REQUIRED = tuple(a for a in FIDELITY_ASPECTS if a not in ("data", "targets", "spectrogram"))
+NOT_STATED = "not stated"
+STATUSES = ("match", "option", "differs", NOT_STATED)
+"""``match``; ``option`` (the paper's reading is one of named options, the default said);
+``differs: why``; ``not stated`` (the paper is silent; ``ours`` names our choice)."""
 PUBLISHED_KEYS = ("split", "scores", "note")
 EXPERIMENT_KEYS = ("task", "features", "head", "layer", "pooling", "seeds")
 TRAIN_KEYS = EXPERIMENT_KEYS + tuple(f.name for f in dataclasses.fields(TrainOptions))
@@ -80,6 +107,56 @@ class Published:
 
 
 @dataclass(frozen=True)
+class FidelityRow:
+    """One detail of a paper beside our value.
+
+    Attributes:
+        aspect: one of :data:`FIDELITY_ASPECTS`.
+        detail: what exactly (unique within a recipe).
+        quote: the paper's own words (short), or ``"not stated"``.
+        source: the paper file (and section/table) the quote is from.
+        ours: our value.
+        status: ``match``, ``option: ...``, ``differs: why`` or ``not stated``.
+    """
+
+    aspect: str
+    detail: str
+    quote: str
+    source: str
+    ours: str
+    status: str
+
+    @property
+    def kind(self) -> str:
+        """The status word: ``match``, ``option``, ``differs`` or ``not stated``."""
+        return NOT_STATED if self.status == NOT_STATED else self.status.split(":", 1)[0].strip()
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """A recipe's paper (authors, title, venue, arXiv id / DOI, file, table) and its rows."""
+
+    authors: str
+    title: str
+    venue: str
+    id: str
+    file: str
+    table: str
+    rows: tuple[FidelityRow, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status word, every word of :data:`STATUSES` present."""
+        out = {k: 0 for k in STATUSES}
+        for r in self.rows:
+            out[r.kind] += 1
+        return out
+
+    def citation(self) -> str:
+        """``authors, "title", venue (id)``."""
+        return f'{self.authors}, "{self.title}", {self.venue} ({self.id})'
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe.
 
@@ -88,6 +165,7 @@ class Recipe:
         reproduces: the published numbers.
         task, features, head, layer, pooling, seeds: the experiment.
         options: training options (fields of :class:`heads.train.TrainOptions`).
+        fidelity: the paper beside our values, detail by detail (None: the file has none).
         path: the file it was read from.
     """
 
@@ -103,6 +181,7 @@ class Recipe:
     pooling: str = "mean"
     seeds: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+    fidelity: Fidelity | None = None
     path: Path | None = None
 
     def experiment_config(self, workdir: str | os.PathLike, *, run_name: str | None = None,
@@ -151,13 +230,66 @@ def _published(entry: Any, where: str) -> Published:
     return Published(split, scores, str(entry.get("note", "")))
 
 
+def _text(table: dict[str, Any], key: str, where: str) -> str:
+    value = table.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise RecipeError(f"{where}: {key} (non-empty text) is required; got {value!r}")
+    return value.strip()
+
+
+def _fidelity(table: Any, features: tuple[str, ...], where: str) -> Fidelity:
+    """Validate a ``[fidelity]`` table (see the module docstring)."""
+    if not isinstance(table, dict):
+        raise RecipeError(f"{where}: [fidelity] must be a table")
+    _check_keys(table, FIDELITY_KEYS, where)
+    meta = {k: _text(table, k, where) for k in FIDELITY_KEYS if k != "rows"}
+    entries = table.get("rows")
+    if not isinstance(entries, list) or not entries:
+        raise RecipeError(f"{where}: needs [[fidelity.rows]] entries (one per detail of the paper)")
+    rows, seen = [], set()
+    for i, entry in enumerate(entries):
+        at = f"{where} row {i + 1}"
+        if not isinstance(entry, dict):
+            raise RecipeError(f"{at}: each [[fidelity.rows]] entry must be a table")
+        _check_keys(entry, FIDELITY_ROW_KEYS, at)
+        values = {k: _text(entry, k, at) for k in FIDELITY_ROW_KEYS if k != "source"}
+        values["source"] = str(entry.get("source") or meta["file"]).strip()
+        at = f"{where} row {values['detail']!r}"
+        if values["aspect"] not in FIDELITY_ASPECTS:
+            raise RecipeError(f"{at}: aspect must be one of {', '.join(FIDELITY_ASPECTS)}; "
+                              f"got {values['aspect']!r}")
+        if values["detail"] in seen:
+            raise RecipeError(f"{at}: detail {values['detail']!r} appears twice")
+        seen.add(values["detail"])
+        row = FidelityRow(**values)
+        status = row.status
+        if status not in ("match", NOT_STATED) and not (
+                status.split(":", 1)[0] in ("option", "differs") and ":" in status
+                and status.split(":", 1)[1].strip()):
+            raise RecipeError(f"{at}: status must be 'match', 'not stated', 'option: <which is the "
+                              f"default and why>' or 'differs: <why>'; got {status!r}")
+        if (row.quote == NOT_STATED) != (status == NOT_STATED):
+            raise RecipeError(f"{at}: quote {row.quote!r} and status {status!r} disagree: a detail the "
+                              "paper does not state has quote and status 'not stated' (name our "
+                              "choice in ours); a stated one quotes the paper")
+        rows.append(row)
+    required = list(FIDELITY_REQUIRED)
+    if any(f.startswith("logmel:") for f in features):
+        required.append("spectrogram")
+    missing = [a for a in required if a not in {r.aspect for r in rows}]
+    if missing:
+        raise RecipeError(f"{where}: no row for {', '.join(missing)}; every detail needs a row "
+                          "(quote 'not stated' where the paper is silent)")
+    return Fidelity(rows=tuple(rows), **meta)
+
+
 def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     """Validate the parsed TOML of a recipe.
 
     Raises:
         RecipeError: unknown or missing keys, bad values (names the key and the valid ones).
     """
-    _check_keys(data, ("recipe", "train"), source)
+    _check_keys(data, ("recipe", "train", "fidelity"), source)
     meta, train = data.get("recipe"), data.get("train")
     if not isinstance(meta, dict) or not isinstance(train, dict):
         raise RecipeError(f"{source}: needs a [recipe] and a [train] table")
@@ -186,11 +318,13 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     if isinstance(reproduces, dict):
         reproduces = [reproduces]
     pubs = tuple(_published(e, f"{source} [[recipe.reproduces]]") for e in reproduces)
+    fidelity = (_fidelity(data["fidelity"], features, f"{source} [fidelity]")
+                if "fidelity" in data else None)
     return Recipe(name=meta["name"], paper=meta["paper"], table=meta["table"],
                   description=str(meta.get("description", "")), reproduces=pubs,
                   task=str(train["task"]), features=features, head=str(train["head"]),
                   layer=train.get("layer"), pooling=str(train.get("pooling", "mean")),
-                  seeds=int(train.get("seeds", 1)), options=options)
+                  seeds=int(train.get("seeds", 1)), options=options, fidelity=fidelity)
 
 
 def recipe_path(name: str, directory: Path = RECIPES_DIR) -> Path:
@@ -299,5 +433,5 @@ def check_features(cfg: ExperimentConfig) -> None:
             raise FeatureError(f"head {cfg.head!r} needs frame sequences: {exc}\nRun:\n  {cmd}") from None
 
 
-__all__ = ["Recipe", "Published", "RecipeError", "RECIPES_DIR", "TRAIN_KEYS", "load_recipe",
+__all__ = ["Recipe", "Published", "Fidelity", "FidelityRow", "FIDELITY_ASPECTS", "STATUSES", "RecipeError", "RECIPES_DIR", "TRAIN_KEYS", "load_recipe",
            "list_recipes", "parse_recipe", "recipe_path", "extract_command", "check_features"]

@@ -137,6 +137,9 @@ class Weighting(nn.Module):
                     f"weighting {cls.name!r}: unknown option {key!r}; "
                     f"valid options: {', '.join(valid) or 'none'}"
                 )
+            if isinstance(valid[key].default, str):  # a named choice (e.g. RUW form)
+                kwargs[key] = value.strip()
+                continue
             try:
                 kwargs[key] = float(value)
             except ValueError:
@@ -272,46 +275,93 @@ def _inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
+DWA_PER = ("epoch", "step")
+"""What DWA's ``t`` counts, see :class:`DynamicWeightAverage`."""
+
+RUW_FORMS = ("liebel", "paper")
+"""The readings of seed 003's RUW regulariser (Eq. 2), see :class:`RevisedUncertaintyWeighting`."""
+
+PAPER_FLOOR_MIN = math.exp(-1.0)
+"""``log(1 + log a^2)`` is defined for ``a^2 > 1/e`` only; the ``paper`` form's floor must exceed it."""
+
+
 @register_weighting
 class RevisedUncertaintyWeighting(Weighting):
-    """Revised uncertainty weighting (RUW), as used by seed 003.
+    """Revised uncertainty weighting (RUW), seed 003's Eq. 2, in two named readings.
 
     Song et al. (2022), "Dynamic Restrained Uncertainty Weighting Loss for Multitask Learning
-    of Vocal Expression", arXiv:2206.11049, Sec. 2 (RUW; FIELD_NOTES section 4):
+    of Vocal Expression", ICML ExVo workshop, Eq. 2, with ``a_k`` the paper's alpha:
 
-        ``L = sum_k L_k / v_k + log(1 + log v_k)``,  ``v_k = s_k^2``, weight ``1 / v_k``.
+        ``L = sum_k L_k / a_k^2 + log(1 + log a_k^2)``,  weight on task k: ``1 / a_k^2``.
 
-    Keeping it defined: ``log(1 + log v)`` needs ``v > 1/e``, and on that whole domain the
-    objective is unbounded below (``log(1 + log v) -> -inf`` as ``v -> 1/e``), so the learned
-    variances are parameterised as ``v_k = 1 + softplus(p_k) > 1``. Then ``log v_k > 0``, the
-    regulariser is >= 0, and the optimum is finite: ``v_k = 1`` (the boundary) when
-    ``L_k <= 1``, else the root of ``v / (1 + log v) = L_k``. Every weight is at most 1.
+    As printed, the regulariser needs ``a^2 > 1/e`` and tends to ``-inf`` at that edge: for a
+    loss ``L_k <= 1`` the objective has no minimum (``d/dv [L/v + log(1 + log v)] =
+    (v / (1 + log v) - L) / v^2 > 0`` for every ``v = a^2``, because ``v / (1 + log v) >= 1``).
+    The paper cites Liebel & Koerner (2018), whose regulariser is ``log(1 + sigma^2)``. Two
+    readings, chosen with ``form``:
+
+    * ``liebel`` (default): ``L_k / a_k^2 + log(1 + a_k^2)``, ``a_k^2 = exp(t_k)`` with ``t_k``
+      free. The minimum is finite for every loss > 0: ``a^2 = (L + sqrt(L^2 + 4 L)) / 2``, so
+      the weight exceeds 1 for ``L < 1/2`` and falls below it above: it differs from equal
+      weighting (the paper reports RUW apart from EW in its Table 1).
+    * ``paper``: Eq. 2 as printed on the bounded domain ``a_k^2 = floor + softplus(p_k) >
+      floor`` with ``floor > 1/e`` (default 0.5: weights up to 2). A loss ``<= 1`` drives its
+      weight to ``1 / floor``; a loss ``> 1`` has a local minimum at the root ``v > 1`` of
+      ``v / (1 + log v) = L``. ``floor = 1`` is the earlier reading of this module (weights
+      never above 1, so RUW equals equal weighting while every loss is <= 1).
+
+    Initialisation is not stated in the paper: every ``a_k^2`` starts at ``init`` (1: weight 1,
+    equal weighting at the first step).
 
     Args:
         num_tasks: K.
-        init: initial ``v_k`` (> 1); ``p_k`` starts at ``softplus^-1(init - 1)``.
+        form: ``liebel`` or ``paper``.
+        floor: lower bound of ``a_k^2`` for ``form = "paper"`` (> 1/e); unused by ``liebel``.
+        init: initial ``a_k^2`` (> 0; > ``floor`` for ``paper``).
 
     Raises:
-        ValueError: ``init`` <= 1.
+        ValueError: unknown ``form``, ``floor <= 1/e``, or ``init`` outside its domain.
     """
 
     name = "ruw"
 
-    def __init__(self, num_tasks: int, *, init: float = 2.0) -> None:
+    def __init__(self, num_tasks: int, *, form: str = "liebel", floor: float = 0.5,
+                 init: float = 1.0) -> None:
         super().__init__(num_tasks)
-        if not init > 1.0:
-            raise ValueError(f"{self.name}: init is the initial s^2 and must be > 1; got {init}")
-        self.raw = nn.Parameter(torch.full((self.num_tasks,), _inverse_softplus(init - 1.0)))
+        if form not in RUW_FORMS:
+            raise ValueError(f"{self.name}: form must be one of {RUW_FORMS}; got {form!r}")
+        self.form, self.floor = form, float(floor)
+        if form == "paper":
+            if not self.floor > PAPER_FLOOR_MIN:
+                raise ValueError(f"{self.name}: floor must be > 1/e = {PAPER_FLOOR_MIN:.4f} (log(1 + log a^2) "
+                                 f"is undefined below); got {floor}")
+            if not init > self.floor:
+                raise ValueError(f"{self.name}: init is the initial a^2 and must be > floor = {self.floor} "
+                                 f"for form 'paper'; got {init}")
+            start = _inverse_softplus(float(init) - self.floor)
+        else:
+            if not init > 0:
+                raise ValueError(f"{self.name}: init is the initial a^2 and must be > 0; got {init}")
+            start = math.log(float(init))
+        self.raw = nn.Parameter(torch.full((self.num_tasks,), start))  # (K,) t_k or p_k
 
     def variances(self) -> Tensor:
-        """``v_k = s_k^2 = 1 + softplus(p_k)``, (K,), with gradient."""
-        return 1.0 + F.softplus(self.raw)
+        """``a_k^2`` (the inverse weights), (K,), with gradient."""
+        if self.form == "paper":
+            return self.floor + F.softplus(self.raw)
+        return torch.exp(self.raw)
 
     def _ruw_terms(self, losses: Tensor) -> tuple[Tensor, Tensor]:
-        """``(sum_k L_k / v_k + log(1 + log v_k), log v_k)``; the second is (K,)."""
-        v = self.variances().to(losses.dtype)  # (K,)
-        log_v = torch.log(v)  # (K,), > 0
-        return (losses / v + torch.log1p(log_v)).sum(), log_v
+        """``(sum_k L_k / a_k^2 + regulariser_k, log a_k)``; the second is (K,)."""
+        if self.form == "paper":
+            v = self.variances().to(losses.dtype)  # (K,)
+            log_v = torch.log(v)  # (K,) log a^2 > log floor > -1
+            reg = torch.log1p(log_v)  # (K,) log(1 + log a^2)
+        else:
+            log_v = self.raw.to(losses.dtype)  # (K,) log a^2
+            v = torch.exp(log_v)
+            reg = F.softplus(log_v)  # (K,) log(1 + a^2)
+        return (losses / v + reg).sum(), 0.5 * log_v
 
     def _combine(self, losses: Tensor, epoch: int) -> Tensor:  # losses (K,)
         return self._ruw_terms(losses)[0]
@@ -322,31 +372,36 @@ class RevisedUncertaintyWeighting(Weighting):
 
 @register_weighting
 class RestrainedRevisedUncertaintyWeighting(RevisedUncertaintyWeighting):
-    """Restrained RUW (RRUW): RUW plus a restraint on the total log variance.
+    """Restrained RUW (RRUW), seed 003's Eq. 4: RUW plus a restraint on the alphas.
 
-    Song et al. (2022), arXiv:2206.11049, Sec. 2 (FIELD_NOTES section 4):
+    Song et al. (2022), Eq. 4, with ``a_k`` the paper's alpha (weight ``1 / a_k^2``):
 
-        ``L = sum_k [L_k / v_k + log(1 + log v_k)] + |phi - sum_k |log v_k||``,  ``phi = 1``.
+        ``L = sum_k [L_k / a_k^2 + reg(a_k)] + |phi - sum_k |log a_k||``,  ``phi = 1``.
 
-    ``v_k = s_k^2 = 1 + softplus(p_k)`` as in :class:`RevisedUncertaintyWeighting`; the
-    restraint uses ``log v_k = log s_k^2``. It keeps the variances from all drifting together
-    (their log sum is pulled towards ``phi``), which bounds the total scale of the weights.
+    The restraint takes ``log a_k`` (half of ``log a_k^2``): a single task that carries the
+    whole restraint sits at ``|log a| = phi``, weight ``e^(-2 phi)`` (``e^-2`` for phi = 1).
+    ``reg`` and the parameterisation of ``a_k`` are those of the chosen RUW ``form``.
 
     Args:
         num_tasks: K.
-        phi: target of ``sum_k |log v_k|``.
-        init: initial ``v_k`` (> 1).
+        phi: target of ``sum_k |log a_k|``.
+        form, floor, init: as :class:`RevisedUncertaintyWeighting`.
     """
 
     name = "rruw"
 
-    def __init__(self, num_tasks: int, *, phi: float = 1.0, init: float = 2.0) -> None:
-        super().__init__(num_tasks, init=init)
+    def __init__(self, num_tasks: int, *, phi: float = 1.0, form: str = "liebel", floor: float = 0.5,
+                 init: float = 1.0) -> None:
+        super().__init__(num_tasks, form=form, floor=floor, init=init)
         self.phi = float(phi)
 
+    def restraint(self, log_alpha: Tensor) -> Tensor:
+        """``|phi - sum_k |log a_k||`` for ``log_alpha`` (K,)."""
+        return (self.phi - log_alpha.abs().sum()).abs()
+
     def _combine(self, losses: Tensor, epoch: int) -> Tensor:  # losses (K,)
-        ruw, log_v = self._ruw_terms(losses)
-        return ruw + (self.phi - log_v.abs().sum()).abs()
+        ruw, log_alpha = self._ruw_terms(losses)
+        return ruw + self.restraint(log_alpha)
 
 
 @register_weighting
@@ -359,29 +414,35 @@ class DynamicWeightAverage(Weighting):
         ``w_k(t) = K exp(r_k(t-1) / T) / sum_i exp(r_i(t-1) / T)``,
         ``r_k(t-1) = L_k(t-1) / L_k(t-2)``,   ``L = sum_k w_k(t) L_k``,
 
-    where ``L_k(t)`` is task k's mean loss over epoch ``t`` (given to :meth:`end_epoch`).
-    ``w_k = 1`` for epochs 0 and 1, which have no two previous epochs. The weights are
-    constants (no gradient). A previous loss of 0 is clamped to 1e-12 to keep ``r`` finite.
-    The loss history is part of ``state_dict`` (``get_extra_state``), so a resumed run
-    continues with the same weights.
+    where, with ``per = "epoch"`` (default), ``L_k(t)`` is task k's mean loss over epoch ``t``
+    (given to :meth:`end_epoch`) and ``w_k = 1`` for epochs 0 and 1, which have no two previous
+    epochs. Seed 003 (Song et al. 2022, Eq. 3) calls ``t`` "an iteration index": ``per =
+    "step"`` reads it as the training step, ``L_k(t)`` the loss of one mini-batch (weights 1
+    for the first two steps). The weights are constants (no gradient). A previous loss of 0 is
+    clamped to 1e-12 to keep ``r`` finite. The loss history is part of ``state_dict``
+    (``get_extra_state``), so a resumed run continues with the same weights.
 
     Args:
         num_tasks: K.
         T: temperature; larger is closer to equal weights.
+        per: ``epoch`` or ``step``: what ``t`` counts.
 
     Raises:
-        ValueError: ``T`` <= 0.
+        ValueError: ``T`` <= 0, or ``per`` not one of :data:`DWA_PER`.
     """
 
     name = "dwa"
 
-    def __init__(self, num_tasks: int, *, T: float = 10.0) -> None:  # noqa: N803 (paper name)
+    def __init__(self, num_tasks: int, *, T: float = 10.0, per: str = "epoch") -> None:  # noqa: N803
         super().__init__(num_tasks)
         if not T > 0:
             raise ValueError(f"{self.name}: temperature T must be > 0; got {T}")
-        self.T = float(T)
+        if per not in DWA_PER:
+            raise ValueError(f"{self.name}: per must be one of {DWA_PER}; got {per!r}")
+        self.T, self.per = float(T), per
         self.history: list[list[float]] = []
-        self._current = [1.0] * self.num_tasks
+        self._recent: list[Tensor] = []  # per = "step": the last two steps' losses, (K,) each
+        self._current = torch.ones(self.num_tasks)
 
     def dwa_weights(self, epoch: int) -> Tensor:
         """``w_k(epoch)``, (K,) float32, from the recorded epoch losses.
@@ -403,53 +464,66 @@ class DynamicWeightAverage(Weighting):
         return (self.num_tasks * torch.softmax(ratio / self.T, dim=0)).to(torch.float32)
 
     def _combine(self, losses: Tensor, epoch: int) -> Tensor:  # losses (K,)
-        w = self.dwa_weights(epoch)
-        self._current = w.tolist()
+        if self.per == "step":
+            if len(self._recent) < 2:
+                w = torch.ones(self.num_tasks, dtype=torch.float64, device=losses.device)
+            else:
+                ratio = self._recent[-1] / self._recent[-2].clamp_min(1e-12)  # (K,) r_k(t-1)
+                w = self.num_tasks * torch.softmax(ratio / self.T, dim=0)
+            self._recent = [*self._recent[-1:], losses.detach().to(torch.float64)]
+        else:
+            w = self.dwa_weights(epoch)
+        self._current = w.detach()
         return (w.to(losses) * losses).sum()
 
     def weights(self) -> list[float]:
         """The weights of the last :meth:`combine` call (ones before the first)."""
-        return list(self._current)
+        return [float(v) for v in self._current]
 
     def end_epoch(self, epoch_losses: list[float]) -> None:
         """Append the epoch's mean loss per task to the history."""
         self.history.append(self._check_epoch_losses(epoch_losses))
 
     def get_extra_state(self) -> dict[str, Any]:
-        return {"history": [list(h) for h in self.history], "current": list(self._current)}
+        return {"history": [list(h) for h in self.history], "current": self.weights(),
+                "recent": [r.tolist() for r in self._recent]}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.history = [list(h) for h in state["history"]]
-        self._current = list(state["current"])
+        self._current = torch.tensor(state["current"], dtype=torch.float64)
+        self._recent = [torch.tensor(r, dtype=torch.float64) for r in state.get("recent", [])]
 
 
 @register_weighting
 class DynamicRestrainedUncertaintyWeighting(Weighting):
-    """Dynamic Restrained Uncertainty Weighting (DRUW): DWA weights plus RRUW weights.
+    """Dynamic Restrained Uncertainty Weighting (DRUW), seed 003's Eq. 5: DWA plus RRUW.
 
-    Song et al. (2022), arXiv:2206.11049 (seed 003; FIELD_NOTES section 4): the weight on each
-    task loss is the sum of the DWA weight and the RRUW weight, with the RRUW regularisers:
+    Song et al. (2022), Eq. 5: the weight on each task loss is the sum of the DWA weight
+    (Eq. 3) and the RRUW weight ``1 / a_k^2``, with the RRUW regularisers and restraint:
 
-        ``L = sum_k (w_k(t) + 1 / v_k) L_k + sum_k log(1 + log v_k) + |phi - sum_k |log v_k||``
+        ``L = sum_k (w_k(t) + 1 / a_k^2) L_k + sum_k reg(a_k) + |phi - sum_k |log a_k||``
 
-    with ``w_k(t)`` from :class:`DynamicWeightAverage` (constants) and ``v_k = s_k^2 =
-    1 + softplus(p_k)`` learned as in :class:`RestrainedRevisedUncertaintyWeighting`.
+    with ``w_k(t)`` from :class:`DynamicWeightAverage` (constants) and ``a_k``, ``reg`` as in
+    :class:`RestrainedRevisedUncertaintyWeighting` (same ``form``, ``floor``, ``init``).
 
     Args:
         num_tasks: K.
-        T: DWA temperature.
-        phi: RRUW restraint target.
-        init: initial ``v_k`` (> 1).
+        T: DWA temperature (the paper: 10).
+        per: what DWA's ``t`` counts, ``epoch`` or ``step`` (see :class:`DynamicWeightAverage`).
+        phi: RRUW restraint target (the paper: 1).
+        form, floor, init: as :class:`RevisedUncertaintyWeighting`.
     """
 
     name = "druw"
 
     def __init__(
-        self, num_tasks: int, *, T: float = 10.0, phi: float = 1.0, init: float = 2.0  # noqa: N803
+        self, num_tasks: int, *, T: float = 10.0, per: str = "epoch", phi: float = 1.0,  # noqa: N803
+        form: str = "liebel", floor: float = 0.5, init: float = 1.0,
     ) -> None:
         super().__init__(num_tasks)
-        self.dwa = DynamicWeightAverage(num_tasks, T=T)
-        self.rruw = RestrainedRevisedUncertaintyWeighting(num_tasks, phi=phi, init=init)
+        self.dwa = DynamicWeightAverage(num_tasks, T=T, per=per)
+        self.rruw = RestrainedRevisedUncertaintyWeighting(num_tasks, phi=phi, form=form, floor=floor,
+                                                          init=init)
 
     def _combine(self, losses: Tensor, epoch: int) -> Tensor:  # losses (K,)
         dwa_total = self.dwa.combine(losses, epoch)  # sum_k w_k L_k
@@ -473,8 +547,8 @@ def build_weighting(spec: str, num_tasks: int) -> Weighting:
     """Make a weighting from a spec string.
 
     Specs: ``equal``, ``fixed:w1,...,wK``, ``uw``, ``uw:init=0``, ``exvo``, ``ruw``,
-    ``rruw:phi=1``, ``dwa:T=5``, ``druw:T=10,phi=1``. Options are the keyword-only arguments
-    of the class named.
+    ``ruw:form=paper,floor=0.5``, ``rruw:phi=1``, ``dwa:T=5``, ``dwa:per=step``, ``druw:T=10,phi=1,form=liebel``.
+    Options are the keyword-only arguments of the class named.
 
     Args:
         spec: the spec string.
@@ -514,6 +588,8 @@ __all__: list[str] = [
     "FixedWeighting",
     "UncertaintyWeighting",
     "ExvoWeighting",
+    "RUW_FORMS",
+    "DWA_PER",
     "RevisedUncertaintyWeighting",
     "RestrainedRevisedUncertaintyWeighting",
     "DynamicWeightAverage",

@@ -18,14 +18,15 @@ from clitools import cli
 
 @pytest.fixture(scope="module")
 def logmel_workdir(tmp_path_factory) -> Path:
-    """24 demo clips (A-VB layout: exvo labels included) with logmel:64 and logmel:128."""
+    """24 demo clips (A-VB layout: exvo labels included) with logmel:64, logmel:128 and the ResNet
+    recipes' logmel:128,norm=minmax."""
     base = tmp_path_factory.mktemp("cnn")
     root = make_demo_corpus(base / "corpus", n_clips=24, seed=3)
     wd = base / "wd"
     from cli.main import main
 
     assert main(["-q", "extract", "--corpus", str(root), "--layout", "avb", "--workdir", str(wd),
-                 "--features", "logmel:64", "logmel:128", "--no-progress", "--workers", "1"]) == 0
+                 "--features", "logmel:64", "logmel:128", "logmel:128,norm=minmax", "--no-progress", "--workers", "1"]) == 0
     return wd
 
 
@@ -62,7 +63,7 @@ def test_resnet_recipe_runs_single_task_nets(logmel_workdir: Path, capsys) -> No
     assert sorted(f.name for f in run.glob("model_seed0_*.pt")) == [
         "model_seed0_age.pt", "model_seed0_country.pt", "model_seed0_emotion.pt"]
     config = json.loads((run / "config.json").read_text())
-    assert config["head"] == "resnet18" and config["features"] == ["logmel:128"]
+    assert config["head"] == "resnet18" and config["features"] == ["logmel:128,norm=minmax"]
 
 
 def test_bad_exit_is_a_usage_error(logmel_workdir: Path, capsys) -> None:
