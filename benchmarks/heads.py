@@ -1,6 +1,6 @@
 """``bench heads``: training time of the torch heads through the real training loop.
 
-Both runs call :func:`heads.train.fit_torch`, the function ``train`` uses (same loop, same
+Both runs call the registered head's ``fit`` (:mod:`heads.training`), what ``train`` uses (same loop, same
 losses, weighting, Val scoring, curves and checkpoint writing); only the data are synthetic,
 so no store is needed.
 
@@ -72,10 +72,15 @@ def _split(n_train: int, n_val: int) -> np.ndarray:
 
 
 def _time_fit(cfg: Any, ds: Any, tasks: list) -> tuple[float, dict[str, Any]]:
-    from heads.train import fit_torch
+    from dataclasses import asdict
 
+    from heads.base import FitOptions
+    from heads.experiment import run_dir_of
+    from heads.registry import get_head
+
+    options = FitOptions(head_options=cfg.options, n_jobs=cfg.n_jobs, run_config=asdict(cfg))
     t0 = time.perf_counter()
-    _, info, _ = fit_torch(cfg, ds, tasks, 0)
+    info = get_head(cfg.head).fit(ds, tasks, seed=0, out_dir=run_dir_of(cfg), options=options).params
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - t0, info
@@ -84,9 +89,10 @@ def _time_fit(cfg: Any, ds: Any, tasks: list) -> tuple[float, dict[str, Any]]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Time both runs; returns the figures (``bench`` prints them as one JSON line)."""
     from data.tasks import get_task
-    from heads.experiment import Dataset, ExperimentConfig
+    from heads.config import ExperimentConfig
+    from heads.dataset import Dataset, SequenceDataset
     from heads.sequences import InMemorySequences
-    from heads.train import SequenceDataset, pick_device
+    from heads.training.inputs import pick_device
 
     torch.set_num_threads(max(1, args.threads))
     device = pick_device(args.device)

@@ -7,6 +7,7 @@ import os
 
 from cli.common import (EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, add_ssl_storage,
                         add_workdir, say, ssl_storage)
+from extract.devices import DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="recompute activations in the backward pass: less memory, slower")
     p.add_argument("--shared-head", action="store_true",
                    help="one shared hidden layer for all outputs (default: one per output)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=DEVICES,
                    help="where to train and extract (auto: CUDA when available; bfloat16 autocast there)")
     p.add_argument("--seed", type=int, default=0, help="seeds heads, batch order, crops (default 0)")
     p.add_argument("--run-name", help="folder under WORKDIR/finetuned (default: <base>-ft-<tasks>-<time>)")

@@ -6,6 +6,7 @@ import logging
 import math
 
 from cli.common import EXIT_OK, UsageError, add_workdir, parse_int_list, say
+from heads.registry import head_names
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", required=True, help="one task: avb-high, avb-two, avb-culture, "
                                                  "avb-type, country, exvo, regress:COL, classify:COL")
     p.add_argument("--head", default="ridge",
-                   help="ridge (default, fast path) or any head `train` knows (seeds then change "
-                        "its initialisation)")
+                   help="ridge (default, fast path) or any head `train` knows: "
+                        f"{', '.join(head_names())} (seeds then change its initialisation)")
     p.add_argument("--poolings", default=None,
                    help="comma-separated poolings, e.g. mean,last (default: every stored one)")
     p.add_argument("--layers", default="all", help="'all' (default) or e.g. 0,6,12")

@@ -6,14 +6,16 @@ import logging
 from typing import Any
 
 from cli.common import EXIT_OK, UsageError, add_workdir, say
+from extract.devices import DEVICES
+from heads.config import TRAIN_OPTION_NAMES
+from heads.registry import HEADS, head_help
 
 log = logging.getLogger(__name__)
 
-# flag dest -> heads.train.TrainOptions field (torch heads only); validated there, where the
-# valid values come from the registries
-TORCH_OPTIONS = ("weighting", "loss", "output", "chain", "epochs", "lr", "weight_decay",
-                 "optimizer", "batch_size", "patience", "schedule", "warmup", "label_smoothing",
-                 "frames_field", "device")
+# TrainOptions fields with a flag of their own (torch heads only); validated there. The fields
+# set only in a recipe (booleans, memory limit) and the --net table have no such flag.
+RECIPE_ONLY_OPTIONS = ("class_weights", "separate", "restore_best", "max_memory_gb", "net")
+TORCH_OPTIONS = tuple(f for f in TRAIN_OPTION_NAMES if f not in RECIPE_ONLY_OPTIONS)
 EXPERIMENT_FLAGS = ("task", "features", "head", "layer", "pooling", "seeds")
 
 
@@ -35,10 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(torch heads train one multitask model); required without --recipe")
     p.add_argument("--features", nargs="+", metavar="SPEC|KEY",
                    help="feature sets to use (concatenated): spec, name or key as shown by `list`")
-    p.add_argument("--head", help="head: ridge, svr, logreg, svc, xgb (classical) or a torch head: "
-                                  "mlp-avb, mlp-mtl (vectors), lstm, fc128, lstm128, netvlad, "
-                                  "autopool, mean3 (frame sequences), resnet18, resnet34, "
-                                  "cnn-exits (log-mel spectrograms: --features logmel:N)")
+    p.add_argument("--head", metavar="HEAD", help=head_help())  # checked by the registry: exit 2
     p.add_argument("--layer", type=int, help="SSL hidden-state index (default: the last stored)")
     p.add_argument("--pooling", help="SSL pooling of the vector features (default: mean)")
     p.add_argument("--seeds", type=int, help="number of seeds; mean and std are reported (default: 1)")
@@ -46,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-name", help="folder name under WORKDIR/runs (default: settings + time)")
     p.add_argument("--jobs", type=int, default=1, help="CPU threads for heads that use them")
 
-    g = p.add_argument_group("torch heads", "training options of the torch heads (heads/train.py)")
+    g = p.add_argument_group("torch heads", "training options of the torch heads (heads/training/)")
     g.add_argument("--weighting", metavar="SPEC",
                    help="multitask loss weighting: equal (default), fixed:W1,W2,.. (one per target), "
                         "uw, exvo, ruw, rruw, dwa[:T=10], druw[:T=10,phi=1]")
@@ -73,7 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--frames-field", metavar="FIELD",
                    help="frame sequences a sequence head reads: frames_l12 (SSL, stored with "
                         "extract --frames-layers), logmel, lld (default: frames_l<layer>)")
-    g.add_argument("--device", metavar="DEV", help="auto (default: CUDA when present), cpu or cuda")
+    g.add_argument("--device", metavar="DEV",
+                   help=f"{', '.join(DEVICES)} (default: auto, CUDA when present)")
     g.add_argument("--net", action="append", metavar="KEY=VALUE", default=None,
                    help="a setting of the net's config, e.g. --net pooling=last --net hidden=256 "
                         "(repeatable)")
@@ -109,7 +109,7 @@ def build_config(args: argparse.Namespace):
     Raises:
         UsageError: missing or conflicting flags, unknown recipe, bad option values.
     """
-    from heads.experiment import ExperimentConfig
+    from heads.config import ExperimentConfig
 
     options = {k: getattr(args, k) for k in TORCH_OPTIONS if getattr(args, k, None) is not None}
     net = _net_options(getattr(args, "net", None))
@@ -157,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
                          f"is classical")
     try:
         if torch_head:
+            from heads.config import TrainOptions
             from heads.recipes import check_features
-            from heads.train import TrainOptions
 
             TrainOptions.from_dict(cfg.options)
             check_features(cfg)
@@ -174,14 +174,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _is_torch_head(head: str) -> bool:
-    """True for heads trained by heads.train (imports torch only when the head is not classical)."""
-    from heads.baselines import CLASSICAL_HEADS
-
-    if head in CLASSICAL_HEADS:
-        return False
-    from heads.train import TORCH_HEADS
-
-    return head in TORCH_HEADS
+    """True for heads of the torch family in the registry."""
+    return head in HEADS and HEADS[head].family == "torch"
 
 
 def print_result(metrics: dict, run_dir) -> None:

@@ -485,11 +485,6 @@ class Corpus:
         return out
 
 
-def empty_labels() -> pd.DataFrame:
-    """A label table with no rows and no columns, indexed by ``clip_id``."""
-    return pd.DataFrame(index=pd.Index([], name=INDEX_NAME, dtype=str))
-
-
 def scan_audio(folder: Path, *, suffixes: Sequence[str], problems: list[str]) -> dict[str, str]:
     """Audio files directly in ``folder`` by clip id (file name without extension).
 

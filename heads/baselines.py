@@ -1,7 +1,7 @@
 """Classical heads (scikit-learn, XGBoost) with hyper-parameter selection on Val.
 
-One public entry point, :func:`fit_select`, and one registry, :data:`CLASSICAL_HEADS`, filled
-by :func:`register_head`. Every head handles both target kinds:
+One public entry point, :func:`fit_select`; every head is a :class:`heads.base.Head` of family
+``classical`` in :data:`heads.base.HEADS` (:func:`classical_heads` lists them). Every head handles both target kinds:
 
 =========  ==========================================  ======================================
 head       regression (y: (n,) or (n, k) floats)       classification (y: integer codes)
@@ -69,6 +69,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelBinarizer, StandardScaler
 from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
 
+from data.tasks import Task
+from heads import metrics
+from heads.base import HEADS, FitOptions, FitResult, VectorHead, register_head
+from heads.dataset import Dataset, labelled
+from heads.rundir import jsonable
+
 logger = logging.getLogger(__name__)
 
 KINDS = ("regression", "classification")
@@ -103,7 +109,7 @@ class FitSelection:
         params: the chosen grid entry.
         val_score: ``score_fn(y_val, predict(X_val))`` of the returned model.
         grid_scores: ``(params, val score)`` of every grid entry, in grid order.
-        head: the head's name in :data:`CLASSICAL_HEADS`.
+        head: the head's name in :func:`classical_heads`.
         kind: ``"regression"`` or ``"classification"``.
         classes: the class codes seen in ``y_train`` (classification), sorted.
         n_outputs: number of target columns for 2-D regression targets, ``None`` for 1-D.
@@ -229,11 +235,63 @@ SearchResult = tuple[list[tuple[Params, float]], GridBest]
 # --------------------------------------------------------------------------------------------
 
 
-class ClassicalHead(abc.ABC):
-    """One head family. Subclasses set ``name`` / ``description`` and build estimators."""
+class ClassicalHead(VectorHead, abc.ABC):
+    """One head family. Subclasses set ``name`` / ``description`` and build estimators.
+
+    As a :class:`heads.base.Head`, it fits one model per target of every task (one task at a
+    time, :meth:`fit`), selecting its grid entry on Val.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
+    family: ClassVar[str] = "classical"
+
+    def fit(self, dataset: Dataset, tasks: Sequence[Task], *, seed: int, out_dir: Any,
+            options: FitOptions) -> FitResult:
+        """One model per target on the labelled Train rows, selected on the labelled Val rows.
+
+        Returns predictions for every row (regression clipped to a known label range), the
+        chosen parameters per task, and per target the Train and Val rows without a label.
+
+        Raises:
+            ValueError: a target without Train or Val labels.
+        """
+        preds: dict[str, dict[str, np.ndarray]] = {}
+        params: dict[str, Any] = {}
+        excluded: dict[str, dict[str, int]] = {}
+        for task in tasks:
+            preds[task.name], params[task.name], excluded[task.name] = self._fit_task(
+                dataset, task, seed, options.n_jobs)
+        return FitResult(preds, params, excluded, per_task=True)
+
+    def _fit_task(self, ds: Dataset, task: Task, seed: int, n_jobs: int
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, int]]:
+        tr, va = ds.rows("Train"), ds.rows("Val")
+        preds, params, excluded = {}, {}, {}
+        for tg in task.targets:
+            y = ds.truths[task.name][tg.name]
+            ok_tr, ok_va = tr[labelled(tg.kind, y[tr])], va[labelled(tg.kind, y[va])]
+            excluded[tg.name] = int(len(tr) - len(ok_tr) + len(va) - len(ok_va))
+            if len(ok_tr) < 2 or len(ok_va) < 1:
+                raise ValueError(f"task {task.name}, target {tg.name}: {len(ok_tr)} Train and "
+                                 f"{len(ok_va)} Val clips with labels; need Train and Val labels")
+            if tg.kind == "classification":
+                score_fn, greater = metrics.uar, True
+            elif tg.metric == "mae":
+                score_fn, greater = metrics.mae, False
+            else:
+                score_fn, greater = metrics.mean_ccc_score, True
+            sel = fit_select(self.name, tg.kind, ds.X[ok_tr], y[ok_tr], ds.X[ok_va], y[ok_va],
+                             score_fn=score_fn, greater_is_better=greater, seed=seed, n_jobs=n_jobs)
+            p = sel.predict(ds.X)
+            if tg.kind == "regression":
+                p = np.asarray(p, dtype=np.float32).reshape(len(ds.ids), -1)
+                if tg.value_range is not None:
+                    p = np.clip(p, *tg.value_range)  # labels live in a known range
+            preds[tg.name] = np.asarray(p)
+            params[tg.name] = {"params": jsonable(sel.params),
+                               "val_score_selection": float(sel.val_score)}
+        return preds, params, excluded
 
     @abc.abstractmethod
     def default_grid(self, kind: str, n_train: int) -> list[Params]:
@@ -272,20 +330,9 @@ class ClassicalHead(abc.ABC):
         return scores, best
 
 
-CLASSICAL_HEADS: dict[str, ClassicalHead] = {}
-"""Head name -> head. CLI choices and contract tests are generated from this dict."""
-
-
-def register_head(cls: type[ClassicalHead]) -> type[ClassicalHead]:
-    """Class decorator: put one instance of ``cls`` into :data:`CLASSICAL_HEADS` by its name.
-
-    Raises:
-        ValueError: if the name is already registered.
-    """
-    if cls.name in CLASSICAL_HEADS:
-        raise ValueError(f"classical head {cls.name!r} is already registered")
-    CLASSICAL_HEADS[cls.name] = cls()
-    return cls
+def classical_heads() -> dict[str, ClassicalHead]:
+    """Name -> head of every classical head in :data:`heads.base.HEADS`, sorted by name."""
+    return {n: h for n, h in sorted(HEADS.items()) if h.family == "classical"}  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------------------------
@@ -754,7 +801,7 @@ def fit_select(
     Train (no refit on Train + Val), so ``val_score`` is its honest score on Val.
 
     Args:
-        head: a name in :data:`CLASSICAL_HEADS` (``ridge``, ``logreg``, ``svr``, ``svc``,
+        head: a name in :func:`classical_heads` (``ridge``, ``logreg``, ``svr``, ``svc``,
             ``xgb``).
         kind: ``"regression"`` or ``"classification"``.
         X_train: Train features, (n, d).
@@ -777,11 +824,12 @@ def fit_select(
             labels or NaN / infinite features, fewer than 2 classes in ``y_train``, an empty
             grid or unknown grid keys.
     """
-    if head not in CLASSICAL_HEADS:
-        raise ValueError(f"head must be one of {sorted(CLASSICAL_HEADS)}, got {head!r}")
+    known = classical_heads()
+    if head not in known:
+        raise ValueError(f"head must be one of {sorted(known)}, got {head!r}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    head_obj = CLASSICAL_HEADS[head]
+    head_obj = known[head]
     X_tr = _check_features(X_train, "X_train")
     X_va = _check_features(X_val, "X_val")
     if X_tr.shape[1] != X_va.shape[1]:

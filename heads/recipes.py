@@ -18,7 +18,7 @@ A recipe file ``recipes/<name>.toml`` has two tables::
     layer = 12
     head = "lstm"
     seeds = 3
-    epochs = 20                            # any heads.train.TrainOptions field
+    epochs = 20                            # any heads.config.TrainOptions field
     [train.net]                            # options of the net's config dataclass
     pooling = "last"
 
@@ -57,9 +57,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from heads.experiment import ExperimentConfig
+from heads.config import ExperimentConfig, TrainOptions
 from heads.features import FeatureError, find_set, resolve_field
-from heads.train import TORCH_HEADS, TrainOptions
+from heads.registry import get_head, head_names
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 """The recipe files shipped with the project."""
@@ -164,7 +164,7 @@ class Recipe:
         name, paper, table, description: what it reproduces and from where.
         reproduces: the published numbers.
         task, features, head, layer, pooling, seeds: the experiment.
-        options: training options (fields of :class:`heads.train.TrainOptions`).
+        options: training options (fields of :class:`heads.config.TrainOptions`).
         fidelity: the paper beside our values, detail by detail (None: the file has none).
         path: the file it was read from.
     """
@@ -303,12 +303,9 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
             raise RecipeError(f"{source} [train]: {key} is required")
     features = train["features"]
     features = (features,) if isinstance(features, str) else tuple(features)
-    if train["head"] not in TORCH_HEADS:
-        from heads.baselines import CLASSICAL_HEADS
-
-        if train["head"] not in CLASSICAL_HEADS:
-            raise RecipeError(f"{source} [train]: unknown head {train['head']!r}; valid: "
-                              f"{', '.join(sorted(TORCH_HEADS) + sorted(CLASSICAL_HEADS))}")
+    if train["head"] not in head_names():
+        raise RecipeError(f"{source} [train]: unknown head {train['head']!r}; valid: "
+                          f"{', '.join(sorted(head_names('torch')) + sorted(head_names('classical')))}")
     options = {k: v for k, v in train.items() if k not in EXPERIMENT_KEYS}
     try:
         TrainOptions.from_dict(options)
@@ -407,7 +404,7 @@ def check_features(cfg: ExperimentConfig) -> None:
     from heads.sequences import choose_frames_field
 
     store = FeatureStore(cfg.workdir)
-    sequence = cfg.head in TORCH_HEADS and TORCH_HEADS[cfg.head].input_kind == "sequence"
+    sequence = get_head(cfg.head).input_kind == "sequence"
     frames_field = cfg.options.get("frames_field")
     if sequence and frames_field is None and cfg.layer is not None:
         frames_field = f"frames_l{cfg.layer}"

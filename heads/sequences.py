@@ -32,7 +32,10 @@ from typing import Protocol
 
 import numpy as np
 
+from data.corpus import Corpus
+from data.tasks import Task, target_array
 from extract.store import FeatureStore, SetHeader
+from heads.dataset import SequenceDataset, floor_std, split_clips
 from heads.features import FeatureError, find_set
 
 log = logging.getLogger(__name__)
@@ -218,7 +221,7 @@ def fit_frame_stats(seqs: SequenceSet, rows: Sequence[int]) -> tuple[np.ndarray,
     """Per-dimension mean and standard deviation over every frame of ``rows`` (Train).
 
     Accumulated in float64 over chunks of clips (population std). A dimension with std below
-    1e-8 gets std 1 (it is only centred).
+    :data:`heads.dataset.STD_FLOOR` gets std 1 (it is only centred; :func:`heads.dataset.floor_std`).
 
     Returns:
         ``(mean (D,), std (D,))`` float32.
@@ -238,8 +241,7 @@ def fit_frame_stats(seqs: SequenceSet, rows: Sequence[int]) -> tuple[np.ndarray,
         return np.zeros(seqs.dim, np.float32), np.ones(seqs.dim, np.float32)
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
-    std[std < 1e-8] = 1.0
-    return mean.astype(np.float32), std.astype(np.float32)
+    return mean.astype(np.float32), floor_std(std).astype(np.float32)
 
 
 def pad_batch(seqs: SequenceSet, rows: Sequence[int], mean: np.ndarray, std: np.ndarray
@@ -259,5 +261,38 @@ def pad_batch(seqs: SequenceSet, rows: Sequence[int], mean: np.ndarray, std: np.
     return x, lengths
 
 
+
+def build_sequence_dataset(store: FeatureStore, corpus: Corpus, tasks: Sequence[Task],
+                           features: Sequence[str], *, layer: int | None,
+                           frames_field: str | None, max_memory_gb: float) -> SequenceDataset:
+    """The dataset of a sequence head: the clips with stored frames, ``X`` empty.
+
+    Sequence heads need no vector field (log-mel and openSMILE LLD sets have none).
+
+    Raises:
+        FeatureError: the set or frame field is missing (says what to extract).
+    """
+    clips = split_clips(corpus)
+    all_ids = list(clips.index)
+    seqs, present, desc = load_sequences(store, features, all_ids, frames_field=frames_field,
+                                         layer=layer, max_memory_gb=max_memory_gb)
+    missing = int((~present).sum())
+    if missing:
+        log.warning("%d clip(s) have no stored frames (failed or not extracted) and are left out",
+                    missing)
+        keep = np.flatnonzero(present)
+        if isinstance(seqs, InMemorySequences):
+            seqs = InMemorySequences.from_arrays(seqs.rows(keep), dim=seqs.dim, dtype=seqs.data.dtype)
+        else:
+            assert isinstance(seqs, StoreSequences)
+            seqs = StoreSequences(seqs.store, seqs.key, seqs.field, [all_ids[i] for i in keep], seqs.dim)
+    ids = [c for c, ok in zip(all_ids, present) if ok]
+    split = clips.loc[ids, "split"].to_numpy()
+    truths = {t.name: {tg.name: target_array(tg, corpus.labels, ids) for tg in t.targets}
+              for t in tasks}
+    return SequenceDataset(ids, split, np.zeros((len(ids), 0), np.float32), list(tasks), truths,
+                           [desc], missing, sequences=seqs)
+
 __all__ = ["SequenceSet", "InMemorySequences", "StoreSequences", "ragged_fields",
-           "choose_frames_field", "load_sequences", "fit_frame_stats", "pad_batch"]
+           "choose_frames_field", "load_sequences", "fit_frame_stats", "pad_batch",
+           "build_sequence_dataset"]

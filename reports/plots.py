@@ -271,31 +271,3 @@ def plot_task_weights(curves: Sequence[Mapping[str, Any]], path: str | os.PathLi
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, frameon=False)
     return _save(fig, path)
-
-
-def plot_scores_overview(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *,
-                         title: str = "") -> Path:
-    """Horizontal bars of Val scores (with CI) of the runs of one task, published numbers as
-    hatched grey bars.
-
-    Args:
-        rows: dicts with ``label``, ``score``, optional ``ci`` [low, high] and ``published``.
-    """
-    rows = [r for r in rows if r.get("score") is not None and math.isfinite(float(r["score"]))]
-    fig, ax = plt.subplots(figsize=(8, max(2.2, 0.32 * len(rows) + 1.2)))
-    y = np.arange(len(rows))[::-1]
-    for yi, r in zip(y, rows):
-        pub = bool(r.get("published"))
-        err = None
-        if r.get("ci") and all(v is not None and math.isfinite(v) for v in r["ci"]):
-            err = [[r["score"] - r["ci"][0]], [r["ci"][1] - r["score"]]]
-        ax.barh(yi, r["score"], xerr=err, capsize=2, color="#cccccc" if pub else PALETTE[0],
-                hatch="//" if pub else None, edgecolor="#888888" if pub else None)
-    ax.set_yticks(y)
-    ax.set_yticklabels([_short(r["label"], 60) for r in rows], fontsize=7)
-    ax.set_xlabel("score (hatched grey: published, not computed here)")
-    ax.set_title(title, fontsize=10)
-    ax.spines["top"].set_visible(False)
-    ax.spines["right"].set_visible(False)
-    ax.grid(True, axis="x", alpha=0.3)
-    return _save(fig, path)

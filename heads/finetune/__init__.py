@@ -8,11 +8,11 @@ What :func:`finetune` does, top to bottom (FIELD_NOTES section 4, seed 000):
 
 1. resolve the base model with :class:`extract.ssl.SSLExtractor` (same lookup, same errors:
    a model that is not SSL, weights missing offline), the tasks and the Train / Val clips;
-2. outputs, labels, losses and class weights from :mod:`heads.train` (CCC for regression,
+2. outputs, labels, losses and class weights from :mod:`heads.training` (CCC for regression,
    class-weighted cross-entropy with label smoothing 0.1 for classes), heads from
    :mod:`heads.nets` (per output ``Linear(H,256)-GELU-Linear(256,k)``, i.e. one ``mlp-mtl``
    net per output; clamp output by default), Kendall uncertainty weighting from
-   :mod:`heads.weighting`;
+   :mod:`heads.training.weighting`;
 3. stage 1, frozen backbone: the backbone's embeddings (masked mean over each clip's true
    frames of the last hidden state, or of ``layer``) are computed once in eval mode and the
    heads train on them with AdamW defaults. Frozen weights give the same vectors every epoch,

@@ -14,14 +14,14 @@ from typing import Any
 from data.tasks import parse_tasks
 from extract.ssl import FINETUNED_FILE
 from heads.nets import OUTPUT_MODES
-from heads.train import TrainOptions
-from heads.weighting import WEIGHTINGS
-from heads.weighting import parse_spec as parse_weighting
+from extract.devices import DEVICES
+from heads.config import TrainOptions
+from heads.training.weighting import WEIGHTINGS
+from heads.training.weighting import parse_spec as parse_weighting
 
 FINETUNED_DIR = "finetuned"
 """WORKDIR/finetuned/<run>/ holds one fine-tuning run."""
 MODEL_SUBDIR = "model"
-DEVICES = ("auto", "cpu", "cuda")
 MAX_EVAL_CLIPS = 64
 # settings that do not change the trained model: a rerun with other values reuses it
 _RUNTIME_ONLY = ("workdir", "run_name", "device", "workers", "n_boot", "eval_batch_seconds",
@@ -51,8 +51,8 @@ class FinetuneConfig:
         batch_size: clips per step.
         patience: epochs without a better Val headline before a stage stops; 0 never.
         warmup: stage 2 epochs of linear warm-up before the cosine decay.
-        weighting: multitask weighting spec (:func:`heads.weighting.build_weighting`).
-        loss: regression loss spec (:func:`heads.train.parse_loss_spec`).
+        weighting: multitask weighting spec (:func:`heads.training.weighting.build_weighting`).
+        loss: regression loss spec (:func:`heads.config.parse_loss_spec`).
         output: regression output mode (:data:`heads.nets.OUTPUT_MODES`).
         label_smoothing: cross-entropy label smoothing.
         class_weights: normalised inverse Train frequency class weights.

@@ -30,9 +30,11 @@ from heads.finetune.config import (FINETUNED_DIR, MODEL_SUBDIR, FinetuneConfig, 
                                    write_json)
 from heads.finetune.stages import Run, run_stage1, run_stage2
 from heads.evaluate import bootstrap_task, score_task
-from heads.experiment import Dataset
-from heads.train import Labels, TrainOptions, make_outputs, pick_device, train_class_weights
-from heads.weighting import build_weighting
+from heads.config import TrainOptions
+from heads.dataset import Dataset
+from heads.training.inputs import pick_device
+from heads.training.outputs import Labels, make_outputs, train_class_weights
+from heads.training.weighting import build_weighting
 
 log = logging.getLogger(__name__)
 

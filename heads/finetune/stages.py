@@ -17,9 +17,9 @@ from extract.base import SAMPLE_RATE
 from heads.finetune.backbone import Backbone, FinetuneHeads
 from heads.finetune.batches import ClipAudio, normalise_clip, train_plan
 from heads.finetune.config import MAX_EVAL_CLIPS, FinetuneConfig, PhaseFn, ProgressFn, write_json
-from heads.experiment import Dataset
-from heads.train import (Labels, Output, lr_factor, output_losses, selection_score, to_label_space,
-                         val_scores)
+from heads.dataset import Dataset
+from heads.training.loop import lr_factor
+from heads.training.outputs import (Labels, Output, output_losses, selection_score, to_label_space, val_scores)
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from data.tasks import Task, target_array
 from extract.store import FeatureStore, SetHeader
+from heads.dataset import floor_std, labelled, standardise  # noqa: F401  (re-exported)
 from heads.features import FeatureError
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,6 @@ class ProbeData:
 
     def rows(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
-
-
-def labelled(kind: str, y: np.ndarray) -> np.ndarray:
-    """Rows with a label (the rule of ``heads.experiment``: every column for regression)."""
-    return (y >= 0) if kind == "classification" else np.isfinite(y).all(axis=1)
 
 
 def load_probe_data(store: FeatureStore, header: SetHeader, corpus: Any, task: Task
@@ -96,26 +92,6 @@ def layer_fields(header: SetHeader, poolings: Sequence[str] = ()
     return layers, out
 
 
-def standardise(X: np.ndarray, train_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
-    """Standardise float32 features on Train rows (population std, 1 where constant).
-
-    Returns:
-        (standardised X float32 with non-finite entries set to 0, bad rows mask (n,)).
-    """
-    out = np.array(X, dtype=np.float32)  # a copy, standardised in place
-    bad = ~np.isfinite(out).all(axis=1)
-    if bad.any():
-        out[~np.isfinite(out)] = 0.0
-    Xt = out[train_rows[~bad[train_rows]]]
-    mean = Xt.mean(axis=0, dtype=np.float64)
-    std = Xt.std(axis=0, dtype=np.float64)
-    std[std == 0] = 1.0
-    out -= mean.astype(np.float32)
-    out /= std.astype(np.float32)
-    out[bad] = 0.0
-    return out, bad
-
-
 def standardise_layers(X: np.ndarray, train_rows: np.ndarray, *, block: int = 2048
                        ) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
     """Standardise (n, L, d) features per layer and dimension on Train, as float16 in place.
@@ -139,8 +115,7 @@ def standardise_layers(X: np.ndarray, train_rows: np.ndarray, *, block: int = 20
         s2 += (blk[sel] ** 2).sum(axis=0)
         cnt += len(sel)
     mean = s1 / max(cnt, 1)
-    std = np.sqrt(np.maximum(s2 / max(cnt, 1) - mean ** 2, 0.0))
-    std[std == 0] = 1.0
+    std = floor_std(np.sqrt(np.maximum(s2 / max(cnt, 1) - mean ** 2, 0.0)))
     out = X if X.dtype == np.float16 else np.empty(X.shape, dtype=np.float16)
     for lo in range(0, n, block):
         blk = (X[lo:lo + block].astype(np.float64) - mean) / std

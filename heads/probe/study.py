@@ -18,13 +18,18 @@ import pandas as pd
 
 from data.tasks import parse_tasks, resolve_task
 from extract.store import FeatureStore, SetHeader
+from heads.base import FitOptions
 from heads.baselines import RIDGE_ALPHAS
+from heads.dataset import Dataset
 from heads.evaluate import HEADLINE_TEXT
 from heads.features import FeatureError, find_set
 from heads.probe.bootstrap import CI_LEVEL, ValResamples, summarise_seeds
 from heads.probe.data import ProbeData, layer_fields, load_probe_data, standardise, standardise_layers
 from heads.probe.ridge import best_index, fit_ridge_task, train_counts
 from heads.probe.weighted_sum import WeightedSumConfig, fit_weighted_sum
+from heads.registry import get_head
+from heads.rundir import jsonable, run_dir
+from heads.rundir import write_text as write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -80,20 +85,14 @@ class ProbeResult:
 
 def _fit_other_head(cfg: ProbeConfig, X: np.ndarray, data: ProbeData, seed: int,  # noqa: N803
                     tag: str, probe_dir: Path) -> dict[str, np.ndarray]:
-    """Any head of ``train`` through its fit function (classical or torch)."""
-    from heads.experiment import Dataset, ExperimentConfig, fit_function
-
-    fit = fit_function(cfg.head)
-    # Fit functions find their run dir through the config: keep their files in the probe dir.
-    ecfg = ExperimentConfig(workdir=str(probe_dir / "fits"), task=data.task.name,
-                            features=(cfg.features,), head=cfg.head, seeds=cfg.seeds,
-                            run_name=tag, n_jobs=cfg.n_jobs)
+    """Any head of ``train`` through the head protocol (classical or torch); its files go to
+    ``<probe_dir>/fits/runs/<tag>/``."""
+    head = get_head(cfg.head)
     ds = Dataset(list(data.ids), data.split, X, [data.task], {data.task.name: data.truths}, [])
-    if getattr(fit, "multitask", False):
-        preds, _, _ = fit(ecfg, ds, [data.task], seed)
-        return preds[data.task.name]
-    preds, _, _ = fit(ecfg, ds, data.task, seed)
-    return preds
+    options = FitOptions(n_jobs=cfg.n_jobs, run_config=asdict(cfg))
+    result = head.fit(ds, [data.task], seed=seed, out_dir=run_dir(probe_dir / "fits", tag),
+                      options=options)
+    return result.predictions[data.task.name]
 
 
 def probe_one(cfg: ProbeConfig, Xs: np.ndarray, bad: np.ndarray, data: ProbeData,  # noqa: N803
@@ -167,9 +166,7 @@ def _check_config(cfg: ProbeConfig) -> None:
     if cfg.n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {cfg.n_boot}")
     if cfg.head != "ridge":
-        from heads.experiment import fit_function
-
-        fit_function(cfg.head)  # raises for an unknown head, naming the known ones
+        get_head(cfg.head)  # raises for an unknown head, naming the known ones
 
 
 def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeResult:
@@ -248,7 +245,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
     best = _best_record(results, greater)
     summary = {
         "name": name, "kind": "probe",
-        "config": _jsonable(asdict(cfg)),
+        "config": jsonable(asdict(cfg)),
         "feature_set": {"key": header.key, "spec": header.spec, "name": header.name,
                         "model": header.config.get("model"), "fields": fields},
         "task": task.name, "metric": task.headline, "metric_text": HEADLINE_TEXT[task.headline],
@@ -313,10 +310,6 @@ def _best_record(results: list[dict[str, Any]], greater: bool) -> dict[str, Any]
             "std": r["std"]}
 
 
-def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
 def probe_table(summary: dict[str, Any]) -> pd.DataFrame:
     """One row per layer; per pooling ``<pooling>_score``, ``_ci_low``, ``_ci_high``, ``_std``."""
     rows: dict[int, dict[str, Any]] = {}
@@ -332,7 +325,7 @@ def probe_table(summary: dict[str, Any]) -> pd.DataFrame:
 def write_probe(summary: dict[str, Any], probe_dir: Path) -> dict[str, Path]:
     """probe.json, probe.csv and (weighted sum) layer_weights.csv; atomic renames."""
     paths = {"json": probe_dir / "probe.json", "csv": probe_dir / "probe.csv"}
-    write_text_atomic(paths["json"], json.dumps(_jsonable(summary), indent=2, allow_nan=True))
+    write_text_atomic(paths["json"], json.dumps(jsonable(summary), indent=2, allow_nan=True))
     write_text_atomic(paths["csv"], probe_table(summary).to_csv(index=False, float_format="%.6f"))
     if summary.get("weighted_sum"):
         rows = [{"pooling": p, "layer": l, "weight": w, "weight_std": s}
@@ -341,13 +334,6 @@ def write_probe(summary: dict[str, Any], probe_dir: Path) -> dict[str, Path]:
         paths["weights"] = probe_dir / "layer_weights.csv"
         write_text_atomic(paths["weights"], pd.DataFrame(rows).to_csv(index=False, float_format="%.6f"))
     return paths
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write under a temporary name, then rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def load_probes(workdir: str | os.PathLike) -> list[dict[str, Any]]:

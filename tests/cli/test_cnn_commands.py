@@ -45,7 +45,7 @@ def test_train_multi_exit_cnn_with_druw(logmel_workdir: Path) -> None:
     ckpt = torch.load(run / "model_seed0.pt", weights_only=False)
     assert ckpt["head"] == "cnn-exits" and ckpt["input_dim"] == 64
     assert ckpt["net_config"]["channels"] == "4,8,8,8,8" and ckpt["weighting_spec"] == "druw"
-    from heads.train import load_checkpoint
+    from heads.training import load_checkpoint
 
     net, _ = load_checkpoint(run / "model_seed0.pt")
     assert net.exit_of == {"emotion": 5, "country": 3, "age": 1}

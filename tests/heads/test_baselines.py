@@ -10,7 +10,7 @@ from sklearn.linear_model import Ridge, RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
 from heads.baselines import (
-    CLASSICAL_HEADS,
+    classical_heads,
     KINDS,
     RIDGE_ALPHAS,
     FitSelection,
@@ -68,7 +68,7 @@ def _fit(head: str, kind: str, data: tuple[np.ndarray, ...], **kwargs: Any) -> F
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("head", sorted(CLASSICAL_HEADS))
+@pytest.mark.parametrize("head", sorted(classical_heads()))
 def test_head_contract_learns_above_chance(head: str, kind: str) -> None:
     data = _linear_data(0) if kind == "regression" else _class_data(0)
     X, y, X_val, y_val = data
@@ -76,7 +76,7 @@ def test_head_contract_learns_above_chance(head: str, kind: str) -> None:
 
     assert selection.head == head and selection.kind == kind
     grid = FAST_GRIDS.get(head)
-    n_grid = len(CLASSICAL_HEADS[head].default_grid(kind, len(y))) if grid is None else 2
+    n_grid = len(classical_heads()[head].default_grid(kind, len(y))) if grid is None else 2
     assert len(selection.grid_scores) == n_grid
     assert selection.params in [params for params, _ in selection.grid_scores]
     assert selection.val_score == max(score for _, score in selection.grid_scores)
@@ -96,7 +96,7 @@ def test_head_contract_learns_above_chance(head: str, kind: str) -> None:
         assert selection.val_score > 0.6  # chance: 1/3
 
 
-@pytest.mark.parametrize("head", sorted(CLASSICAL_HEADS))
+@pytest.mark.parametrize("head", sorted(classical_heads()))
 def test_head_multi_column_regression(head: str) -> None:
     X, y, X_val, y_val = _linear_data(1, k=3)
     selection = _fit(head, "regression", (X, y, X_val, y_val))
@@ -105,7 +105,7 @@ def test_head_multi_column_regression(head: str) -> None:
     assert min(mean_ccc(y_val, prediction)[1]) > 0.7
 
 
-@pytest.mark.parametrize("head", sorted(CLASSICAL_HEADS))
+@pytest.mark.parametrize("head", sorted(classical_heads()))
 def test_head_keeps_original_class_codes(head: str) -> None:
     X, y, X_val, y_val = _class_data(2, codes=(3, 7, 9))
     selection = _fit(head, "classification", (X, y, X_val, y_val))
@@ -133,7 +133,7 @@ def test_svm_switches_to_linear_above_row_limit(monkeypatch: pytest.MonkeyPatch)
     import heads.baselines as baselines
 
     monkeypatch.setattr(baselines, "SVM_KERNEL_MAX_ROWS", 100)
-    head = CLASSICAL_HEADS["svr"]
+    head = classical_heads()["svr"]
     assert {p["kernel"] for p in head.default_grid("regression", 300)} == {"linear"}
     assert {p["kernel"] for p in head.default_grid("regression", 100)} == {"rbf"}
     selection = _fit("svr", "regression", _linear_data(4))
@@ -251,7 +251,7 @@ def test_nan_features_are_refused() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"head": "lasso"}, re.escape(f"one of {sorted(CLASSICAL_HEADS)}, got 'lasso'")),
+        ({"head": "lasso"}, re.escape(f"one of {sorted(classical_heads())}, got 'lasso'")),
         ({"kind": "ordinal"}, re.escape(f"kind must be one of {KINDS}, got 'ordinal'")),
         ({"grid": [{"alpha": 1.0, "C": 2.0}]}, r"\['C'\] are not valid .*allowed: \['alpha'\]"),
         ({"grid": []}, "empty"),

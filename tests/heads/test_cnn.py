@@ -1,4 +1,4 @@
-"""Tests for heads/cnn.py: the spectrogram CNNs (ResNet18/34, multi-exit CNN), their masking,
+"""Tests for heads/nets/cnn.py: the spectrogram CNNs (ResNet18/34, multi-exit CNN), their masking,
 training crops, window evaluation, exits, recipes, and a small end-to-end training run."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from heads.cnn import (CROP_FRAMES, EXVO_EXITS, MaskedBatchNorm2d, int_tuple, parse_exits,
+from heads.nets.cnn import (CROP_FRAMES, EXVO_EXITS, MaskedBatchNorm2d, int_tuple, parse_exits,
                        random_crop, split_windows)
 from heads.nets import NETS, build_net, length_mask
 
@@ -42,7 +42,7 @@ def test_registered_sequence_nets_with_task_shapes(name: str) -> None:
 
 
 def test_resnet_layouts() -> None:
-    from heads.cnn import BasicBlock
+    from heads.nets.cnn import BasicBlock
 
     r18, r34 = build_net("resnet18", 128, EXVO), build_net("resnet34", 128, EXVO)
     assert r18.stem.conv.in_channels == 1 and r18.stem.conv.kernel_size == (7, 7)
@@ -150,7 +150,7 @@ def test_true_lengths_follow_every_strided_layer() -> None:
     a stride is exactly the layer's frame count (ceil(T / 2)), so no true frame is masked."""
     import torch.nn.functional as F
 
-    from heads.cnn import BasicBlock, ConvUnit, halve, max_pool_halve
+    from heads.nets.cnn import BasicBlock, ConvUnit, halve, max_pool_halve
 
     units = [ConvUnit(1, 2, kernel=7, stride=2), ConvUnit(1, 2, kernel=3, stride=2)]
     block = BasicBlock(1, 2, stride=2)
@@ -272,7 +272,8 @@ CNN_RECIPES = ["exvo-cnn-equal", "exvo-cnn-uw", "exvo-cnn-ruw", "exvo-cnn-rruw",
 def test_recipes_state_paper_numbers_and_build_the_full_nets() -> None:
     from data.tasks import parse_tasks
     from heads.recipes import load_recipe
-    from heads.train import Output, TrainOptions
+    from heads.config import TrainOptions
+    from heads.training import Output
 
     for name in CNN_RECIPES:
         r = load_recipe(name)
@@ -307,7 +308,7 @@ def _spectrogram_dataset(n_train: int = 192, n_val: int = 96, seed: int = 0):
     age follow the clip's loudness. Lengths 6 to 80 frames, crops of 24 frames."""
     from data.tasks import get_task
     from heads.sequences import InMemorySequences
-    from heads.train import SequenceDataset
+    from heads.dataset import SequenceDataset
 
     rng = np.random.default_rng(seed)
     n = n_train + n_val
@@ -330,8 +331,10 @@ def _spectrogram_dataset(n_train: int = 192, n_val: int = 96, seed: int = 0):
 
 
 def test_multi_exit_cnn_learns_a_synthetic_exvo_problem(tmp_path) -> None:
-    from heads.experiment import ExperimentConfig
-    from heads.train import fit_torch
+    from heads.base import FitOptions
+    from heads.config import ExperimentConfig
+    from heads.experiment import run_dir_of
+    from heads.registry import HEADS
 
     ds = _spectrogram_dataset()
     cfg = ExperimentConfig(workdir=str(tmp_path), task="exvo", features=("synthetic",),
@@ -340,7 +343,9 @@ def test_multi_exit_cnn_learns_a_synthetic_exvo_problem(tmp_path) -> None:
                                "weighting": "druw", "patience": 0, "device": "cpu",
                                "net": {"channels": (6, 8, 8, 8, 8), "crop_frames": 24,
                                        "head_hidden": 16, "dropout": 0.0}})
-    preds, info, _ = fit_torch(cfg, ds, ds.tasks, 0)
+    result = HEADS[cfg.head].fit(ds, ds.tasks, seed=0, out_dir=run_dir_of(cfg),
+                                 options=FitOptions(head_options=cfg.options))
+    preds, info = result.predictions, result.params
     val = ds.rows("Val")
     truth, pred = ({k: v[val] for k, v in d["exvo"].items()} for d in (ds.truths, preds))
     country_acc = float((pred["country"] == truth["country"]).mean())

@@ -1,4 +1,4 @@
-"""Tests for heads/losses.py: each loss against a naive NumPy version or hand values."""
+"""Tests for heads/training/losses.py: each loss against a naive NumPy version or hand values."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from heads.losses import (
+from heads.training.losses import (
     LOSSES,
     ccc_loss,
     cross_entropy_loss,

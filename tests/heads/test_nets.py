@@ -6,9 +6,9 @@ import dataclasses
 import pytest
 import torch
 
-from heads.losses import ccc_loss, cross_entropy_loss
+from heads.training.losses import ccc_loss, cross_entropy_loss
 from heads.nets import NETS, build_net, pool_frames, length_mask
-from heads.weighting import build_weighting
+from heads.training.weighting import build_weighting
 
 
 D = 12

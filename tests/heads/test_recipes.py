@@ -23,7 +23,8 @@ import torch
 from heads.experiment import run_experiment
 from heads.recipes import (RECIPES_DIR, TRAIN_KEYS, RecipeError, extract_command, list_recipes,
                            load_recipe, parse_recipe)
-from heads.train import TORCH_HEADS, Output, resolve_chain
+from heads.registry import HEADS
+from heads.training import Output, resolve_chain
 
 RECIPES = sorted(p.stem for p in RECIPES_DIR.glob("*.toml"))
 
@@ -78,7 +79,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def _overrides(recipe, demo: dict) -> dict:
     """What the demo workdir needs changed (see the module docstring); one epoch, one seed."""
     out: dict = {"epochs": 1, "seeds": 1, "device": "cpu"}
-    sequence = TORCH_HEADS[recipe.head].input_kind == "sequence"
+    sequence = HEADS[recipe.head].input_kind == "sequence"
     features = []
     for f in recipe.features:
         if f.startswith("logmel:"):  # the spectrogram CNNs: 16 bands, tiny widths
@@ -124,7 +125,7 @@ def test_recipe_files_cover_the_reproduced_systems() -> None:
 def test_every_recipe_builds_its_net_at_full_size(name: str) -> None:
     from data.tasks import parse_tasks
     from heads.nets import build_net
-    from heads.train import TrainOptions
+    from heads.config import TrainOptions
 
     r = load_recipe(name)
     opts = TrainOptions.from_dict(r.options)

@@ -1,7 +1,8 @@
-"""Tests for heads/train.py: the training loop on synthetic datasets (no store, CPU, seconds)."""
+"""Tests for heads/training/: the training loop on synthetic datasets (no store, CPU, seconds)."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,18 @@ import torch
 
 from data.tasks import get_task
 from heads.evaluate import score_task
-from heads.experiment import Dataset, ExperimentConfig, fit_function
-from heads.losses import ccc_loss, inverse_frequency_weights
+from heads.base import FitOptions, FitResult
+from heads.config import ExperimentConfig, TrainOptions
+from heads.dataset import Dataset, SequenceDataset
+from heads.experiment import run_dir_of
+from heads.nets import NETS
+from heads.registry import HEADS
 from heads.sequences import InMemorySequences, fit_frame_stats, pad_batch
-from heads.train import (TORCH_HEADS, Labels, SequenceDataset, TrainOptions, fit_torch,
-                         load_checkpoint, lr_factor, make_outputs, output_losses,
-                         train_class_weights)
+from heads.training import (Labels, load_checkpoint, lr_factor, make_outputs, output_losses,
+                            train_class_weights)
+from heads.training.losses import ccc_loss, inverse_frequency_weights
+
+TORCH_HEADS = {n: h for n, h in HEADS.items() if h.family == "torch"}
 
 
 N_TRAIN, N_VAL, N_TEST, D = 96, 48, 16, 12
@@ -54,14 +61,29 @@ def _cfg(tmp_path: Path, head: str = "mlp-mtl", run: str = "r", **options) -> Ex
                             run_name=run, options={"epochs": 3, "batch_size": 16, **options})
 
 
+def fit_torch(cfg: ExperimentConfig, ds: Dataset, tasks, seed: int):
+    """The registered head of ``cfg.head`` fitted as ``train`` fits it, into ``run_dir_of(cfg)``;
+    returns ``(predictions, chosen parameters, excluded)``."""
+    result = HEADS[cfg.head].fit(ds, tasks, seed=seed, out_dir=run_dir_of(cfg),
+                                 options=FitOptions(head_options=cfg.options, n_jobs=cfg.n_jobs,
+                                                    run_config=asdict(cfg)))
+    return result.predictions, result.params, result.excluded
+
+
 def _curves(tmp_path: Path, run: str = "r", tag: str = "seed0") -> dict:
     return json.loads((tmp_path / "runs" / run / f"curves_{tag}.json").read_text())
 
 
-def test_registry_and_dispatch() -> None:
+def test_registry_and_dispatch(tmp_path) -> None:
     assert set(TORCH_HEADS) >= {"mlp-avb", "mlp-mtl", "lstm", "fc128", "lstm128", "netvlad",
                                 "autopool", "mean3"}
-    assert fit_function("mlp-mtl") is fit_torch and fit_torch.multitask is True
+    assert set(TORCH_HEADS) == set(NETS)
+    # one call trains every task: one model, its parameters not keyed by task
+    ds = _dataset(("avb-type", "country"))
+    result = HEADS["mlp-mtl"].fit(ds, ds.tasks, seed=0, out_dir=run_dir_of(_cfg(tmp_path)),
+                                  options=FitOptions(head_options={"epochs": 1}))
+    assert isinstance(result, FitResult) and result.per_task is False
+    assert set(result.predictions) == {"avb-type", "country"}
 
 
 def test_options_validate_and_name_valid_keys() -> None:

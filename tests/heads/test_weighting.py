@@ -1,4 +1,4 @@
-"""Tests for heads/weighting.py: every formula against values worked out by hand."""
+"""Tests for heads/training/weighting.py: every formula against values worked out by hand."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from heads.weighting import (
+from heads.training.weighting import (
     WEIGHTINGS,
     DynamicRestrainedUncertaintyWeighting,
     DynamicWeightAverage,

@@ -100,7 +100,7 @@ def test_every_figure_is_written(workdir):
 
 
 @pytest.mark.parametrize("name", ["per_column", "confusion", "learning", "task_weights",
-                                  "overview", "layer_curve", "layer_weights", "density"])
+                                  "layer_curve", "layer_weights", "density"])
 def test_each_plot_function_saves_a_png(tmp_path, name):
     curves = [normalise_curve({"train_loss": [1.0, 0.5, 0.2], "val_score": [0.1, 0.3, 0.4],
                                "task_weights": [[1.0, 1.0], [1.2, 0.8], [1.3, 0.7]],
@@ -117,9 +117,6 @@ def test_each_plot_function_saves_a_png(tmp_path, name):
         "confusion": lambda p: plots.plot_confusion([[3, 1], [0, 4]], ["a", "b"], p),
         "learning": lambda p: plots.plot_learning_curves(curves, p),
         "task_weights": lambda p: plots.plot_task_weights(curves, p),
-        "overview": lambda p: plots.plot_scores_overview(
-            [{"label": "ours", "score": 0.5, "ci": [0.4, 0.6]},
-             {"label": "paper", "score": 0.56, "published": True}], p),
         "layer_curve": lambda p: plots.plot_layer_curve(probe, p),
         "layer_weights": lambda p: plots.plot_layer_weights(probe, p),
         "density": lambda p: plots.plot_permutation_density(

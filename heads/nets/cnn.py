@@ -17,12 +17,12 @@ Training and evaluation windows (both nets, config fields):
 * ``crop_frames`` (default 104 = 2.5 s at the 24 ms hop): in train mode each clip is cut to
   a random window of that many frames (uniform start within the clip; shorter clips are kept
   whole and masked). The offsets come from torch's global generator, which
-  :func:`heads.train.train_net` seeds, so a run is repeatable. 0 trains on whole clips.
+  :func:`heads.training.loop.train_net` seeds, so a run is repeatable. 0 trains on whole clips.
 * ``evaluate``: ``clip`` (default) runs the whole clip at once; ``windows`` averages the
   outputs of consecutive ``crop_frames`` windows (the last one aligned to the clip's end),
   regression outputs after the output mode, classification logits as they are.
 
-Both live in the net, not in the training loop, so that :mod:`heads.train` runs these nets
+Both live in the net, not in the training loop, so that :mod:`heads.training` runs these nets
 like any sequence head, and a checkpoint's net config says how it was trained and scored.
 Which block each output of ``cnn-exits`` leaves after is the ``exits`` field
 (:func:`parse_exits`).
@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from heads.nets import (HeadNet, _check_choice, _check_sequence, _finish,
-                        length_mask, register_net)
+from heads.nets.base import HeadNet, check_choice, finish_outputs, register_net
+from heads.nets.masking import check_sequence, length_mask
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ class SpectrogramNet(HeadNet):
 
     def _check_windows(self) -> None:
         c = self.config
-        _check_choice(f"{self.name}: evaluate", c.evaluate, EVALUATIONS)
+        check_choice(f"{self.name}: evaluate", c.evaluate, EVALUATIONS)
         if c.crop_frames < 0:
             raise ValueError(f"{self.name}: crop_frames must be >= 0 (0: whole clips); got {c.crop_frames}")
         if c.evaluate == "windows" and c.crop_frames == 0:
@@ -332,7 +332,7 @@ class SpectrogramNet(HeadNet):
         Train mode: a random ``crop_frames`` window per clip; eval mode: the whole clip or the
         mean over windows (``evaluate``).
         """
-        x, lengths, _ = _check_sequence(x, lengths, self.input_dim)
+        x, lengths, _ = check_sequence(x, lengths, self.input_dim)
         c = self.config
         if self.training and c.crop_frames > 0:
             x, lengths = random_crop(x, lengths, c.crop_frames)
@@ -419,7 +419,7 @@ class ResNetHead(SpectrogramNet):
         for block in self.blocks:
             h, lengths = block(h, lengths)
         pooled = self.dropout(masked_image_mean(h, lengths))  # (B, C)
-        return _finish(self.tasks, [head(pooled) for head in self.heads], self.config.output)
+        return finish_outputs(self.tasks, [head(pooled) for head in self.heads], self.config.output)
 
 
 @register_net
@@ -494,7 +494,7 @@ class MultiExitCnn(SpectrogramNet):
             if b in self.exit_of.values():
                 pooled[b] = self.dropout(masked_image_mean(h, lengths))  # (B, C_b)
         raw = [head(pooled[self.exit_of[n]]) for (n, _, _), head in zip(self.tasks, self.heads)]
-        return _finish(self.tasks, raw, self.config.output)
+        return finish_outputs(self.tasks, raw, self.config.output)
 
 
 __all__ = ["CROP_FRAMES", "EVALUATIONS", "EXVO_EXITS", "ResNetConfig", "ResNet34Config",
