@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 
 from extract.lock import WorkdirBusy, WorkdirLock
-from extract.store import FeatureStore, StoreError, _open_read, atomic_h5, part_name
+from extract.store import FeatureStore, StoreError, open_read, atomic_h5, part_name
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def shard_dirs(workdir: Path) -> list[Path]:
 
 def _copy_as_part(src_file: Path, group: str, dest_dir: Path, seq: int) -> None:
     dest_dir.mkdir(parents=True, exist_ok=True)
-    with _open_read(src_file) as src, atomic_h5(
+    with open_read(src_file) as src, atomic_h5(
             dest_dir / part_name(seq), reserve=src_file.stat().st_size + (256 << 10)) as dst:
         g = src[group] if group else src
         for child in g:

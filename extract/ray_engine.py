@@ -23,7 +23,7 @@ from data.corpus import Corpus
 from extract.base import SAMPLE_RATE, ExtractOptions, Extractor, build_extractor
 from extract.lock import WorkdirLock
 from extract.merge import merge_shards, shard_dir
-from extract.run import _clip_error, _decode_task, clip_hashes
+from extract.run import clip_error, decode_task, clip_hashes
 from extract.store import FeatureStore, SetHeader
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class _Model:
                     results.append(exc)
         for (c, x), res in zip(good, results):
             if isinstance(res, Exception):
-                out.append((c, None, _clip_error(c, res), [], 0))
+                out.append((c, None, clip_error(c, res), [], 0))
             else:
                 out.append((c, {k: np.asarray(v) for k, v in res.items()}, None,
                             self.ex.warnings_for(len(x)), len(x)))
@@ -91,7 +91,7 @@ def extract_with_ray(workdir: Path, corpus: Corpus, prepared: list[tuple[Extract
     gpus = int(resources.get("GPU", 0))
     n_actors = actors or (gpus if gpus else 2)
     actor_opts = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 0.5}
-    decode = ray.remote(num_cpus=0.5)(_decode_task)
+    decode = ray.remote(num_cpus=0.5)(decode_task)
     Model = ray.remote(_Model)
     failed: dict[str, str] = {}
     store = FeatureStore(workdir)

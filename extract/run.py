@@ -184,7 +184,7 @@ def clip_hashes(paths: dict[str, str], workdir: Path, *, threads: int = 4, deep:
     return hashes, errors
 
 
-def _clip_error(path: str, exc: BaseException) -> str:
+def clip_error(path: str, exc: BaseException) -> str:
     """The reason recorded for a failed clip: always names the file."""
     if isinstance(exc, AudioError):
         return str(exc)
@@ -214,17 +214,17 @@ def _per_clip_task(item: tuple) -> tuple[str, dict | None, str | None, list[str]
         values = ex.compute(x)
         return cid, values, None, ex.warnings_for(len(x)), len(x)
     except Exception as exc:  # one bad clip never sinks the corpus
-        return cid, None, _clip_error(path, exc), [], 0
+        return cid, None, clip_error(path, exc), [], 0
 
 
-def _decode_task(items: list[tuple]) -> list[tuple[str, np.ndarray | None, str | None]]:
+def decode_task(items: list[tuple]) -> list[tuple[str, np.ndarray | None, str | None]]:
     out = []
     for item in items:
         cid, path, start, end = (*item, None, None)[:4]  # (id, path[, start, end]): a segment
         try:
             out.append((cid, load_audio(path, sample_rate=SAMPLE_RATE, start=start, end=end), None))
         except Exception as exc:
-            out.append((cid, None, _clip_error(path, exc)))
+            out.append((cid, None, clip_error(path, exc)))
     return out
 
 
@@ -396,10 +396,10 @@ def _run_batched(ex: Extractor, options: ExtractOptions, universe: list[str], to
         # process start-up, and on a small CPU no cores taken from the model for long.
         with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
             ahead = max(2, 2 * options.workers)
-            futures = [pool.submit(_decode_task, job) for job in jobs[:ahead]]
+            futures = [pool.submit(decode_task, job) for job in jobs[:ahead]]
             for i in range(len(jobs)):
                 if i + ahead < len(jobs):
-                    futures.append(pool.submit(_decode_task, jobs[i + ahead]))
+                    futures.append(pool.submit(decode_task, jobs[i + ahead]))
                 yield futures[i].result()
                 futures[i] = None  # type: ignore[call-overload]  # free the decoded audio
 
@@ -422,7 +422,7 @@ def _run_batched(ex: Extractor, options: ExtractOptions, universe: list[str], to
                 if c not in todo:
                     continue  # stored already; computed only to keep the batch as planned
                 if isinstance(res, Exception):
-                    record(c, None, _clip_error(paths[c], res), [], 0)
+                    record(c, None, clip_error(paths[c], res), [], 0)
                 else:
                     record(c, res, None, ex.warnings_for(len(x)), len(x))
         if writer.due():

@@ -244,7 +244,7 @@ def _strs(ds: h5py.Dataset) -> list[str]:
     return [s.decode() if isinstance(s, bytes) else str(s) for s in ds[()]]
 
 
-def _open_read(path: Path) -> h5py.File:
+def open_read(path: Path) -> h5py.File:
     return h5py.File(path, "r", locking=False)
 
 
@@ -263,7 +263,7 @@ class _Source:
     @property
     def g(self) -> h5py.Group:
         if self._file is None:
-            self._file = _open_read(self.path)
+            self._file = open_read(self.path)
         return self._file[self.group] if self.group else self._file
 
     def close(self) -> None:
@@ -367,7 +367,7 @@ class FeatureStore:
         if not self.path.exists():
             return
         try:
-            with _open_read(self.path) as f:
+            with open_read(self.path) as f:
                 version = f.attrs.get("schema_version")
         except OSError as exc:
             raise StoreError(
@@ -388,7 +388,7 @@ class FeatureStore:
             return {}
         self.check_schema()
         out = {}
-        with _open_read(self.path) as f:
+        with open_read(self.path) as f:
             for key, g in f.get("sets", {}).items():
                 out[key] = SetHeader.from_json(g.attrs["header"])
         return out
@@ -547,7 +547,7 @@ class FeatureStore:
         """Where a set's records live, oldest first: (file, group inside it) pairs."""
         out: list[tuple[Path, str]] = []
         if self.path.exists():
-            with _open_read(self.path) as f:
+            with open_read(self.path) as f:
                 if f"sets/{key}" in f:
                     out.append((self.path, f"sets/{key}"))
         return out + [(p, "") for p in self._part_paths(key)]
@@ -557,7 +557,7 @@ class FeatureStore:
         for attempt in range(5):
             sources: list[_Source] = []
             if self.path.exists():
-                with _open_read(self.path) as f:
+                with open_read(self.path) as f:
                     present = f"sets/{key}" in f
                 if present:
                     sources.append(_Source(self.path, f"sets/{key}", (0,)))
@@ -717,7 +717,7 @@ class FeatureStore:
             out.attrs["headers"] = json.dumps(kept, sort_keys=True)
             sets = out.create_group("sets")
             if self.path.exists():
-                with _open_read(self.path) as old:
+                with open_read(self.path) as old:
                     for k in old.get("sets", {}).keys():
                         if k not in keys and k not in drop:
                             old.copy(old[f"sets/{k}"], sets, name=k)

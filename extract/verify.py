@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.store import FeatureStore, SetHeader, StoreError, _open_read
+from extract.store import FeatureStore, SetHeader, StoreError, open_read
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True, deep: bool =
     report.leftovers = store.temporary_files()
     if store.path.exists():
         try:
-            with _open_read(store.path):
+            with open_read(store.path):
                 pass
         except OSError as exc:
             report.store_problems.append(
@@ -106,7 +106,7 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True, deep: bool =
             return report
     for p in sorted(store.workdir.glob("features.journal/*/part-*.h5")):
         try:
-            with _open_read(p) as f:
+            with open_read(p) as f:
                 f["ids"][()]
         except (OSError, KeyError) as exc:
             report.store_problems.append(f"journal part {p} is damaged ({exc}); `verify --repair` "

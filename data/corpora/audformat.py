@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from data.audio import format_seconds
-from data.corpora import register_layout
+from data.corpora.registry import register_layout
 from data.corpus import (
     Corpus,
     CorpusError,

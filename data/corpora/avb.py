@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from data.corpora import register_layout
+from data.corpora.registry import register_layout
 from data.corpus import (
     Corpus,
     CorpusError,

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from data.corpora import TEXT_COLUMN, register_layout
+from data.corpora.registry import TEXT_COLUMN, register_layout
 from data.corpus import (
     Corpus,
     CorpusError,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data.corpora import register_layout
+from data.corpora.registry import register_layout
 from data.corpora.avb import SUBJECT_NAMES, check_range, normalise_classes, read_id_table
 from data.corpus import Corpus, CorpusError, assemble_corpus, find_column, read_table, scan_audio
 from data.tasks import EMOTIONS, normalise_country

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from data.corpora import register_layout
+from data.corpora.registry import register_layout
 from data.corpus import Corpus, CorpusError, assemble_corpus, examples, find_column, normalise_split
 
 logger = logging.getLogger(__name__)

@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.corpora import register_layout
+from data.corpora.registry import register_layout
 from data.corpus import INDEX_NAME, Corpus, CorpusError, assemble_corpus, natural_key
 from data.tasks import IEMOCAP4_CLASSES, IEMOCAP_VAD
 

@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from extract.devices import DEVICES  # the one tuple of device names, re-exported here
+
 from extract.base import ExtractOptions
 from extract.pooling import validate_poolings
 
@@ -30,7 +32,6 @@ NORM_EPS = 1e-7
 HIDDEN_STATES = "input-of-layer-1,raw-layer-outputs"
 """Our hidden-state convention (see the package docstring); part of the identity."""
 STORAGE_DTYPES = ("float16", "float32")
-DEVICES = ("auto", "cpu", "cuda")
 FRONTEND_BATCHING = ("auto", "on", "off")
 """``SSLExtractor.frontend_batching``: auto batches the front end on CUDA only."""
 STRATEGY_BATCHED = "batched-frontend+masked-encoder"
