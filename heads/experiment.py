@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from data.corpus import Corpus
-from data.tasks import Task, parse_tasks, resolve_task, target_array
+from data.tasks import Task, check_varied_targets, parse_tasks, resolve_task, target_array
 from data.workdir import open_corpus
 from extract.store import FeatureStore
 from heads.evaluate import bootstrap_task, score_task
@@ -219,6 +219,9 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     ds = prepare(cfg, store, corpus, tasks, requests) if prepare else build_dataset(store, corpus, tasks, requests)
     log.info("%d clips (%d Train, %d Val, %d Test) x %d features", len(ds.ids), len(ds.rows("Train")),
              len(ds.rows("Val")), len(ds.rows("Test")), ds.X.shape[1])
+    val_ids = [ds.ids[i] for i in ds.rows("Val")]
+    for t in tasks:  # a constant Val target: refused, CCC would be undefined (data.tasks)
+        check_varied_targets(t, corpus.labels, val_ids)
     run_name = cfg.run_name or default_run_name(cfg)
     cfg = replace(cfg, run_name=run_name)  # fit functions find the run dir through it
     run_dir = run_dir_of(cfg)
