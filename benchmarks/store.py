@@ -11,7 +11,8 @@ the real journal writer, then measures, each with its wall seconds and tracemall
 * ``one_layer_read``: one layer of one pooling for every clip, as a probe reads it.
 
 Each is printed against ``read_once_s``, reading the bytes of ``features.h5`` once in the same
-run (best of three) (``*_x_read_once``), so a cost that grows faster than the store shows as a growing ratio.
+run (best of three), as ``*_x_read_once``: a cost that grows faster than the store shows as a
+growing ratio.
 """
 from __future__ import annotations
 
