@@ -16,6 +16,8 @@ BENCHES = {
     "heads": ("benchmarks.heads", "torch heads: mlp-mtl (uw) and lstm training time"),
     "probe": ("benchmarks.probe", "13-layer x 2-pooling ridge probe on 20,000 clips"),
     "scale": ("benchmarks.scale", "shard + merge vs single process: identity and merge cost per GB"),
+    "store": ("benchmarks.store", "store costs (no-op rerun, add a small set, compaction, one-layer "
+                                  "read) at 2k/10k clips against reading the bytes once"),
     "finetune-step": ("benchmarks.finetune_step", "one fine-tuning optimiser step (backbone + heads)"),
 }
 

@@ -183,8 +183,12 @@ def print_result(metrics: dict, run_dir) -> None:
         v = entry["val"]
         ci = v.get("ci") or [float("nan")] * 2
         std = f" ± {v['score_std']:.4f}" if v.get("score_std") else ""
+        scored = [t["n"] for t in v.get("targets", {}).values() if "n" in t]
+        n = f"n={v.get('n')}"
+        if scored and min(scored) != v.get("n"):  # clips without a (finite) label are not scored
+            n = f"n={min(scored)} of {v.get('n')} Val clips; the others have no label"
         say(f"{task}: Val {v['metric']} = {v['score']:.4f}{std} (95% CI {ci[0]:.4f} to {ci[1]:.4f}, "
-            f"n={v.get('n')})")
+            f"{n})")
         for tname, t in v.get("targets", {}).items():
             if len(v.get("targets", {})) > 1:
                 say(f"  {tname}: {t['metric']} = {t['score']:.4f}")

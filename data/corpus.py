@@ -334,6 +334,52 @@ def check_segments(segments: pd.DataFrame) -> dict[str, str]:
     return errors
 
 
+def _comparable(series: pd.Series) -> pd.Series:
+    """Cells as compared between duplicate rows: a number-like text cell as its number."""
+    if pd.api.types.is_numeric_dtype(series):
+        return series.astype("float64")
+    numbers = pd.to_numeric(series, errors="coerce")
+    return series.where(numbers.isna(), numbers).astype(object)
+
+
+def drop_repeated_rows(table: pd.DataFrame, lines: Sequence[int], *, path: Path
+                       ) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the first of rows that repeat one index value with the same values; refuse rows
+    that repeat it with different values.
+
+    Linear in the number of rows (one hash of every row, one of every distinct row). Cells
+    are compared as :func:`read_table` would make them numbers: a number-like cell compares
+    as its number, so ``0.4115`` and ``0.41150`` are the same value; missing cells are equal.
+
+    Args:
+        table: rows indexed by clip id, in file order.
+        lines: the file line of each row (same order), for messages.
+        path: the table, for messages.
+
+    Returns:
+        ``(table with one row per id, the ids that were repeated)``.
+
+    Raises:
+        CorpusError: one id has rows with different values (names the id and its lines).
+    """
+    repeated = table.index.duplicated(keep=False)
+    if not repeated.any():
+        return table, []
+    keyed = pd.DataFrame({i: _comparable(table[c]).to_numpy() for i, c in enumerate(table.columns)})
+    keyed[-1] = table.index.to_numpy()
+    distinct = ~keyed.duplicated(keep="first").to_numpy()
+    clash = table.index[distinct].duplicated(keep=False)
+    if clash.any():
+        clip_id = table.index[distinct][clash][0]
+        where = [int(n) for n, hit in zip(lines, table.index == clip_id) if hit]
+        raise CorpusError(
+            f"{path}: clip id {clip_id!r} appears on lines {where} with different values; "
+            "keep one row per clip"
+        )
+    ids = list(pd.unique(table.index[repeated]))
+    return table[~table.index.duplicated(keep="first")], ids
+
+
 def dedupe_ids(table: pd.DataFrame, ids: pd.Series, *, path: Path, problems: list[str]) -> pd.DataFrame:
     """Index ``table`` by ``ids``; drop identical duplicate rows, refuse conflicting ones.
 
@@ -347,27 +393,18 @@ def dedupe_ids(table: pd.DataFrame, ids: pd.Series, *, path: Path, problems: lis
         ``table`` indexed by clip id (index name ``clip_id``), one row per id.
 
     Raises:
-        CorpusError: one id has rows with different values (names the id and the lines).
+        CorpusError: one id has rows with different values (names the id and the lines); see
+            :func:`drop_repeated_rows` for how values are compared.
     """
     table = table.copy()
     table.index = pd.Index(ids.to_numpy(), name=INDEX_NAME)
-    lines = pd.Series(np.arange(len(table)) + 2, index=table.index)
-    dup = table.index.duplicated(keep=False)
-    if not dup.any():
-        return table
-    dup_ids = pd.unique(table.index[dup])
-    for clip_id in dup_ids:
-        rows = table.loc[[clip_id]]
-        if len(rows.drop_duplicates()) > 1:
-            raise CorpusError(
-                f"{path}: clip id {clip_id!r} appears on lines "
-                f"{list(lines.loc[[clip_id]])} with different values; keep one row per clip"
-            )
-    problems.append(
-        f"{path.name}: {len(dup_ids)} clip id(s) appear on more than one identical row "
-        f"({examples(dup_ids)}); kept one row each"
-    )
-    return table[~table.index.duplicated(keep="first")]
+    table, repeated = drop_repeated_rows(table, np.arange(len(table)) + 2, path=path)
+    if repeated:
+        problems.append(
+            f"{path.name}: {len(repeated)} clip id(s) appear on more than one identical row "
+            f"({examples(repeated)}); kept one row each"
+        )
+    return table
 
 
 @dataclass(frozen=True, eq=False)
@@ -517,6 +554,31 @@ def scan_audio(folder: Path, *, suffixes: Sequence[str], problems: list[str]) ->
     return found
 
 
+def drop_infinite_labels(labels: pd.DataFrame, *, problems: list[str]) -> pd.DataFrame:
+    """The rule for infinite label values: ``inf``/``-inf`` is not a label; the cell is treated
+    as missing (left out of training and scoring, counted with the missing labels), and a note
+    naming the column, the count and some clips is appended to ``problems``.
+
+    Returns:
+        ``labels`` with infinite numeric cells set to NaN (a copy when any was found).
+    """
+    out = labels
+    for col in labels.columns:
+        if not pd.api.types.is_float_dtype(labels[col]):
+            continue
+        bad = np.isinf(labels[col].to_numpy())
+        if bad.any():
+            if out is labels:
+                out = labels.copy()
+            out[col] = labels[col].mask(bad)
+            problems.append(
+                f"label column {col!r}: {int(bad.sum())} infinite value(s) "
+                f"({examples(list(labels.index[bad]))}); an infinite label is not a value: "
+                "treated as a missing label (left out of training and scoring)"
+            )
+    return out
+
+
 def assemble_corpus(
     root: Path,
     layout: str,
@@ -591,6 +653,7 @@ def assemble_corpus(
         clips[ERROR_COLUMN] = [errors.get(i, "") for i in ids]
     keep = [i for i in ids if i in labelled]
     table = labels.loc[keep]
+    table = drop_infinite_labels(table, problems=problems)
     table.index = pd.Index(keep, name=INDEX_NAME)
     for note in problems:
         logger.info("%s corpus at %s: %s", layout, root, note)

@@ -415,16 +415,35 @@ def parse_tasks(spec: str | Iterable[str]) -> list[Task]:
 
 
 def class_name(value: object) -> str | None:
-    """Text form of a class label: ``1.0`` -> ``'1'``; None for missing values."""
+    """Text form of a class label; None for missing values.
+
+    The rule: a value that reads as a finite number is a number, and two class values are the
+    same class when they are the same number, whatever their spelling (``0.4115`` and
+    ``'0.41150'`` are one class, ``1.0``, ``'1'`` and ``'01'`` are class ``'1'``). Other values
+    are text, compared after stripping spaces.
+
+    Example:
+        >>> class_name("0.41150"), class_name(2.0), class_name(" happy ")
+        ('0.4115', '2', 'happy')
+    """
     if value is None:
         return None
-    if isinstance(value, (float, np.floating)):
-        if np.isnan(value):
+    number: float | None = None
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        number = float(value)
+        if np.isnan(number):
             return None
-        if float(value).is_integer():
-            return str(int(value))
-    text = str(value).strip()
-    return text or None
+    else:
+        text = str(value).strip()
+        if not text:
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+    if not np.isfinite(number):
+        return str(value).strip() or None
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def _sorted_classes(values: Iterable[str]) -> tuple[str, ...]:
@@ -433,6 +452,34 @@ def _sorted_classes(values: Iterable[str]) -> tuple[str, ...]:
         return tuple(sorted(values, key=float))
     except ValueError:
         return tuple(values)
+
+
+MAX_NUMERIC_CLASSES = 100
+"""A ``classify:`` column of numbers with more distinct values than this is refused (a
+continuous rating, not classes); text columns have no such limit."""
+
+
+def _check_class_count(task: str, column: str, classes: Sequence[str], values: pd.Series) -> None:
+    """Refuse ``classify:`` on a numeric column with more than :data:`MAX_NUMERIC_CLASSES` values.
+
+    Raises:
+        TaskError: names the column, the number of distinct values and suggests ``regress:``.
+    """
+    numeric = pd.api.types.is_numeric_dtype(values) or all(_is_number(c) for c in classes)
+    if numeric and len(classes) > MAX_NUMERIC_CLASSES:
+        raise TaskError(
+            f"task {task!r}: column {column!r} holds {len(classes)} distinct numbers "
+            f"(more than {MAX_NUMERIC_CLASSES}), which looks like a continuous value, not classes; "
+            f"use --task regress:{column}, or bin the column into classes first"
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def resolve_task(task: Task | str, labels: pd.DataFrame) -> Task:
@@ -472,6 +519,7 @@ def resolve_task(task: Task | str, labels: pd.DataFrame) -> Task:
             if not names:
                 raise TaskError(f"task {task.name!r}: column {t.columns[0]!r} has no values to learn classes from")
             found[t.name] = _sorted_classes(names)
+            _check_class_count(task.name, t.columns[0], found[t.name], labels[t.columns[0]])
         else:
             extra = sorted(set(names) - set(t.classes))
             if extra:
@@ -507,3 +555,37 @@ def target_array(target: Target, labels: pd.DataFrame, ids: Sequence[str]) -> np
     index = {c: i for i, c in enumerate(target.classes)}
     values = [class_name(v) for v in rows[target.columns[0]]]
     return np.array([index.get(v, -1) for v in values], dtype=np.int64)  # (n,)
+
+
+def check_varied_targets(task: Task, labels: pd.DataFrame, ids: Sequence[str], *, split: str = "Val") -> None:
+    """Refuse a regression target whose labels on ``ids`` are all the same number.
+
+    The CCC (and Pearson's r) of a constant target is undefined or 0 whatever the prediction,
+    so such a split cannot select a model or score one; we stop before training (exit 2)
+    rather than report ``ccc = nan``.
+
+    Args:
+        task: a resolved task.
+        labels: the label table.
+        ids: the clips of the split.
+        split: the split's name, for the message.
+
+    Raises:
+        TaskError: names the task, the column, the split, the count and the value.
+    """
+    if not ids:
+        return
+    rows = labels.reindex(list(ids))
+    for t in task.targets:
+        if t.kind != "regression":
+            continue
+        for col in t.columns:
+            values = pd.to_numeric(rows[col], errors="coerce").to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            if len(values) and np.all(values == values[0]):
+                raise TaskError(
+                    f"task {task.name!r}: column {col!r} is constant on {split} "
+                    f"(all {len(values)} labelled {split} clips are {values[0]:g}), so CCC on "
+                    f"{split} is undefined and cannot select or score a model; give {split} clips "
+                    "varied labels (check the split column) or leave this column out of the task"
+                )

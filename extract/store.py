@@ -45,7 +45,10 @@ STORE_FILE = "features.h5"
 JOURNAL_DIR = "features.journal"
 CATALOG_FILE = "sets.json"  # every set's header, outside HDF5: lets `verify --repair` rebuild
 _STR = h5py.string_dtype("utf-8")
-_ROW_BLOCK = 2048  # rows per block when compacting (bounds memory)
+_ROW_BLOCK = 2048  # at most this many rows per block when reading or compacting
+COMPACT_BLOCK_BYTES = 64 * 2**20
+"""Bytes of field values one compaction block holds (about three blocks' worth are in memory
+at once); a block always holds at least one row, so one clip larger than this is one block."""
 
 
 class StoreError(RuntimeError):
@@ -288,6 +291,10 @@ class _Source:
             return []
         n = self.g["notes"]
         return list(zip(_strs(n["ids"]), _strs(n["texts"])))
+
+    def lengths(self, name: str) -> np.ndarray:
+        """Frames of every row of a ragged field, from its offsets (the data is not read)."""
+        return np.diff(self.g["fields"][name]["offsets"][()])
 
     def read_rows(self, name: str, spec: FieldSpec, lo: int, hi: int) -> list[np.ndarray] | np.ndarray:
         """Rows lo..hi-1 of a field: an array for fixed fields, a list of arrays for ragged."""
@@ -807,33 +814,66 @@ def _write_set(parent: h5py.Group, header: SetHeader, view: _SetView) -> None:
     for name, spec in header.fields.items():
         if spec.ragged:
             node = fields.create_group(name)
-            lengths = np.zeros(n, dtype=np.int64)
-            # first pass: lengths, to size the data set exactly
-            for lo in range(0, n, _ROW_BLOCK):
-                for j, arr in enumerate(_gather(view, name, spec, done[lo:lo + _ROW_BLOCK])):
-                    lengths[lo + j] = len(arr)
-            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            lengths = _ragged_lengths(view, name, done)
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             node.create_dataset("offsets", data=offsets, fletcher32=True)
             total = int(offsets[-1])
             data = node.create_dataset(
                 "data", shape=(total, *spec.shape), dtype=spec.dtype, fletcher32=bool(total),
                 chunks=(max(1, min(total, _frame_chunk(spec))), *spec.shape) if total else None)
-            for lo in range(0, n, _ROW_BLOCK):
-                arrs = _gather(view, name, spec, done[lo:lo + _ROW_BLOCK])
-                if arrs:
-                    block = np.concatenate(arrs) if sum(len(a) for a in arrs) else None
-                    if block is not None:
-                        data[offsets[lo]:offsets[lo] + len(block)] = block
+            for lo, hi in row_blocks(lengths * _frame_bytes(spec), COMPACT_BLOCK_BYTES):
+                arrs = _gather(view, name, spec, done[lo:hi])
+                if int(offsets[hi] - offsets[lo]):
+                    data[offsets[lo]:offsets[hi]] = np.concatenate(arrs)
         else:
             chunk_rows = max(1, min(n, _row_chunk(spec)))
             ds = fields.create_dataset(
                 name, shape=(n, *spec.shape), dtype=spec.dtype, fletcher32=bool(n),
                 chunks=(chunk_rows, *_chunk_tail(spec)) if n else None)
-            for lo in range(0, n, _ROW_BLOCK):
-                block = _gather(view, name, spec, done[lo:lo + _ROW_BLOCK])
-                ds[lo:lo + len(block)] = block
+            for lo, hi in row_blocks(np.full(n, _frame_bytes(spec)), COMPACT_BLOCK_BYTES):
+                ds[lo:hi] = _gather(view, name, spec, done[lo:hi])
         for ak, av in spec.attrs.items():
             (fields[name]).attrs[ak] = json.dumps(av)
+
+
+def row_blocks(row_bytes: np.ndarray, budget: int, *, max_rows: int = _ROW_BLOCK
+               ) -> list[tuple[int, int]]:
+    """Consecutive ``(lo, hi)`` row ranges whose bytes stay within ``budget``.
+
+    Each block holds at least one row (a row larger than the budget is a block of its own)
+    and at most ``max_rows`` rows.
+
+    Example:
+        >>> row_blocks(np.array([4, 4, 4, 10, 1]), 8)
+        [(0, 2), (2, 3), (3, 4), (4, 5)]
+    """
+    blocks: list[tuple[int, int]] = []
+    lo, used = 0, 0
+    for i, size in enumerate(np.asarray(row_bytes, dtype=np.int64).tolist()):
+        if i > lo and (used + size > budget or i - lo >= max_rows):
+            blocks.append((lo, i))
+            lo, used = i, 0
+        used += size
+    if lo < len(row_bytes):
+        blocks.append((lo, len(row_bytes)))
+    return blocks
+
+
+def _frame_bytes(spec: FieldSpec) -> int:
+    """Bytes of one fixed row, or of one frame of a ragged row."""
+    return int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+
+
+def _ragged_lengths(view: _SetView, name: str, ids: Sequence[str]) -> np.ndarray:
+    """Frames of each of ``ids`` in a ragged field, read from the sources' offsets only."""
+    per_source: dict[int, np.ndarray] = {}
+    out = np.zeros(len(ids), dtype=np.int64)
+    for i, cid in enumerate(ids):
+        r = view.records[cid]
+        if r.source not in per_source:
+            per_source[r.source] = view.sources[r.source].lengths(name)
+        out[i] = per_source[r.source][r.row]
+    return out
 
 
 def _checked(parent: h5py.Group, name: str, data: np.ndarray) -> None:
@@ -868,10 +908,17 @@ def _gather(view: _SetView, name: str, spec: FieldSpec, ids: Sequence[str]
         by_source.setdefault(r.source, []).append((r.row, i))
     for si, pairs in by_source.items():
         pairs.sort()
-        lo, hi = pairs[0][0], pairs[-1][0] + 1
-        rows = view.sources[si].read_rows(name, spec, lo, hi)
-        for row, i in pairs:
-            out[i] = rows[row - lo]
+        # one read per run of consecutive rows: only the rows asked for are read, so a block's
+        # memory is its own bytes even when a source's rows are spread over the file
+        start = 0
+        for k in range(1, len(pairs) + 1):
+            if k < len(pairs) and pairs[k][0] == pairs[k - 1][0] + 1:
+                continue
+            lo, hi = pairs[start][0], pairs[k - 1][0] + 1
+            rows = view.sources[si].read_rows(name, spec, lo, hi)
+            for row, i in pairs[start:k]:
+                out[i] = rows[row - lo]
+            start = k
     if spec.ragged:
         return out
     if not out:

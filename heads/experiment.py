@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from data.corpus import Corpus
-from data.tasks import Task, parse_tasks, resolve_task, target_array
+from data.tasks import Task, check_varied_targets, parse_tasks, resolve_task, target_array
 from data.workdir import open_corpus
 from extract.store import FeatureStore
 from heads import rundir
@@ -89,6 +89,9 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     ds = head.load_dataset(store, corpus, tasks, requests, fit_options)
     log.info("%d clips (%d Train, %d Val, %d Test) x %d features", len(ds.ids), len(ds.rows("Train")),
              len(ds.rows("Val")), len(ds.rows("Test")), ds.X.shape[1])
+    val_ids = [ds.ids[i] for i in ds.rows("Val")]
+    for t in tasks:  # a constant Val target: refused, CCC would be undefined (data.tasks)
+        check_varied_targets(t, corpus.labels, val_ids)
     run_name = cfg.run_name or default_run_name(cfg)
     cfg = replace(cfg, run_name=run_name)
     run_dir = rundir.run_dir(cfg.workdir, run_name)

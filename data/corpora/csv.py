@@ -31,6 +31,7 @@ from data.corpus import (
     assemble_corpus,
     canonical_columns,
     check_segments,
+    drop_repeated_rows,
     examples,
     normalise_splits,
     parse_time,
@@ -120,21 +121,12 @@ def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
     ids, spans, bad_times = _clip_ids(table, root, lines, path)
     table.index = pd.Index(ids, name="clip_id")
     lines.index = table.index
-    dup = table.index.duplicated(keep=False)
-    if dup.any():
-        dup_ids = pd.unique(table.index[dup])
-        for clip_id in dup_ids:
-            rows = table.loc[[clip_id]]
-            if len(rows.drop_duplicates()) > 1:
-                raise CorpusError(
-                    f"{path}: lines {list(lines.loc[[clip_id]])} describe clip {clip_id!r} with "
-                    "different values; keep one row per clip"
-                )
+    table, repeated = drop_repeated_rows(table, lines.to_numpy(), path=path)
+    if repeated:
         problems.append(
-            f"{path.name}: {len(dup_ids)} file(s) listed on more than one identical row "
-            f"({examples(dup_ids)}); kept one row each"
+            f"{path.name}: {len(repeated)} file(s) listed on more than one identical row "
+            f"({examples(repeated)}); kept one row each"
         )
-        table = table[~table.index.duplicated(keep="first")]
 
     # A listed file that does not exist stays in the corpus: extraction then reports it as a
     # failed clip naming the path, next to every other unreadable file.

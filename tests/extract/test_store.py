@@ -220,3 +220,60 @@ def test_flipped_bytes_in_row_data_fail_verify(tmp_path, where):
     report = verify_store(store, check_hashes=False)
     (chk,) = report.sets
     assert not report.ok and any("vec" in u for u in chk.unreadable), chk
+
+
+def test_compaction_blocks_are_bounded_by_bytes_not_rows(tmp_path, monkeypatch):
+    """Large rows: each compaction block holds what fits in COMPACT_BLOCK_BYTES (at least one
+    row), counted by wrapping the block reader; the values are those written."""
+    import extract.store as st
+
+    budget = 20_000
+    monkeypatch.setattr(st, "COMPACT_BLOCK_BYTES", budget)
+    blocks: dict[str, list[int]] = {"vec": [], "pooled": [], "frames": []}
+    frames_of: dict[str, int] = {}
+    real_gather = st._gather
+
+    def counting(view, name, spec, ids):
+        blocks[name].append(len(ids))
+        if name == "frames":  # bytes of this block of ragged rows, from what it returns
+            out = real_gather(view, name, spec, ids)
+            assert sum(a.nbytes for a in out) <= budget or len(ids) == 1
+            return out
+        return real_gather(view, name, spec, ids)
+
+    monkeypatch.setattr(st, "_gather", counting)
+    dims = 500  # vec: 2,000 B a row; pooled (3, 500) float16: 3,000 B; frames: 2,000 B a frame
+    header = _header(dims=dims)
+    store = FeatureStore(tmp_path)
+    rng_frames = [1 + (i * 7) % 13 for i in range(40)]  # 1..13 frames: 2 kB .. 26 kB a row
+    with store.writer(header, flush_rows=7) as w:
+        for i in reversed(range(40)):  # rows of a part in reverse id order: scattered reads
+            w.add(f"c{i:03d}", f"h{i}", _values(i, dims=dims, frames=rng_frames[i]))
+            frames_of[f"c{i:03d}"] = rng_frames[i]
+    store.compact()
+    assert blocks["vec"] == [10, 10, 10, 10]  # 20,000 // 2,000 rows a block, not 2,048
+    assert blocks["pooled"] == [6] * 6 + [4]  # 20,000 // 3,000
+    assert sum(blocks["frames"]) == 40 and max(blocks["frames"]) < 10
+    assert blocks["frames"].count(1) >= 1  # a 26 kB row over the budget is a block of its own
+    ids = [f"c{i:03d}" for i in range(40)]
+    X, present = store.read("toy-abc", "vec", ids)
+    assert present.all()
+    for row, i in zip(X, range(40)):
+        np.testing.assert_array_equal(row, _values(i, dims=dims, frames=rng_frames[i])["vec"])
+    for cid, i in zip(ids, range(40)):
+        got = store.read_sequence("toy-abc", "frames", cid)
+        np.testing.assert_array_equal(got, _values(i, dims=dims, frames=rng_frames[i])["frames"])
+        assert len(got) == frames_of[cid]
+
+
+def test_row_blocks_plan():
+    from extract.store import row_blocks
+
+    assert row_blocks(np.array([4, 4, 4, 10, 1]), 8) == [(0, 2), (2, 3), (3, 4), (4, 5)]
+    assert row_blocks(np.array([], dtype=np.int64), 8) == []
+    assert row_blocks(np.ones(5, dtype=np.int64), 100, max_rows=2) == [(0, 2), (2, 4), (4, 5)]
+    sizes = np.random.default_rng(0).integers(1, 50, size=1000)
+    plan = row_blocks(sizes, 120)
+    assert plan[0][0] == 0 and plan[-1][1] == 1000
+    assert all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
+    assert all(sizes[lo:hi].sum() <= 120 for lo, hi in plan)
