@@ -175,14 +175,28 @@ class Encoder(ConvFrontEnd):
         return [[h[b, : int(n)] for h in states] for b, n in enumerate(lengths)]
 
     @classmethod
-    def input_identity(cls, config: Any) -> dict[str, Any] | None:
+    def check_family_options(cls, options: Any, label: str) -> None:
+        """Reject options that do not apply to this family.
+
+        Raises:
+            ValueError: ``whisper_input`` is not ``padded`` (it applies to Whisper only).
+        """
+        if options.whisper_input != "padded":
+            raise ValueError(f"--whisper-input {options.whisper_input} applies to Whisper checkpoints "
+                             f"only; {label!r} is a {cls.family} model (use --whisper-input padded)")
+
+    @classmethod
+    def input_identity(cls, config: Any, options: Any) -> dict[str, Any] | None:
         """What a family adds to the identity about its input (``None``: nothing)."""
         return None
 
     @classmethod
-    def long_clip_policy(cls, config: Any) -> dict[str, Any] | None:
+    def long_clip_policy(cls, config: Any, options: Any) -> dict[str, Any] | None:
         """The family's own long-clip policy for the identity (``None``: the extractor's)."""
         return None
+
+    def configure(self, options: Any) -> None:
+        """Read the family's own options (none here)."""
 
     def forward_groups(self, lengths: dict[int, int]) -> list[list[int]]:
         """Clips whose model forward may run together exactly: equal lengths (no padding)."""

@@ -97,9 +97,10 @@ class SSLExtractor(Extractor):
         family = encoder_family(config)
         if family is None:
             raise ValueError(
-                f"{self.arg!r} is a {config.model_type!r} model, not a speech SSL model with a conv "
-                f"feature encoder (wav2vec2, hubert, wavlm, data2vec-audio, ...)"
+                f"{self.arg!r} is a {config.model_type!r} model, not a speech SSL model this extractor "
+                f"runs (wav2vec2, hubert, wavlm, data2vec-audio, whisper, wav2vec2-bert, ...)"
             )
+        family.check_family_options(opts, self.arg)
         model_class = checkpoint.model_class(self.arg, config)
         self.family_ = family
         self.config_ = config
@@ -121,7 +122,7 @@ class SSLExtractor(Extractor):
 
     # -- description ---------------------------------------------------------------------
     def _long_clip_policy(self) -> str | dict[str, Any]:
-        if (policy := self.family_.long_clip_policy(self.config_)) is not None:
+        if (policy := self.family_.long_clip_policy(self.config_, self.options)) is not None:
             return policy
         if self.attn_implementation_ != "eager":
             return "full"
@@ -152,7 +153,7 @@ class SSLExtractor(Extractor):
             "std": "population",
             "long_clips": self._long_clip_policy(),
         }
-        if (extra := self.family_.input_identity(self.config_)) is not None:
+        if (extra := self.family_.input_identity(self.config_, self.options)) is not None:
             out["input"] = extra
         return out
 
@@ -198,8 +199,9 @@ class SSLExtractor(Extractor):
         }
         if self.source_.directory is not None and (info := checkpoint.finetuned_info(self.source_.directory)):
             out["finetuned"] = info
-        if self.family_.exact_forward is not None:
-            out["exact_path"] = self.family_.exact_forward
+        exact = (self.encoder_ or self.family_).exact_forward
+        if exact is not None:
+            out["exact_path"] = exact
         if self.total_frames_:
             out["padding_ratio"] = round(self.padding_ratio, 4)
         return out
@@ -241,6 +243,7 @@ class SSLExtractor(Extractor):
         try_batched = wants_batched_frontend(self.frontend_batching, self.device_.type)  # fails early
         self.model_ = model.eval().to(self.device_)
         self.encoder_ = self.family_(self.model_, self.conv_chunk_frames)
+        self.encoder_.configure(self.options)
         if self.device_.type == "cuda" and self.family_.exact_forward is None:
             self.encoder_.enable_pos_conv_gemm()
         with torch.inference_mode(), self.autocast():

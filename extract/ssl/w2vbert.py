@@ -76,7 +76,7 @@ class W2VBertEncoder(Encoder):
         return FBANK_WINDOW + FBANK_HOP
 
     @classmethod
-    def input_identity(cls, config: Any) -> dict[str, Any]:
+    def input_identity(cls, config: Any, options: Any) -> dict[str, Any]:
         """The input representation: SeamlessM4TFeatureExtractor's stacked fbank."""
         return {"features": "seamless-m4t-fbank", "per_clip": True}
 

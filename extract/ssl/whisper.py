@@ -90,6 +90,7 @@ class WhisperEncoder(Encoder):
         self.n_fft = int(self.fe.n_fft)
         self.mel_frames = int(self.fe.nb_max_frames)  # 3,000
         self._filters: dict[torch.device, torch.Tensor] = {}
+        self.trimmed = False
 
     # -- what the family is ------------------------------------------------------------------
     @classmethod
@@ -113,15 +114,29 @@ class WhisperEncoder(Encoder):
         return 1
 
     @classmethod
-    def long_clip_policy(cls, config: Any) -> dict[str, Any]:
+    def check_family_options(cls, options: Any, label: str) -> None:
+        """Every ``whisper_input`` applies (checked by :func:`extract.ssl.config.check_options`)."""
+
+    @classmethod
+    def long_clip_policy(cls, config: Any, options: Any) -> dict[str, Any]:
         """Non-overlapping 30 s windows, their true frames concatenated."""
         return {"window_seconds": 30, "overlap_seconds": 0, "frames": "concatenated"}
 
     @classmethod
-    def input_identity(cls, config: Any) -> dict[str, Any]:
-        """The input representation: the full padded 30 s window (the model's own)."""
+    def input_identity(cls, config: Any, options: Any) -> dict[str, Any]:
+        """The input representation: the padded 30 s window (the model's own) or trimmed."""
+        trimmed = options.whisper_input == "trimmed"
         return {"features": "whisper-log-mel", "num_mel_bins": int(config.num_mel_bins),
-                "whisper_input": "padded-30s"}
+                "whisper_input": "trimmed-to-clip" if trimmed else "padded-30s"}
+
+    def configure(self, options: Any) -> None:
+        """``whisper_input``: ``trimmed`` cuts each window's input to the clip's mel frames."""
+        self.trimmed = options.whisper_input == "trimmed"
+        if self.trimmed:
+            self.exact_forward = (
+                "whisper-input trimmed: each window's log-mel is cut to the clip's own frames (not "
+                "the model's 30 s input); clips batch under an attention mask, the convs see zeros "
+                "past each clip as they do on the clip alone")
 
     @staticmethod
     def prepare(signal: np.ndarray, *, do_normalize: bool, min_samples: int) -> np.ndarray:
@@ -180,12 +195,60 @@ class WhisperEncoder(Encoder):
                 used = w
         return groups
 
-    def _encode(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The encoder's own forward on ``(W, mels, 3000)`` features, in pieces of
-        :data:`MAX_WINDOWS_PER_FORWARD` windows."""
-        pieces = [self.encoder(features[s:s + MAX_WINDOWS_PER_FORWARD], output_hidden_states=True).hidden_states
-                  for s in range(0, features.shape[0], MAX_WINDOWS_PER_FORWARD)]
-        return tuple(torch.cat(layer, dim=0) for layer in zip(*pieces))
+    def _encode(self, features: torch.Tensor, mel_frames: list[int]) -> tuple[torch.Tensor, ...]:
+        """The encoder on ``(W, mels, 3000)`` features, in pieces of
+        :data:`MAX_WINDOWS_PER_FORWARD` windows: its own forward, or :meth:`encode_trimmed`."""
+        pieces = []
+        for s in range(0, features.shape[0], MAX_WINDOWS_PER_FORWARD):
+            part = features[s:s + MAX_WINDOWS_PER_FORWARD]
+            if self.trimmed:
+                pieces.append(self.encode_trimmed(part, mel_frames[s:s + MAX_WINDOWS_PER_FORWARD]))
+            else:
+                pieces.append(self.encoder(part, output_hidden_states=True).hidden_states)
+        width = max(p[0].shape[1] for p in pieces)
+        return tuple(torch.cat([nn.functional.pad(h, (0, 0, 0, width - h.shape[1])) for h in layer], dim=0)
+                     for layer in zip(*pieces))
+
+    def encode_trimmed(self, features: torch.Tensor, mel_frames: list[int]) -> tuple[torch.Tensor, ...]:
+        """The encoder's modules on each window's log-mel cut to its true frames (``trimmed``).
+
+        A window alone is its first ``mel_frames`` columns; in a batch the columns past them
+        and the first conv's outputs past them are zero (what the convs' own zero padding
+        gives the window alone), positions are the first ones, and the layers run under a
+        mask that hides padded keys. The last state gets the encoder's final layer norm, as
+        the model reports it.
+
+        Args:
+            features: ``(W, mels, frames)`` log-mel, at least ``max(mel_frames)`` frames.
+            mel_frames: true mel frames of each window.
+
+        Returns:
+            Per hidden state ``(W, max encoder frames, hidden)``; rows past a window's frames
+            are padding.
+        """
+        from transformers.masking_utils import create_bidirectional_mask
+
+        enc = self.encoder
+        width = max(mel_frames)
+        m = torch.tensor(mel_frames, device=features.device)
+        keep = (torch.arange(width, device=features.device)[None, :] < m[:, None])[:, None, :]  # (W, 1, M)
+        x = features[:, :, :width].masked_fill(~keep, 0.0)
+        h = nn.functional.gelu(enc.conv1(x)).masked_fill(~keep, 0.0)
+        h = nn.functional.gelu(enc.conv2(h)).permute(0, 2, 1)  # (W, E, d)
+        frames = h.shape[1]
+        h = h + enc.embed_positions.weight[:frames]
+        e = (m - 1) // 2 + 1
+        mask = None
+        if min((n - 1) // 2 + 1 for n in mel_frames) < frames:  # host integers: no device sync
+            mask2d = torch.arange(frames, device=h.device)[None, :] < e[:, None]
+            mask = create_bidirectional_mask(config=self.model.config, inputs_embeds=h, attention_mask=mask2d)
+        states = [h]
+        for layer in enc.layers:
+            out = layer(h, mask)
+            h = out[0] if isinstance(out, tuple) else out
+            states.append(h)
+        states[-1] = enc.layer_norm(h)
+        return tuple(states)
 
     def _assemble(self, states: tuple[torch.Tensor, ...], windows: list[list[int]]
                   ) -> tuple[tuple[torch.Tensor, ...], list[int]]:
@@ -211,7 +274,8 @@ class WhisperEncoder(Encoder):
             for j, m in enumerate(clip_windows):
                 x[r, :m] = wave[j * self.window:j * self.window + m]
                 r += 1
-        return self._assemble(self._encode(self.log_mel(x)), windows)
+        mel = [math.ceil(m / self.hop) for c in windows for m in c]
+        return self._assemble(self._encode(self.log_mel(x), mel), windows)
 
     def reference_hidden_states(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``WhisperFeatureExtractor`` (numpy) on each 30 s window, the encoder's own forward,
@@ -220,7 +284,8 @@ class WhisperEncoder(Encoder):
         windows = [self.window_lengths(row.shape[0]) for row in host]
         pieces = [row[j * self.window:j * self.window + m] for row, c in zip(host, windows) for j, m in enumerate(c)]
         features = self.fe(pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
-        states, _ = self._assemble(self._encode(features.to(inputs.device)), windows)
+        mel = [math.ceil(m / self.hop) for c in windows for m in c]
+        states, _ = self._assemble(self._encode(features.to(inputs.device), mel), windows)
         return states
 
     def hidden_states(self, waves: list[torch.Tensor], *, batched: bool) -> list[list[torch.Tensor]]:

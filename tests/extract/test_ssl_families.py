@@ -210,3 +210,64 @@ def test_finetuned_whisper_folder_loads_the_encoder(folders: dict, tmp_path: Pat
     a = loaded(tmp_path / "ft", dtype="float32").compute_batch([signal])[0]
     b = loaded(folders["whisper"], dtype="float32").compute_batch([signal])[0]
     assert row_cosines(a["pooled_mean"], b["pooled_mean"]).min() >= EXACT
+
+
+# -- --whisper-input trimmed ------------------------------------------------------------------
+def trimmed_reference(folder: Path, signal: np.ndarray) -> list[np.ndarray]:
+    """Each 30 s window's log-mel (WhisperFeatureExtractor) cut to its true frames, run alone
+    through the encoder's own modules; the last state layer-normed as the model reports it."""
+    from transformers import WhisperFeatureExtractor, WhisperModel
+
+    fe = WhisperFeatureExtractor.from_pretrained(folder)
+    enc = WhisperModel.from_pretrained(folder).eval().encoder
+    per_window = []
+    with torch.inference_mode():
+        for start in range(0, len(signal), WINDOW):
+            feats = fe(signal[start:start + WINDOW], sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                       return_attention_mask=True)
+            x = feats.input_features[:, :, :int(feats.attention_mask.sum())]
+            h = torch.nn.functional.gelu(enc.conv2(torch.nn.functional.gelu(enc.conv1(x)))).permute(0, 2, 1)
+            h = h + enc.embed_positions.weight[:h.shape[1]]
+            states = [h]
+            for layer in enc.layers:
+                out = layer(h, None)
+                h = out[0] if isinstance(out, tuple) else out
+                states.append(h)
+            states[-1] = enc.layer_norm(h)
+            per_window.append([s[0].numpy() for s in states])
+    return [np.concatenate(layer) for layer in zip(*per_window)]
+
+
+def test_whisper_trimmed_equals_its_per_clip_reference(folders: dict) -> None:
+    ext = loaded(folders["whisper"], poolings=POOLINGS, frames_layers=(0,), dtype="float32",
+                 whisper_input="trimmed")
+    assert "trimmed" in ext.provenance()["exact_path"]
+    signals = [clip(n) for n in LENGTHS]
+    worst = 1.0
+    for n, signal, out in zip(LENGTHS, signals, ext.compute_batch(signals)):
+        ref = trimmed_reference(folders["whisper"], signal)
+        assert int(out["num_frames"]) == ref[0].shape[0] == ext.encoder_.num_frames(n)
+        for p, value in pooled(ref).items():
+            cos = row_cosines(out[f"pooled_{p}"], value)
+            worst = min(worst, float(cos.min()))
+            assert cos.min() >= EXACT, (n, p, cos.min())
+        assert row_cosines(out["frames_l0"], ref[0]).min() >= EXACT
+    print(f"whisper trimmed: min cosine {worst:.9f} (1 - min = {1 - worst:.2e})")
+
+
+def test_whisper_trimmed_is_its_own_representation(folders: dict) -> None:
+    padded = loaded(folders["whisper"], dtype="float32")
+    trimmed = loaded(folders["whisper"], dtype="float32", whisper_input="trimmed")
+    assert padded.identity() != trimmed.identity()
+    assert trimmed.identity()["input"]["whisper_input"] == "trimmed-to-clip"
+    short, full = clip(16_000), clip(WINDOW)
+    a, b = padded.compute_batch([short, full]), trimmed.compute_batch([short, full])
+    assert np.abs(a[0]["pooled_mean"] - b[0]["pooled_mean"]).max() > 1e-2  # the padding mattered
+    assert row_cosines(a[1]["pooled_mean"], b[1]["pooled_mean"]).min() >= EXACT  # a full window: same
+
+
+def test_whisper_input_is_checked(folders: dict) -> None:
+    with pytest.raises(ValueError, match="whisper_input 'cut' is not valid; valid: padded, trimmed"):
+        SSLExtractor(str(folders["whisper"]), ExtractOptions(whisper_input="cut")).resolve()
+    with pytest.raises(ValueError, match="applies to Whisper checkpoints only"):
+        SSLExtractor(str(folders["w2v-bert"]), ExtractOptions(whisper_input="trimmed")).resolve()
