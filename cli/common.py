@@ -84,6 +84,10 @@ def add_ssl_storage(p: argparse.ArgumentParser | Any) -> None:
                    help="storage dtype of SSL arrays")
     p.add_argument("--batch-seconds", type=float, default=64.0, metavar="S",
                    help="upper bound of audio seconds per SSL batch (padding included)")
+    p.add_argument("--whisper-input", default="padded", choices=["padded", "trimmed"],
+                   help="Whisper checkpoints only: padded (default: the model's own 30 s window) or "
+                        "trimmed (input cut to each clip's frames; faster, a different "
+                        "representation stored under its own key)")
 
 
 def ssl_storage(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,4 +97,5 @@ def ssl_storage(args: argparse.Namespace) -> dict[str, Any]:
     return {"layers": parse_int_list(args.layers, "--layers"),
             "poolings": tuple(p.strip() for p in args.poolings.split(",") if p.strip()),
             "frames_layers": parse_int_list(args.frames_layers or None, "--frames-layers") or (),
-            "dtype": args.dtype, "batch_seconds": args.batch_seconds}
+            "dtype": args.dtype, "batch_seconds": args.batch_seconds,
+            "whisper_input": getattr(args, "whisper_input", "padded")}

@@ -61,6 +61,8 @@ class ExtractOptions:
         batch_seconds: upper bound of audio seconds in one SSL batch.
         level: openSMILE ``functionals`` or ``lld``.
         workers: processes for per-clip extractors and audio decoding.
+        whisper_input: Whisper checkpoints: ``padded`` (the model's own 30 s window) or
+            ``trimmed`` (the input cut to the clip's frames: another representation, faster).
     """
 
     layers: tuple[int, ...] | None = None
@@ -71,6 +73,7 @@ class ExtractOptions:
     batch_seconds: float = 64.0
     level: str = "functionals"
     workers: int = 1
+    whisper_input: str = "padded"
 
 
 class Extractor(abc.ABC):

@@ -1,4 +1,4 @@
-"""Randomly initialised wav2vec2 checkpoints, saved like real ones, for demos and benchmarks.
+"""Randomly initialised wav2vec2, Whisper and w2v-BERT checkpoints, saved like real ones, for demos and benchmarks.
 
 They exercise the real loading path (``from_pretrained`` on a local folder) where no weights can
 be downloaded. Their embeddings carry no learned knowledge: every folder written here holds an
@@ -65,4 +65,85 @@ def make_untrained_wav2vec2(folder: str | os.PathLike, *, size: str = "small", s
     (folder / MARKER).write_text(
         f"Randomly initialised wav2vec2 ({size}, seed {seed}) written by vocal-probe. Its "
         f"embeddings exercise the extraction path; they are not a result.\n")
+    return folder
+
+
+WHISPER_SIZES = {
+    "tiny-test": {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+                  "num_mel_bins": 80},
+    "base": {"d_model": 512, "encoder_layers": 6, "encoder_attention_heads": 8, "encoder_ffn_dim": 2048,
+             "num_mel_bins": 80},
+}
+"""Whisper encoder sizes: a tiny one for tests, whisper-base's encoder for the benchmark."""
+
+W2VBERT_SIZES = {
+    "tiny-test": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                  "intermediate_size": 64, "conv_depthwise_kernel_size": 5},
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+             "intermediate_size": 3072},
+}
+"""w2v-BERT sizes: a tiny one for tests, a base-width conformer for the benchmark."""
+
+
+def _write_marker(folder: Path, what: str) -> None:
+    (folder / MARKER).write_text(
+        f"Randomly initialised {what} written by vocal-probe. Its embeddings exercise the "
+        f"extraction path; they are not a result.\n")
+
+
+def make_untrained_whisper(folder: str | os.PathLike, *, size: str = "tiny-test", seed: int = 0) -> Path:
+    """Write a random ``WhisperModel`` and its ``WhisperFeatureExtractor`` into ``folder``.
+
+    The decoder is the smallest transformers allows (one layer, 64 tokens); only the encoder
+    is used by ``ssl:``. A folder written before with the same marker is reused.
+
+    Args:
+        folder: target folder (config.json, weights, preprocessor_config.json, UNTRAINED.txt).
+        size: ``tiny-test`` (tests) or ``base`` (whisper-base's encoder compute).
+        seed: torch seed of the initialisation.
+    """
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    folder = Path(folder)
+    if (folder / "config.json").exists() and is_untrained(folder):
+        return folder
+    if size not in WHISPER_SIZES:
+        raise ValueError(f"size {size!r} is not valid; valid: {', '.join(WHISPER_SIZES)}")
+    dims = WHISPER_SIZES[size]
+    cfg = WhisperConfig(**dims, decoder_layers=1, decoder_attention_heads=dims["encoder_attention_heads"],
+                        decoder_ffn_dim=64, vocab_size=64, max_target_positions=16, pad_token_id=0,
+                        bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    torch.manual_seed(seed)
+    model = WhisperModel(cfg).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=dims["num_mel_bins"]).save_pretrained(folder)
+    _write_marker(folder, f"Whisper encoder ({size}, seed {seed})")
+    return folder
+
+
+def make_untrained_w2vbert(folder: str | os.PathLike, *, size: str = "tiny-test", seed: int = 0) -> Path:
+    """Write a random ``Wav2Vec2BertModel`` and its ``SeamlessM4TFeatureExtractor`` into ``folder``.
+
+    Args:
+        folder: target folder (config.json, weights, preprocessor_config.json, UNTRAINED.txt).
+        size: ``tiny-test`` (tests) or ``base`` (12 conformer layers of width 768).
+        seed: torch seed of the initialisation.
+    """
+    import torch
+    from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
+
+    folder = Path(folder)
+    if (folder / "config.json").exists() and is_untrained(folder):
+        return folder
+    if size not in W2VBERT_SIZES:
+        raise ValueError(f"size {size!r} is not valid; valid: {', '.join(W2VBERT_SIZES)}")
+    cfg = Wav2Vec2BertConfig(**W2VBERT_SIZES[size])
+    torch.manual_seed(seed)
+    model = Wav2Vec2BertModel(cfg).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    SeamlessM4TFeatureExtractor().save_pretrained(folder)
+    _write_marker(folder, f"w2v-BERT 2.0 ({size}, seed {seed})")
     return folder

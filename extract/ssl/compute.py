@@ -29,7 +29,7 @@ from extract.pooling import PoolingAccumulator, masked_pool
 from extract.ssl.config import FLOAT16_MAX, STRATEGY_BATCHED, STRATEGY_SPLIT
 from extract.ssl.encoder import Encoder, check_clip
 from extract.ssl.frontend import to_device
-from extract.ssl.planning import equal_length_groups, frontend_groups
+from extract.ssl.planning import frontend_groups
 
 logger = logging.getLogger(__name__)
 
@@ -300,12 +300,11 @@ class BatchRunner:
             results[i] = out
 
     def _compute_forward(self, waves: dict[int, torch.Tensor], results: list) -> None:
-        """Fallback: the model's own forward on each clip, equal lengths batched (no padding)."""
-        for chunk in equal_length_groups({i: w.shape[0] for i, w in waves.items()}):
+        """The model's own forward on each clip, in the encoder's exact groups (by default
+        equal lengths: no padding)."""
+        for chunk in self.encoder.forward_groups({i: w.shape[0] for i, w in waves.items()}):
             try:
-                batch = torch.stack([waves[i] for i in chunk])  # (B, samples), equal lengths
-                states = self.encoder.reference_hidden_states(batch)
-                lengths = [states[0].shape[1]] * len(chunk)
+                states, lengths = self.encoder.forward_batch([waves[i] for i in chunk])
                 outs = self._collect(enumerate(states), lengths)
             except Exception as exc:  # noqa: BLE001
                 outs = [exc] * len(chunk)

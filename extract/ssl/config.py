@@ -38,6 +38,8 @@ STRATEGY_BATCHED = "batched-frontend+masked-encoder"
 STRATEGY_SPLIT = "per-clip-frontend+masked-encoder"
 STRATEGY_FORWARD = "per-clip-forward"
 STRATEGIES = (STRATEGY_BATCHED, STRATEGY_SPLIT, STRATEGY_FORWARD)
+WHISPER_INPUTS = ("padded", "trimmed")
+"""``ExtractOptions.whisper_input``: padded = the model's own 30 s window (default)."""
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -55,6 +57,8 @@ def check_options(options: ExtractOptions) -> tuple[str, ...]:
         )
     if options.device not in DEVICES:
         raise ValueError(f"device {options.device!r} is not valid; valid: {', '.join(DEVICES)}")
+    if options.whisper_input not in WHISPER_INPUTS:
+        raise ValueError(f"whisper_input {options.whisper_input!r} is not valid; valid: {', '.join(WHISPER_INPUTS)}")
     if not options.batch_seconds > 0:
         raise ValueError(f"batch_seconds must be > 0, got {options.batch_seconds!r}")
     return poolings

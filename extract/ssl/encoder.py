@@ -27,6 +27,7 @@ from torch import nn
 
 from extract.ssl.config import NORM_EPS
 from extract.ssl.frontend import ConvFrontEnd, receptive_field, to_device
+from extract.ssl.planning import equal_length_groups
 
 
 def check_clip(signal: np.ndarray) -> np.ndarray:
@@ -109,6 +110,11 @@ class Encoder(ConvFrontEnd):
 
     family: ClassVar[str] = "conv-waveform"
     required: ClassVar[tuple[str, ...]] = ("conv_kernel", "conv_stride", "num_hidden_layers")
+    exact_forward: ClassVar[str | None] = None
+    """Set by a family whose only exact path is the model's own forward: why (provenance).
+    The self-check then checks :meth:`forward_batch` and picks the per-clip forward."""
+    normalizes_waveform: ClassVar[bool] = True
+    """False for families whose feature extractor computes features (log-mel, fbank)."""
 
     def __init__(self, model: nn.Module, chunk_frames: int) -> None:
         super().__init__(model, chunk_frames)
@@ -167,6 +173,44 @@ class Encoder(ConvFrontEnd):
         x0 = nn.utils.rnn.pad_sequence(fronts, batch_first=True)
         states = [h for _, h in self.run_layers(x0, lengths, self.num_states(self.model.config) - 1)]
         return [[h[b, : int(n)] for h in states] for b, n in enumerate(lengths)]
+
+    @classmethod
+    def check_family_options(cls, options: Any, label: str) -> None:
+        """Reject options that do not apply to this family.
+
+        Raises:
+            ValueError: ``whisper_input`` is not ``padded`` (it applies to Whisper only).
+        """
+        if options.whisper_input != "padded":
+            raise ValueError(f"--whisper-input {options.whisper_input} applies to Whisper checkpoints "
+                             f"only; {label!r} is a {cls.family} model (use --whisper-input padded)")
+
+    @classmethod
+    def input_identity(cls, config: Any, options: Any) -> dict[str, Any] | None:
+        """What a family adds to the identity about its input (``None``: nothing)."""
+        return None
+
+    @classmethod
+    def long_clip_policy(cls, config: Any, options: Any) -> dict[str, Any] | None:
+        """The family's own long-clip policy for the identity (``None``: the extractor's)."""
+        return None
+
+    def configure(self, options: Any) -> None:
+        """Read the family's own options (none here)."""
+
+    def forward_groups(self, lengths: dict[int, int]) -> list[list[int]]:
+        """Clips whose model forward may run together exactly: equal lengths (no padding)."""
+        return equal_length_groups(lengths)
+
+    def forward_batch(self, waves: list[torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], list[int]]:
+        """The model's own forward on one group of :meth:`forward_groups`.
+
+        Returns:
+            The hidden states ``(batch, frames, hidden)`` (rows past a clip's frames are
+            padding) and each clip's true frame count.
+        """
+        states = self.reference_hidden_states(torch.stack(waves))
+        return states, [states[0].shape[1]] * len(waves)
 
     def reference_hidden_states(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The model's own ``output_hidden_states=True`` forward on an unpadded batch."""

@@ -97,9 +97,10 @@ class SSLExtractor(Extractor):
         family = encoder_family(config)
         if family is None:
             raise ValueError(
-                f"{self.arg!r} is a {config.model_type!r} model, not a speech SSL model with a conv "
-                f"feature encoder (wav2vec2, hubert, wavlm, data2vec-audio, ...)"
+                f"{self.arg!r} is a {config.model_type!r} model, not a speech SSL model this extractor "
+                f"runs (wav2vec2, hubert, wavlm, data2vec-audio, whisper, wav2vec2-bert, ...)"
             )
+        family.check_family_options(opts, self.arg)
         model_class = checkpoint.model_class(self.arg, config)
         self.family_ = family
         self.config_ = config
@@ -111,6 +112,8 @@ class SSLExtractor(Extractor):
         self.do_normalize_, self.normalize_source_ = checkpoint.read_do_normalize(
             self.arg, self.source_, config
         )
+        if not family.normalizes_waveform:
+            self.do_normalize_, self.normalize_source_ = False, f"not used ({family.family} features)"
         self._resolved = True
 
     def _ensure_resolved(self) -> None:
@@ -118,7 +121,9 @@ class SSLExtractor(Extractor):
             self.resolve()
 
     # -- description ---------------------------------------------------------------------
-    def _long_clip_policy(self) -> str | dict[str, int]:
+    def _long_clip_policy(self) -> str | dict[str, Any]:
+        if (policy := self.family_.long_clip_policy(self.config_, self.options)) is not None:
+            return policy
         if self.attn_implementation_ != "eager":
             return "full"
         return {
@@ -132,7 +137,7 @@ class SSLExtractor(Extractor):
         self._ensure_resolved()
         if self._weights_id is None:
             self._weights_id = checkpoint.weights_identity(self.source_)
-        return {
+        out = {
             "extractor": self.name,
             "model": self.arg,
             "model_type": self.config_.model_type,
@@ -148,6 +153,9 @@ class SSLExtractor(Extractor):
             "std": "population",
             "long_clips": self._long_clip_policy(),
         }
+        if (extra := self.family_.input_identity(self.config_, self.options)) is not None:
+            out["input"] = extra
+        return out
 
     def readable_name(self) -> str:
         """``ssl-<model basename>``, e.g. ``ssl-wav2vec2-base``; a fine-tuned folder gives the
@@ -191,6 +199,9 @@ class SSLExtractor(Extractor):
         }
         if self.source_.directory is not None and (info := checkpoint.finetuned_info(self.source_.directory)):
             out["finetuned"] = info
+        exact = (self.encoder_ or self.family_).exact_forward
+        if exact is not None:
+            out["exact_path"] = exact
         if self.total_frames_:
             out["padding_ratio"] = round(self.padding_ratio, 4)
         return out
@@ -232,7 +243,8 @@ class SSLExtractor(Extractor):
         try_batched = wants_batched_frontend(self.frontend_batching, self.device_.type)  # fails early
         self.model_ = model.eval().to(self.device_)
         self.encoder_ = self.family_(self.model_, self.conv_chunk_frames)
-        if self.device_.type == "cuda":
+        self.encoder_.configure(self.options)
+        if self.device_.type == "cuda" and self.family_.exact_forward is None:
             self.encoder_.enable_pos_conv_gemm()
         with torch.inference_mode(), self.autocast():
             self.strategy_ = self_check(self.encoder_, self.prepare, device_type=self.device_.type,

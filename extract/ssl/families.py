@@ -12,8 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from extract.ssl.encoder import Encoder
+from extract.ssl.w2vbert import W2VBertEncoder
+from extract.ssl.whisper import WhisperEncoder
 
-ENCODER_FAMILIES: tuple[type[Encoder], ...] = (Encoder,)
+ENCODER_FAMILIES: tuple[type[Encoder], ...] = (
+    WhisperEncoder,  # Whisper's encoder: log-mel, padded 30 s windows
+    W2VBertEncoder,  # w2v-BERT 2.0: stacked fbank, conformer
+    Encoder,
+)
 """Encoder classes in the order :func:`encoder_family` tries them."""
 
 

@@ -86,6 +86,11 @@ def self_check(
         One of :data:`STRATEGY_BATCHED`, :data:`STRATEGY_SPLIT`, :data:`STRATEGY_FORWARD`.
     """
     threshold = threshold_for(device_type)
+    if encoder.exact_forward is not None:
+        check_forward_batch(encoder, prepare, threshold, label=label)
+        logger.info("ssl %s (%s): %s; strategy %s", label, encoder.family, encoder.exact_forward,
+                    STRATEGY_FORWARD)
+        return STRATEGY_FORWARD
     rng = np.random.default_rng(0)
     probes = [prepare(0.1 * rng.standard_normal(n).astype(np.float32)) for n in PROBE_LENGTHS]
     try:
@@ -149,3 +154,34 @@ def check_batched_frontend(
         return False
     logger.debug("ssl self-check: batched front end, min frame cosine %.6f", worst)
     return True
+
+
+def check_forward_batch(
+    encoder: Encoder, prepare: Callable[[np.ndarray], torch.Tensor], threshold: float, *, label: str
+) -> None:
+    """Check a family's :meth:`~Encoder.forward_batch` against its reference on each clip alone.
+
+    Mixed-length probes go through the family's groups; each clip's true frames must match the
+    model's own forward of the clip alone (its reference preprocessing included).
+
+    Raises:
+        RuntimeError: a shape or a frame differs (the family's batched path is not exact).
+    """
+    rng = np.random.default_rng(0)
+    probes = [prepare(0.1 * rng.standard_normal(n).astype(np.float32)) for n in PROBE_LENGTHS + EXTRA_LENGTHS]
+    worst = 1.0
+    for group in encoder.forward_groups({i: p.shape[0] for i, p in enumerate(probes)}):
+        states, lengths = encoder.forward_batch([probes[i] for i in group])
+        for b, i in enumerate(group):
+            ref = encoder.reference_hidden_states(probes[i][None])
+            if len(ref) != len(states):
+                raise RuntimeError(f"ssl {label}: {len(states)} hidden states, the model reports {len(ref)}")
+            for h, r in zip(states, ref):
+                a = h[b, :lengths[b]]
+                if a.shape != r[0].shape:
+                    raise RuntimeError(f"ssl {label}: shape {tuple(a.shape)} != model's {tuple(r[0].shape)}")
+                worst = min(worst, float(frame_cosines(a, r[0]).min()))
+    if worst < threshold:
+        raise RuntimeError(f"ssl {label}: batched forward differs from the model's own (min frame "
+                           f"cosine {worst:.6f} < {threshold})")
+    logger.debug("ssl self-check (forward batches): min frame cosine %.6f", worst)
