@@ -16,6 +16,11 @@ pipeline reaches and the real-time factor.
     model's own forward on the clip alone (float32; on CUDA also under the same bf16 autocast):
     the minimum cosine over clips, layers and poolings.
 
+(e) families: ``--family-clips`` clips (in memory, the extractor's own batches) through random
+    base-size encoders of each family in the same run: wav2vec2, Whisper's encoder (the
+    model's own padded 30 s input, and ``--whisper-input trimmed``) and w2v-BERT 2.0, as
+    audio seconds per second and ratios to wav2vec2 (0 skips it).
+
 ``--naive-clips`` times the naive loop on the first N clips only (a GPU run extracts thousands
 of clips in seconds, the naive loop would take minutes); the ratios then compare rates (audio
 seconds per second) and say so.
@@ -48,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="full naive passes timed for the probing study (default: one per layer, "
                         "all measured); fewer are extrapolated and said so")
     p.add_argument("--batch-seconds", type=float, default=64.0)
+    p.add_argument("--family-clips", type=int, default=8,
+                   help="clips timed through each family's random base-size encoder (default 8; 0 skips)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
 
 
@@ -152,6 +159,46 @@ def _agreement(model: Any, fe: Any, paths: list[str], ids: list[str], store: Any
     return worst
 
 
+def _family_rates(root: Path, signals: list[np.ndarray], device: str, batch_seconds: float) -> dict[str, Any]:
+    """Audio s/s of random base-size encoders of each family on the same clips (section e)."""
+    import torch
+
+    from extract.base import SAMPLE_RATE, ExtractOptions
+    from extract.ssl import SSLExtractor
+    from extract.untrained import make_untrained_w2vbert, make_untrained_wav2vec2, make_untrained_whisper
+
+    audio_s = sum(len(s) for s in signals) / SAMPLE_RATE
+    runs = {
+        "wav2vec2-base": (make_untrained_wav2vec2, {}),
+        "whisper-base-encoder": (make_untrained_whisper, {}),
+        "whisper-base-encoder-trimmed": (make_untrained_whisper, {"whisper_input": "trimmed"}),
+        "w2v-bert-base": (make_untrained_w2vbert, {}),
+    }
+    rates: dict[str, float] = {}
+    strategies: dict[str, str] = {}
+    for name, (maker, extra) in runs.items():
+        folder = maker(root / maker.__name__, size="base")
+        ext = SSLExtractor(str(folder), ExtractOptions(layers=None, poolings=("mean", "last"), device=device,
+                                                       batch_seconds=batch_seconds, **extra))
+        ext.load()
+        ext.compute_batch(signals[:1])  # warm-up
+        batches = [[signals[i] for i in b] for b in ext.plan_batches([len(s) for s in signals])]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for out in ext.compute_stream(batches):
+            assert all(isinstance(o, dict) for o in out), [o for o in out if not isinstance(o, dict)]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        rates[name] = round(audio_s / (time.perf_counter() - t0), 2)
+        strategies[name] = ext.strategy_
+    base = rates["wav2vec2-base"]
+    return {"families_audio_s_per_s": rates,
+            "families_ratio_vs_wav2vec2": {k: round(v / base, 3) for k, v in rates.items()},
+            "families_strategy": strategies, "families_clips": len(signals),
+            "families_audio_seconds": round(audio_s, 2)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
@@ -247,6 +294,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "checked_clips": check,
             **agreement,
         }
+        if args.family_clips > 0:
+            import soundfile as sf
+
+            signals = [sf.read(p, dtype="float32")[0] for p in paths[:args.family_clips]]
+            result.update(_family_rates(tmp / "families", signals, device, args.batch_seconds))
         if args.naive_clips:
             result["naive_clips_measured"] = len(naive_paths)
             result["naive_note"] = "naive times measured on the first clips, scaled by audio seconds"

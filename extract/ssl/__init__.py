@@ -2,7 +2,7 @@
 
 ``ssl:MODEL`` runs a wav2vec2-style checkpoint (wav2vec2 base and large, HuBERT, WavLM,
 data2vec-audio; anything ``AutoModel`` loads with a conv feature encoder and a transformer
-encoder) and stores, per clip, the pooled hidden states of the selected layers and optionally
+encoder), a Whisper encoder or w2v-BERT 2.0, and stores, per clip, the pooled hidden states of the selected layers and optionally
 the frame sequences of some layers. ``MODEL`` is a hub id (``facebook/wav2vec2-base``) found in
 the local Hugging Face cache or downloaded when online, or a folder written by
 ``save_pretrained`` (``/models/my-hubert``).
@@ -17,6 +17,9 @@ One concept per module:
   under a mask + the model's own forward;
 * :mod:`~extract.ssl.families`: :data:`ENCODER_FAMILIES`, the family of a config (a new
   family is one Encoder subclass and one line there);
+* :mod:`~extract.ssl.whisper`: Whisper's encoder (log-mel, padded 30 s windows, true frames;
+  ``whisper_input="trimmed"`` cuts the input to the clip);
+* :mod:`~extract.ssl.w2vbert`: w2v-BERT 2.0 (stacked fbank; each clip alone, the exact path);
 * :mod:`~extract.ssl.strategy`: the self-check at load and the batching choice;
 * :mod:`~extract.ssl.planning`: the corpus-wide batch plan and the groups inside a batch;
 * :mod:`~extract.ssl.compute`: :class:`BatchRunner`, the compute paths of a loaded model (the
