@@ -430,7 +430,8 @@ def class_name(value: object) -> str | None:
         return None
     number: float | None = None
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        number = float(value)
+        # a float32/float16 value as it reads (0.1, not 0.10000000149011612)
+        number = float(str(value)) if isinstance(value, np.floating) else float(value)
         if np.isnan(number):
             return None
     else:

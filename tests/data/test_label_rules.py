@@ -55,7 +55,8 @@ def test_infinite_labels_become_missing_with_a_note():
 
 
 @pytest.mark.parametrize("a, b", [("0.4115", "0.41150"), (0.4115, "0.41150"), ("1", 1.0), ("01", "1"),
-                                  ("1e-1", "0.1"), (" x ", "x")])
+                                  ("1e-1", "0.1"), (" x ", "x"),
+                                  (np.float32(0.1), "0.1"), (np.int64(3), "3.0")])
 def test_class_values_that_are_the_same_number_are_one_class(a, b):
     assert class_name(a) == class_name(b)
 
