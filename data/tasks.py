@@ -559,7 +559,7 @@ def target_array(target: Target, labels: pd.DataFrame, ids: Sequence[str]) -> np
 
 
 def check_varied_targets(task: Task, labels: pd.DataFrame, ids: Sequence[str], *, split: str = "Val") -> None:
-    """Refuse a regression target whose labels on ``ids`` are all the same number.
+    """Refuse a CCC-scored target whose labels on ``ids`` are all the same number.
 
     The CCC (and Pearson's r) of a constant target is undefined or 0 whatever the prediction,
     so such a split cannot select a model or score one; we stop before training (exit 2)
@@ -578,7 +578,7 @@ def check_varied_targets(task: Task, labels: pd.DataFrame, ids: Sequence[str], *
         return
     rows = labels.reindex(list(ids))
     for t in task.targets:
-        if t.kind != "regression":
+        if t.metric != "ccc":  # MAE of a constant target is defined; UAR needs no variance
             continue
         for col in t.columns:
             values = pd.to_numeric(rows[col], errors="coerce").to_numpy(dtype=float)

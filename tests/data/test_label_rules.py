@@ -85,3 +85,6 @@ def test_constant_target_on_a_split_is_refused():
         check_varied_targets(task, labels, ["x", "y", "z"])
     check_varied_targets(task, labels, [])
     check_varied_targets(get_task("classify:b"), labels, ["x"])  # classification: not a CCC
+    exvo = get_task("exvo")  # Age is scored by MAE, defined on a constant target
+    ages = pd.DataFrame({c: [1.0, 2.0, 3.0] for c in exvo.columns}, index=list("xyz")).assign(Age=37.0)
+    check_varied_targets(exvo, ages, list("xyz"))
