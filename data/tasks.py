@@ -430,7 +430,8 @@ def class_name(value: object) -> str | None:
         return None
     number: float | None = None
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        number = float(value)
+        # a float32/float16 value as it reads (0.1, not 0.10000000149011612)
+        number = float(str(value)) if isinstance(value, np.floating) else float(value)
         if np.isnan(number):
             return None
     else:
@@ -558,7 +559,7 @@ def target_array(target: Target, labels: pd.DataFrame, ids: Sequence[str]) -> np
 
 
 def check_varied_targets(task: Task, labels: pd.DataFrame, ids: Sequence[str], *, split: str = "Val") -> None:
-    """Refuse a regression target whose labels on ``ids`` are all the same number.
+    """Refuse a CCC-scored target whose labels on ``ids`` are all the same number.
 
     The CCC (and Pearson's r) of a constant target is undefined or 0 whatever the prediction,
     so such a split cannot select a model or score one; we stop before training (exit 2)
@@ -577,7 +578,7 @@ def check_varied_targets(task: Task, labels: pd.DataFrame, ids: Sequence[str], *
         return
     rows = labels.reindex(list(ids))
     for t in task.targets:
-        if t.kind != "regression":
+        if t.metric != "ccc":  # MAE of a constant target is defined; UAR needs no variance
             continue
         for col in t.columns:
             values = pd.to_numeric(rows[col], errors="coerce").to_numpy(dtype=float)

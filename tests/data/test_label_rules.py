@@ -55,7 +55,8 @@ def test_infinite_labels_become_missing_with_a_note():
 
 
 @pytest.mark.parametrize("a, b", [("0.4115", "0.41150"), (0.4115, "0.41150"), ("1", 1.0), ("01", "1"),
-                                  ("1e-1", "0.1"), (" x ", "x")])
+                                  ("1e-1", "0.1"), (" x ", "x"),
+                                  (np.float32(0.1), "0.1"), (np.int64(3), "3.0")])
 def test_class_values_that_are_the_same_number_are_one_class(a, b):
     assert class_name(a) == class_name(b)
 
@@ -84,3 +85,6 @@ def test_constant_target_on_a_split_is_refused():
         check_varied_targets(task, labels, ["x", "y", "z"])
     check_varied_targets(task, labels, [])
     check_varied_targets(get_task("classify:b"), labels, ["x"])  # classification: not a CCC
+    exvo = get_task("exvo")  # Age is scored by MAE, defined on a constant target
+    ages = pd.DataFrame({c: [1.0, 2.0, 3.0] for c in exvo.columns}, index=list("xyz")).assign(Age=37.0)
+    check_varied_targets(exvo, ages, list("xyz"))
