@@ -61,16 +61,6 @@ class W2VBertEncoder(Encoder):
         return getattr(config, "model_type", None) == "wav2vec2-bert"
 
     @staticmethod
-    def num_states(config: Any) -> int:
-        """Conformer layers + 1."""
-        return int(config.num_hidden_layers) + 1
-
-    @staticmethod
-    def hidden_size(config: Any) -> int:
-        """``hidden_size``."""
-        return int(config.hidden_size)
-
-    @staticmethod
     def min_samples(config: Any) -> int:
         """Two fbank frames: one stacked 20 ms frame (560 samples)."""
         return FBANK_WINDOW + FBANK_HOP

@@ -138,6 +138,13 @@ def _masked_mean(values: Tensor, mask: Tensor, pred: Tensor) -> Tensor:
     return torch.where(mask, values, torch.zeros_like(values)).sum() / count
 
 
+def _masked_difference(pred: Tensor, target: Tensor,
+                       mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``pred - target`` as (batch, cols) with 0 where the label is missing, and the mask."""
+    pred, target, mask = _as_columns(pred, target, mask)
+    return torch.where(mask, pred - target, torch.zeros_like(pred)), mask
+
+
 @register_loss("mse")
 def mse_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean squared error over the valid entries: ``sum_valid (pred - target)^2 / n_valid``.
@@ -158,9 +165,8 @@ def mse_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor
         >>> float(mse_loss(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0])))
         2.5
     """
-    pred, target, mask = _as_columns(pred, target, mask)
-    diff = torch.where(mask, pred - target, torch.zeros_like(pred))  # (batch, cols)
-    return _masked_mean(diff * diff, mask, pred)
+    diff, mask = _masked_difference(pred, target, mask)
+    return _masked_mean(diff * diff, mask, diff)
 
 
 @register_loss("mae")
@@ -183,9 +189,8 @@ def mae_loss(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor
         >>> float(mae_loss(torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0])))
         1.5
     """
-    pred, target, mask = _as_columns(pred, target, mask)
-    diff = torch.where(mask, pred - target, torch.zeros_like(pred))  # (batch, cols)
-    return _masked_mean(diff.abs(), mask, pred)
+    diff, mask = _masked_difference(pred, target, mask)
+    return _masked_mean(diff.abs(), mask, diff)
 
 
 @register_loss("ce")
