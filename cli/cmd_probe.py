@@ -5,7 +5,7 @@ import argparse
 import logging
 import math
 
-from cli.common import EXIT_OK, UsageError, add_workdir, parse_int_list, say
+from cli.common import EXIT_OK, UsageError, add_workdir, parse_int_list, say, step_progress
 from heads.registry import head_names
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                           n_boot=args.n_boot, weighted_sum=args.weighted_sum,
                           weighted=WeightedSumConfig(epochs=args.epochs), name=args.name,
                           n_jobs=args.jobs)
-        result = run_probe(cfg, progress=_progress())
+        result = run_probe(cfg, progress=step_progress("probe", "fit"))
     except (FeatureError, TaskError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     s = result.summary
@@ -87,26 +87,6 @@ def run(args: argparse.Namespace) -> int:
     say(f"written to {result.probe_dir} (probe.json, probe.csv, "
         + ", ".join(p.name for p in plots) + f") in {s['seconds']:.1f} s")
     return EXIT_OK
-
-
-def _progress():
-    import sys
-
-    from tqdm import tqdm
-
-    state: dict = {}
-
-    def update(done: int, total: int, what: str) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc="probe", unit="fit", file=sys.stderr,
-                                disable=not sys.stderr.isatty(), dynamic_ncols=True)
-        bar = state["bar"]
-        bar.set_postfix_str(what, refresh=False)
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
 
 
 def _print_table(s: dict) -> None:

@@ -99,3 +99,23 @@ def ssl_storage(args: argparse.Namespace) -> dict[str, Any]:
             "frames_layers": parse_int_list(args.frames_layers or None, "--frames-layers") or (),
             "dtype": args.dtype, "batch_seconds": args.batch_seconds,
             "whisper_input": getattr(args, "whisper_input", "padded")}
+
+
+def step_progress(desc: str, unit: str):
+    """A ``progress(done, total, what)`` callback drawing one tqdm bar on a terminal (nothing
+    when stderr is not one), for library functions that report steps rather than clips."""
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int, what: str) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
+                                disable=not sys.stderr.isatty(), dynamic_ncols=True)
+        bar = state["bar"]
+        bar.set_postfix_str(what, refresh=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update

@@ -22,6 +22,7 @@ COMMANDS = {
     "merge": "cli.cmd_store",
     "report": "cli.cmd_report",
     "probe": "cli.cmd_probe",
+    "analyze": "cli.cmd_analyze",
     "permutation": "cli.cmd_permutation",
     "bench": "cli.cmd_bench",
     "recipes": "cli.cmd_recipes",

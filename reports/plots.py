@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 DPI = 110
@@ -270,4 +271,85 @@ def plot_task_weights(curves: Sequence[Mapping[str, Any]], path: str | os.PathLi
     _style(ax)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# training-free layer analysis
+# --------------------------------------------------------------------------------------------
+
+
+def plot_cka(analysis: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Linear CKA heatmaps: each set's layers against themselves, and the two sets' layers
+    against each other when two sets were analysed. Colour scale fixed to [0, 1]."""
+    cka = analysis["cka"]
+    sets = analysis["sets"]
+    panels = [(s["key"], s["layers"], s["layers"], cka["within"][s["key"]]) for s in sets]
+    if cka.get("between"):
+        panels.append((f"{sets[0]['key']} (rows) vs {sets[1]['key']} (columns)",
+                       sets[0]["layers"], sets[1]["layers"], cka["between"]["values"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 0.8, 4.0), squeeze=False)
+    image = None
+    for ax, (title, rows, cols, values) in zip(axes[0], panels):
+        image = ax.imshow(_finite_matrix(values), vmin=0.0, vmax=1.0, cmap="viridis",
+                          origin="lower", aspect="auto")
+        ax.set_title(_short(title, 44), fontsize=9)
+        ax.set_xlabel("layer")
+        ax.set_ylabel("layer")
+        for axis, labels in ((ax.xaxis, cols), (ax.yaxis, rows)):
+            step = max(1, len(labels) // 8)
+            axis.set_ticks(range(0, len(labels), step))
+            axis.set_ticklabels([str(v) for v in labels[::step]])
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.85, label="linear CKA")
+    fig.suptitle(f"Layer similarity (linear CKA, {cka['n_clips']} clips, "
+                 f"{analysis['pooling']} pooling)", fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=DPI, format="png")  # no tight_layout: it fights the shared colour bar
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _finite_matrix(values: Sequence[Sequence[Any]]) -> np.ndarray:
+    return np.array([[np.nan if v is None else float(v) for v in row] for row in values])
+
+
+def plot_cca_layers(analysis: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Held-out mean canonical correlation with the acoustic set against layer, one line per
+    SSL set with its CI band; and, for eGeMAPS, a layers x descriptor-groups heatmap per set."""
+    studies = analysis["cca"]
+    with_groups = [c for c in studies if c["groups"]]
+    fig, axes = plt.subplots(1, 1 + len(with_groups), squeeze=False,
+                             figsize=(5.2 + 4.6 * len(with_groups), 3.8))
+    ax = axes[0][0]
+    for i, c in enumerate(studies):
+        layers = [r["layer"] for r in c["per_layer"]]
+        colour = PALETTE[i % len(PALETTE)]
+        ax.plot(layers, [r["mean_cc"] for r in c["per_layer"]], marker="o", ms=3, color=colour,
+                label=_short(c["set"], 34))
+        ax.fill_between(layers, [r["ci"][0] for r in c["per_layer"]],
+                        [r["ci"][1] for r in c["per_layer"]], color=colour, alpha=0.2, lw=0)
+    ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylabel("held-out mean canonical corr.")
+    ax.set_title(f"CCA with {_short(studies[0]['acoustic'], 30)}", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    _style(ax)
+    for ax, c in zip(axes[0][1:], with_groups):
+        groups = list(c["groups"])
+        values = np.array([[r["groups"][g] for g in groups] for r in c["per_layer"]])
+        image = ax.imshow(values.T, vmin=0.0, vmax=1.0, cmap="magma", aspect="auto",
+                          origin="lower")
+        ax.set_yticks(range(len(groups)))
+        ax.set_yticklabels(groups, fontsize=7)
+        layers = [r["layer"] for r in c["per_layer"]]
+        step = max(1, len(layers) // 8)
+        ax.set_xticks(range(0, len(layers), step))
+        ax.set_xticklabels([str(v) for v in layers[::step]])
+        ax.set_xlabel("layer")
+        ax.set_title(f"first held-out canonical corr. per descriptor group\n{_short(c['set'], 40)}",
+                     fontsize=8)
+        fig.colorbar(image, ax=ax, shrink=0.85)
     return _save(fig, path)
