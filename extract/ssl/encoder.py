@@ -145,6 +145,13 @@ class Encoder(ConvFrontEnd):
         return receptive_field(config.conv_kernel, config.conv_stride)[0]
 
     @staticmethod
+    def frame_timing(config: Any) -> tuple[int, float]:
+        """(hop, centre of frame 0) in samples: frame ``t`` is centred on sample
+        ``t * hop + centre``. Conv front ends: the total stride and half the receptive field."""
+        field, hop = receptive_field(config.conv_kernel, config.conv_stride)
+        return hop, field / 2.0
+
+    @staticmethod
     def prepare(signal: np.ndarray, *, do_normalize: bool, min_samples: int) -> np.ndarray:
         """One clip as this family's input on the host: :func:`prepare_wave`."""
         return prepare_wave(signal, do_normalize=do_normalize, min_samples=min_samples)

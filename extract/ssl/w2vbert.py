@@ -61,6 +61,13 @@ class W2VBertEncoder(Encoder):
         return getattr(config, "model_type", None) == "wav2vec2-bert"
 
     @staticmethod
+    def frame_timing(config: Any) -> tuple[int, float]:
+        """Frame ``t`` stacks fbank frames ``2 t`` and ``2 t + 1`` (25 ms windows, 10 ms apart):
+        hop 320, centre midway between their centres (200 and 360 samples), 280."""
+        first, second = FBANK_WINDOW / 2.0, FBANK_HOP + FBANK_WINDOW / 2.0
+        return 2 * FBANK_HOP, (first + second) / 2.0
+
+    @staticmethod
     def min_samples(config: Any) -> int:
         """Two fbank frames: one stacked 20 ms frame (560 samples)."""
         return FBANK_WINDOW + FBANK_HOP

@@ -109,6 +109,12 @@ class WhisperEncoder(Encoder):
         return int(config.d_model)
 
     @staticmethod
+    def frame_timing(config: Any) -> tuple[int, float]:
+        """Encoder frame ``t`` is centred on log-mel frame ``2 t`` (the second conv has stride 2),
+        whose centred STFT window sits on sample ``2 t * 160``: hop 320, centre 0."""
+        return 2 * 160, 0.0
+
+    @staticmethod
     def min_samples(config: Any) -> int:
         """One sample: any clip is padded to 30 s and has at least one true frame."""
         return 1
