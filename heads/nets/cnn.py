@@ -296,6 +296,45 @@ class BasicBlock(nn.Module):
         return torch.relu(y + s) * m, out_lengths
 
 
+class Bottleneck(nn.Module):
+    """ResNet bottleneck block (He et al. 2016, Fig. 5 right / Table 1, the 50-layer net):
+    1x1 conv to ``width``, 3x3 conv, 1x1 conv to ``4 * width``, each with batch norm, ReLU
+    after the first two and after the sum; a 1x1-conv shortcut where the shape changes.
+
+    The stride of a downsampling block sits on the 3x3 conv (as in torchvision's ResNet50; He et
+    al.'s own models put it on the first 1x1 conv, and paper 001 does not say which it used).
+    """
+
+    expansion = 4
+
+    def __init__(self, c_in: int, width: int, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+        c_out = width * self.expansion
+        self.conv1 = nn.Conv2d(c_in, width, 1, bias=False)
+        self.bn1 = MaskedBatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = MaskedBatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, c_out, 1, bias=False)
+        self.bn3 = MaskedBatchNorm2d(c_out)
+        self.shortcut: nn.Conv2d | None = None
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+            self.bn_short = MaskedBatchNorm2d(c_out)
+
+    def forward(self, h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:  # h (B, C, F, T)
+        """Zero-padded h -> (zero-padded output, true lengths)."""
+        m_in = time_mask(lengths, h.shape[3], h.dtype)
+        y = torch.relu(self.bn1(self.conv1(h), m_in)) * m_in
+        out_lengths = halve(lengths) if self.stride == 2 else lengths
+        y = self.conv2(y)
+        m = time_mask(out_lengths, y.shape[3], y.dtype)
+        y = torch.relu(self.bn2(y, m)) * m
+        y = self.bn3(self.conv3(y), m)
+        s = h if self.shortcut is None else self.bn_short(self.shortcut(h), m)
+        return torch.relu(y + s) * m, out_lengths
+
+
 def _task_head(c_in: int, hidden: int, k: int) -> nn.Module:
     """Per-task dense layers: Linear(c_in, hidden)-ReLU-Linear(hidden, k), or one Linear."""
     if hidden <= 0:
@@ -379,6 +418,13 @@ class ResNet34Config(ResNetConfig):
     layers: tuple[int, ...] = (3, 4, 6, 3)
 
 
+@dataclass(frozen=True)
+class ResNet50Config(ResNetConfig):
+    """ResNet50 layout: (3, 4, 6, 3) bottleneck blocks (:class:`Bottleneck`), 4x wider output."""
+
+    layers: tuple[int, ...] = (3, 4, 6, 3)
+
+
 @register_net
 class ResNetHead(SpectrogramNet):
     """ResNet18 on a one-channel log-mel image (seed 001): 7x7/2 conv stem + 3x3/2 max pool,
@@ -387,6 +433,7 @@ class ResNetHead(SpectrogramNet):
 
     name = "resnet18"
     config_type = ResNetConfig
+    bottleneck = False
 
     def __init__(self, input_dim: int, tasks: Sequence[Sequence[Any]],
                  config: ResNetConfig | None = None) -> None:
@@ -397,13 +444,18 @@ class ResNetHead(SpectrogramNet):
         if int(c.width) < 1:
             raise ValueError(f"{self.name}: width must be >= 1; got {c.width}")
         self.stem = ConvUnit(1, c.width, kernel=7, stride=2)
-        blocks: list[BasicBlock] = []
+        blocks: list[nn.Module] = []
         c_in = c.width
         for stage, n in enumerate(layers):
-            c_out = c.width * 2**stage
+            width = c.width * 2**stage
             for i in range(n):
-                blocks.append(BasicBlock(c_in, c_out, stride=2 if stage > 0 and i == 0 else 1))
-                c_in = c_out
+                stride = 2 if stage > 0 and i == 0 else 1
+                if self.bottleneck:
+                    blocks.append(Bottleneck(c_in, width, stride=stride))
+                    c_in = width * Bottleneck.expansion
+                else:
+                    blocks.append(BasicBlock(c_in, width, stride=stride))
+                    c_in = width
         self.blocks = nn.ModuleList(blocks)
         self.dropout = nn.Dropout(c.dropout)
         self.heads = nn.ModuleList(_task_head(c_in, c.head_hidden, k) for _, _, k in self.tasks)
@@ -428,6 +480,15 @@ class ResNet34Head(ResNetHead):
 
     name = "resnet34"
     config_type = ResNet34Config
+
+
+@register_net
+class ResNet50Head(ResNetHead):
+    """ResNet50 layout of :class:`ResNetHead` (paper 001's third trunk): bottleneck blocks."""
+
+    name = "resnet50"
+    config_type = ResNet50Config
+    bottleneck = True
 
 
 # -- seed 003: multi-exit CNN ----------------------------------------------------------------
@@ -498,6 +559,6 @@ class MultiExitCnn(SpectrogramNet):
 
 
 __all__ = ["CROP_FRAMES", "EVALUATIONS", "EXVO_EXITS", "ResNetConfig", "ResNet34Config",
-           "ResNetHead", "ResNet34Head", "MultiExitConfig", "MultiExitCnn", "MaskedBatchNorm2d",
+           "ResNet50Config", "ResNetHead", "ResNet34Head", "ResNet50Head", "Bottleneck", "MultiExitConfig", "MultiExitCnn", "MaskedBatchNorm2d",
            "BasicBlock", "ConvUnit", "int_tuple", "random_crop", "split_windows", "parse_exits", "halve",
            "max_pool_halve", "masked_image_mean"]

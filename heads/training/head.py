@@ -36,7 +36,7 @@ class TorchHead:
         net = NETS[name]
         self.name = name
         self.input_kind = net.input_kind
-        self.spectrogram = name in ("resnet18", "resnet34", "cnn-exits")
+        self.spectrogram = name in ("resnet18", "resnet34", "resnet50", "cnn-exits")
         kind = "log-mel spectrograms" if self.spectrogram else INPUT_TEXT[self.input_kind]
         self.description = f"{name}: torch net on {kind}"
 

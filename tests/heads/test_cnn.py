@@ -12,9 +12,9 @@ from heads.nets import NETS, build_net, length_mask
 
 D = 16
 EXVO = [("emotion", "regression", 10), ("country", "classification", 4), ("age", "regression", 1)]
-CNNS = ("resnet18", "resnet34", "cnn-exits")
+CNNS = ("resnet18", "resnet34", "resnet50", "cnn-exits")
 # tiny widths: the defaults are built (not trained) by the recipe test below
-SMALL = {"resnet18": {"width": 4}, "resnet34": {"width": 4}, "cnn-exits": {"channels": (4, 4, 8, 8, 8)}}
+SMALL = {"resnet18": {"width": 4}, "resnet34": {"width": 4}, "resnet50": {"width": 4}, "cnn-exits": {"channels": (4, 4, 8, 8, 8)}}
 
 
 def _net(name: str, tasks=EXVO, **options: object) -> torch.nn.Module:
@@ -54,6 +54,21 @@ def test_resnet_layouts() -> None:
     assert trunk(r18) == 11_170_240 and trunk(r34) == 21_278_400
     assert r18.heads[1][0].in_features == 512 and r18.heads[1][-1].out_features == 4
     assert build_net("resnet18", 64, EXVO, layers="1,1", width=8).blocks[-1].conv2.out_channels == 16
+
+
+def test_resnet50_is_the_bottleneck_layout() -> None:
+    from heads.nets.cnn import Bottleneck
+
+    r50 = build_net("resnet50", 128, EXVO)
+    assert sum(isinstance(m, Bottleneck) for m in r50.modules()) == 16
+    firsts = [r50.blocks[i] for i in (0, 3, 7, 13)]  # first block of each stage (3, 4, 6, 3)
+    assert [b.conv3.out_channels for b in firsts] == [256, 512, 1024, 2048]
+    assert [b.conv2.stride for b in r50.blocks].count((2, 2)) == 3
+    # torchvision's resnet50 trunk (conv + BN, no fc) has 23,508,032 parameters with 3 input
+    # channels; one input channel removes 7 * 7 * 64 * 2 = 6,272 stem weights
+    trunk = sum(p.numel() for m in (r50.stem, r50.blocks) for p in m.parameters())
+    assert trunk == 23_508_032 - 6_272
+    assert r50.heads[0][0].in_features == 2048
 
 
 def test_config_errors_name_the_field() -> None:

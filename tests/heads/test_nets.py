@@ -34,7 +34,7 @@ def _net(name: str, **options: object) -> torch.nn.Module:
 def test_registry_names() -> None:
     assert set(NETS) == {
         "mlp-avb", "mlp-mtl", "lstm", "fc128", "lstm128", "netvlad", "autopool", "mean3",
-        "resnet18", "resnet34", "cnn-exits",
+        "resnet18", "resnet34", "resnet50", "cnn-exits",
     }
 
 
