@@ -58,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--chain", metavar="TASK[,TASK..]",
                    help="intermediate tasks (mlp-mtl), predicted first and fed to the others, "
                         "e.g. country,type")
+    g.add_argument("--unscaled", metavar="TARGET[,TARGET..]",
+                   help="regression targets trained in their own units, not scaled to [0, 1] "
+                        "(e.g. age for an MSE in years; needs --output linear)")
     g.add_argument("--epochs", type=int, help="maximum epochs (default: 30)")
     g.add_argument("--lr", type=float, help="learning rate (default: 1e-3)")
     g.add_argument("--weight-decay", type=float, help="weight decay (default: 0)")

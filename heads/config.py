@@ -71,6 +71,9 @@ class TrainOptions:
         output: regression output mode (``sigmoid``, ``clamp``, ``clamp-st``, ``linear``);
             None: the head's default.
         chain: intermediate tasks (``mlp-mtl``), by task or target name.
+        unscaled: regression targets (or tasks) trained in their own units instead of the
+            [0, 1] scaling, e.g. ``("age",)`` for an MSE in years (paper 001); they need the
+            ``linear`` output.
         epochs: maximum number of epochs.
         lr: learning rate.
         weight_decay: decoupled (``adamw``) or L2 (``adam``) weight decay on the net; the
@@ -95,6 +98,7 @@ class TrainOptions:
     loss: str = "ccc"
     output: str | None = None
     chain: tuple[str, ...] = ()
+    unscaled: tuple[str, ...] = ()
     epochs: int = 30
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -125,10 +129,11 @@ class TrainOptions:
         unknown = sorted(set(options) - set(valid))
         if unknown:
             raise ValueError(f"unknown training option(s) {unknown}; valid: {', '.join(valid)}")
-        if isinstance(options.get("chain"), str):
-            options["chain"] = tuple(c.strip() for c in options["chain"].split(",") if c.strip())
-        elif options.get("chain") is not None:
-            options["chain"] = tuple(str(c) for c in options["chain"])
+        for key in ("chain", "unscaled"):
+            if isinstance(options.get(key), str):
+                options[key] = tuple(c.strip() for c in options[key].split(",") if c.strip())
+            elif options.get(key) is not None:
+                options[key] = tuple(str(c) for c in options[key])
         types = {"epochs": int, "batch_size": int, "patience": int, "lr": float,
                  "weight_decay": float, "warmup": float, "label_smoothing": float,
                  "max_memory_gb": float}
@@ -165,6 +170,9 @@ class TrainOptions:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"option label_smoothing must be in [0, 1); got {self.label_smoothing}")
         parse_loss_spec(self.loss)
+        if self.unscaled and self.output not in (None, "linear"):
+            raise ValueError(f"option unscaled ({', '.join(self.unscaled)}) trains targets in "
+                             f"their own units: it needs output = linear, not {self.output!r}")
         if self.separate and self.chain:
             raise ValueError("option chain needs one multitask net; it cannot go with separate = true")
 

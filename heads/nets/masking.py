@@ -28,6 +28,36 @@ def check_sequence(x: Tensor, lengths: Tensor, input_dim: int) -> tuple[Tensor, 
 
 
 
+def window_means(x: Tensor, lengths: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Non-overlapping windows of ``width`` true frames, each replaced by its mean.
+
+    A clip of ``n`` true frames gives ``ceil(n / width)`` windows; the last one averages the
+    frames it has. Padding (zero in, as :func:`check_sequence` leaves it) stays zero out.
+
+    Args:
+        x: (B, T, D) with padding zeroed.
+        lengths: (B,) long, in [1, T].
+        width: frames per window (>= 1).
+
+    Returns:
+        ((B, ceil(T / width), D), window counts (B,) long).
+
+    Example:
+        >>> x = torch.tensor([[[1.0], [3.0], [5.0]]])
+        >>> window_means(x, torch.tensor([3]), 2)[0].flatten().tolist()
+        [2.0, 5.0]
+    """
+    if width < 1:
+        raise ValueError(f"window width must be >= 1 frame; got {width}")
+    b, t, d = x.shape
+    n = -(-t // width)
+    xw = torch.nn.functional.pad(x, (0, 0, 0, n * width - t)).view(b, n, width, d).sum(dim=2)
+    starts = torch.arange(n, device=lengths.device)[None, :] * width  # (1, n)
+    counts = (lengths[:, None] - starts).clamp(0, width).to(x.dtype)  # (B, n)
+    xw = xw / counts.clamp(min=1)[..., None]
+    return xw, -(-lengths // width)
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean over the true frames: x (B, T, D), mask (B, T) -> (B, D).
 
@@ -54,4 +84,4 @@ def pool_frames(y: Tensor, lengths: Tensor, mask: Tensor, pooling: str) -> Tenso
     return masked_pool(y, lengths, (pooling,))[pooling]
 
 
-__all__ = ["length_mask", "check_sequence", "masked_mean", "pool_frames"]
+__all__ = ["length_mask", "check_sequence", "masked_mean", "pool_frames", "window_means"]

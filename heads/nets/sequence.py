@@ -12,7 +12,25 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from extract.pooling import POOLINGS
 from heads.nets.base import REGRESSION, HeadNet, check_choice, finish_outputs, regression_output, register_net
-from heads.nets.masking import check_sequence, masked_mean, pool_frames
+from heads.nets.masking import check_sequence, length_mask, masked_mean, pool_frames, window_means
+
+
+def windowed(x: Tensor, lengths: Tensor, mask: Tensor, width: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(x, lengths, mask)`` over window means (:func:`window_means`) when ``width`` > 0.
+
+    The nets' ``window_frames`` option: average the frames in non-overlapping windows first
+    (125 = 2.5 s of 20 ms frames, as paper 001 has one Conformer embedding per "approximately
+    2.5s non-overlapping window"); 0 keeps every frame.
+
+    Raises:
+        ValueError: a negative width.
+    """
+    if width < 0:
+        raise ValueError(f"window_frames must be >= 0 (0: every frame); got {width}")
+    if width == 0:
+        return x, lengths, mask
+    xw, lw = window_means(x, lengths, width)
+    return xw, lw, length_mask(lw, xw.shape[1])
 
 
 def run_lstm(lstm: nn.LSTM, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -66,17 +84,33 @@ class LstmHead(HeadNet):
         return finish_outputs(self.tasks, raw, self.config.output)
 
 
+FC128_ORDERS = ("pool-fc", "fc-pool")
+
+
 @dataclass(frozen=True)
 class Fc128Config:
-    """Seed 001 FC head: per-frame FC + ReLU, masked mean."""
+    """Paper 001's Conformer+FC head.
+
+    Attributes:
+        hidden: units of the shared FC layer (128).
+        order: ``pool-fc`` (the paper: "A single shared fully connected (FC) layer of 128
+            units on top of the averaged feature") or ``fc-pool`` (FC on every frame, then the
+            mean; with the ReLU the two differ).
+        window_frames: see :func:`windowed`.
+        output: regression output mode.
+    """
 
     hidden: int = 128
+    order: str = "pool-fc"
+    window_frames: int = 0
     output: str = "linear"
 
 
 @register_net
 class Fc128Head(HeadNet):
-    """Per-frame Linear(D,128)+ReLU, mean over true frames, Linear per task (seed 001)."""
+    """Mean over true frames, Linear(D,128)+ReLU, Linear per task (paper 001); ``order =
+    fc-pool`` runs the FC on every frame before the mean. The ReLU is ours (the paper names
+    no activation for this layer)."""
 
     name = "fc128"
     config_type = Fc128Config
@@ -85,13 +119,18 @@ class Fc128Head(HeadNet):
     def __init__(self, input_dim: int, tasks: Sequence[Sequence[Any]],
                  config: Fc128Config | None = None) -> None:
         super().__init__(input_dim, tasks, config)
+        check_choice("fc128: order", self.config.order, FC128_ORDERS)
         self.frame = nn.Sequential(nn.Linear(self.input_dim, self.config.hidden), nn.ReLU())
         self.heads = self._task_linears(self.config.hidden)
 
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
         """x (batch, frames, dim), lengths (batch,) in [1, frames] -> {task: (batch, out_dim)}."""
         x, lengths, mask = check_sequence(x, lengths, self.input_dim)
-        h = masked_mean(self.frame(x), mask)  # (B, hidden)
+        x, lengths, mask = windowed(x, lengths, mask, self.config.window_frames)
+        if self.config.order == "pool-fc":
+            h = self.frame(masked_mean(x, mask))  # (B, hidden)
+        else:
+            h = masked_mean(self.frame(x), mask)  # (B, hidden)
         return finish_outputs(self.tasks, [head(h) for head in self.heads], self.config.output)
 
 
@@ -100,6 +139,7 @@ class Lstm128Config:
     """Seed 001 LSTM head: one LSTM layer, last true frame."""
 
     hidden: int = 128
+    window_frames: int = 0
     output: str = "linear"
 
 
@@ -119,7 +159,8 @@ class Lstm128Head(HeadNet):
 
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
         """x (batch, frames, dim), lengths (batch,) in [1, frames] -> {task: (batch, out_dim)}."""
-        x, lengths, _ = check_sequence(x, lengths, self.input_dim)
+        x, lengths, mask = check_sequence(x, lengths, self.input_dim)
+        x, lengths, _ = windowed(x, lengths, mask, self.config.window_frames)
         _, h = run_lstm(self.lstm, x, lengths)  # (B, hidden)
         return finish_outputs(self.tasks, [head(h) for head in self.heads], self.config.output)
 
@@ -129,6 +170,7 @@ class NetVladConfig:
     """Seed 001 NetVLAD head."""
 
     clusters: int = 5
+    window_frames: int = 0
     output: str = "linear"
 
 
@@ -159,6 +201,7 @@ class NetVladHead(HeadNet):
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
         """x (batch, frames, dim), lengths (batch,) in [1, frames] -> {task: (batch, out_dim)}."""
         x, lengths, mask = check_sequence(x, lengths, self.input_dim)
+        x, lengths, mask = windowed(x, lengths, mask, self.config.window_frames)
         a = torch.softmax(self.assign(x), dim=-1) * mask.to(x.dtype)[..., None]  # (B, T, K)
         v = torch.einsum("btk,btd->bkd", a, x) - a.sum(dim=1)[..., None] * self.centroids
         v = F.normalize(v, dim=2)  # (B, K, D) intra-normalisation
@@ -166,25 +209,46 @@ class NetVladHead(HeadNet):
         return finish_outputs(self.tasks, [head(v) for head in self.heads], self.config.output)
 
 
+AUTOPOOL_MODES = ("features", "outputs")
+
+
 @dataclass(frozen=True)
 class AutoPoolConfig:
-    """Seed 001 AutoPool head."""
+    """Paper 001's Conformer+Autopool head.
 
+    Attributes:
+        pool: ``features`` (the paper: "An adaptive pooling layer ... which learns a set of
+            weights before aggregating the features, followed by the task layers": one alpha
+            per feature dimension, then one Linear per task) or ``outputs`` (FC(hidden)+ReLU
+            per frame, per-frame task outputs, one alpha per output unit, as McFee et al. pool
+            per-frame predictions).
+        hidden: FC width of the ``outputs`` mode (unused by ``features``).
+        alpha_init: initial alphas (0: the mean).
+        window_frames: see :func:`windowed`.
+        output: regression output mode.
+    """
+
+    pool: str = "features"
     hidden: int = 128
     alpha_init: float = 0.0
+    window_frames: int = 0
     output: str = "linear"
+
+
+def auto_pool(z: Tensor, alpha: Tensor, mask: Tensor) -> Tensor:
+    """McFee, Salamon & Bello (2018), "Adaptive pooling operators for weakly labeled sound
+    event detection", IEEE/ACM TASLP 26(11): ``y = sum_t z_t softmax_t(alpha z_t)`` per unit,
+    over true frames only. z (B, T, K), alpha (K,), mask (B, T) -> (B, K)."""
+    scores = (alpha * z).masked_fill(~mask[..., None], float("-inf"))
+    return (torch.softmax(scores, dim=1) * z.masked_fill(~mask[..., None], 0.0)).sum(dim=1)
 
 
 @register_net
 class AutoPoolHead(HeadNet):
-    """Per-frame FC(128)+ReLU, per-frame task outputs, auto-pooled over true frames (seed 001).
-
-    McFee, Salamon & Bello (2018), "Adaptive pooling operators for weakly labeled sound event
-    detection", IEEE/ACM TASLP 26(11), auto-pool: ``y = sum_t z_t softmax_t(alpha z_t)`` per
-    output unit, with a learned ``alpha`` per unit (0: mean, +inf: max, -inf: min); the
-    softmax runs over true frames only. Regression outputs go through ``output`` per frame
-    before pooling (as the paper pools probabilities); classification pools the logits.
-    """
+    """Auto-pool over true frames (alpha 0: mean, +inf: max, -inf: min), see
+    :class:`AutoPoolConfig` for the two modes. In ``outputs`` mode, regression outputs go
+    through ``output`` per frame before pooling (as McFee et al. pool probabilities);
+    classification pools the logits."""
 
     name = "autopool"
     config_type = AutoPoolConfig
@@ -194,6 +258,11 @@ class AutoPoolHead(HeadNet):
                  config: AutoPoolConfig | None = None) -> None:
         super().__init__(input_dim, tasks, config)
         c = self.config
+        check_choice("autopool: pool", c.pool, AUTOPOOL_MODES)
+        if c.pool == "features":
+            self.alpha = nn.Parameter(torch.full((self.input_dim,), float(c.alpha_init)))
+            self.heads = self._task_linears(self.input_dim)
+            return
         self.frame = nn.Sequential(nn.Linear(self.input_dim, c.hidden), nn.ReLU())
         self.heads = self._task_linears(c.hidden)
         self.alphas = nn.ParameterList(
@@ -203,14 +272,17 @@ class AutoPoolHead(HeadNet):
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
         """x (batch, frames, dim), lengths (batch,) in [1, frames] -> {task: (batch, out_dim)}."""
         x, lengths, mask = check_sequence(x, lengths, self.input_dim)
+        x, lengths, mask = windowed(x, lengths, mask, self.config.window_frames)
+        if self.config.pool == "features":
+            h = auto_pool(x, self.alpha, mask)  # (B, D)
+            return finish_outputs(self.tasks, [head(h) for head in self.heads], self.config.output)
         h = self.frame(x)  # (B, T, hidden)
         out: dict[str, Tensor] = {}
         for (name, kind, _), head, alpha in zip(self.tasks, self.heads, self.alphas):
             z = head(h)  # (B, T, k)
             if kind == REGRESSION:
                 z = regression_output(z, self.config.output)
-            scores = (alpha * z).masked_fill(~mask[..., None], float("-inf"))  # (B, T, k)
-            out[name] = (torch.softmax(scores, dim=1) * z).sum(dim=1)  # (B, k)
+            out[name] = auto_pool(z, alpha, mask)  # (B, k)
         return out
 
 
@@ -220,6 +292,7 @@ class Mean3Config:
 
     hidden: tuple[int, int, int] = (256, 128, 64)
     dropout: float = 0.0
+    window_frames: int = 0
     output: str = "linear"
 
 
@@ -244,6 +317,7 @@ class Mean3Head(HeadNet):
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
         """x (batch, frames, dim), lengths (batch,) in [1, frames] -> {task: (batch, out_dim)}."""
         x, lengths, mask = check_sequence(x, lengths, self.input_dim)
+        x, lengths, mask = windowed(x, lengths, mask, self.config.window_frames)
         h = self.mlp(masked_mean(x, mask))  # (B, hidden[-1])
         return finish_outputs(self.tasks, [head(h) for head in self.heads], self.config.output)
 

@@ -202,6 +202,9 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
             raise ValueError(f"option chain needs head mlp-mtl; got head {head!r}")
         net_options["chain"] = resolve_chain(opts.chain, outputs)
     net = build_net(head, inputs.dim, [o.spec() for o in outputs], **net_options).to(device)
+    if opts.unscaled and getattr(net.config, "output", "linear") != "linear":
+        raise ValueError(f"option unscaled trains {', '.join(opts.unscaled)} in label units: head "
+                         f"{head} outputs {net.config.output!r}; add --output linear")
     weighting = build_weighting(opts.weighting, len(outputs)).to(device)
     groups = [{"params": list(net.parameters()), "weight_decay": opts.weight_decay}]
     if list(weighting.parameters()):

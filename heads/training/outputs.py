@@ -3,6 +3,7 @@ class weights and the Val scores that select the epoch.
 
 Regression labels are mapped to [0, 1] (their known range, else the Train min / max) so that
 every output mode (sigmoid, clamp, linear) fits every target; predictions are mapped back.
+Targets named in ``TrainOptions.unscaled`` stay in their own units (a linear output).
 Missing labels stay missing: each loss masks them per column.
 """
 from __future__ import annotations
@@ -66,9 +67,14 @@ def make_outputs(tasks: Sequence[Task], ds: Dataset, train_rows: np.ndarray,
     counts: dict[str, int] = {}
     for _, tg in all_targets:
         counts[tg.name] = counts.get(tg.name, 0) + 1
-    unknown = sorted(set(named) - {tg.name for _, tg in all_targets} - {t.name for t in tasks})
+    names = {tg.name for _, tg in all_targets} | {t.name for t in tasks}
+    unknown = sorted(set(named) - names)
     if unknown:
         raise ValueError(f"loss names {unknown}, which are not targets here; targets: "
+                         f"{[tg.name for _, tg in all_targets]}")
+    unknown = sorted(set(opts.unscaled) - names)
+    if unknown:
+        raise ValueError(f"unscaled names {unknown}, which are not targets here; targets: "
                          f"{[tg.name for _, tg in all_targets]}")
     outputs = []
     for task, tg in all_targets:
@@ -80,7 +86,12 @@ def make_outputs(tasks: Sequence[Task], ds: Dataset, train_rows: np.ndarray,
             continue
         loss = named.get(tg.name, named.get(task.name, "mae" if tg.metric == "mae" else default))
         y = ds.truths[task.name][tg.name][train_rows]  # (n_train, k)
-        if tg.value_range is not None:
+        if tg.name in opts.unscaled or task.name in opts.unscaled:
+            if tg.value_range is not None:
+                raise ValueError(f"target {tg.name!r} has a known range {tg.value_range}: it is "
+                                 f"scaled by it, leave it out of unscaled")
+            lo, hi = np.zeros(y.shape[1]), np.ones(y.shape[1])  # the identity: label units
+        elif tg.value_range is not None:
             lo = np.full(y.shape[1], tg.value_range[0], dtype=np.float64)
             hi = np.full(y.shape[1], tg.value_range[1], dtype=np.float64)
         else:  # unknown range: the Train range, so that sigmoid / clamp outputs can reach it

@@ -157,7 +157,7 @@ def test_lstm_poolings(pooling: str) -> None:
 
 def test_autopool_alpha_zero_is_mean() -> None:
     torch.manual_seed(0)
-    net = build_net("autopool", D, TASKS, hidden=8)
+    net = build_net("autopool", D, TASKS, hidden=8, pool="outputs")
     x, lengths = _inputs("autopool")
     out = net(x, lengths)
     mask = length_mask(lengths, x.shape[1])
@@ -262,3 +262,66 @@ def test_mlp_mtl_with_uw_learns_a_synthetic_problem() -> None:
     assert ccc > 0.9
     assert accuracy > 0.9
     assert weighting.weights() != [0.5, 0.5]
+
+
+def test_autopool_pools_features_before_the_task_layers() -> None:
+    """Paper 001: the adaptive pooling "learns a set of weights before aggregating the features,
+    followed by the task layers": alpha 0 is the mean of the features, a large alpha their max."""
+    torch.manual_seed(0)
+    net = build_net("autopool", D, TASKS)
+    assert net.config.pool == "features" and net.alpha.shape == (D,)
+    x, lengths = _inputs("autopool")
+    mask = length_mask(lengths, x.shape[1])
+    xz = x.masked_fill(~mask[..., None], 0.0)
+    mean = xz.sum(1) / lengths[:, None]
+    torch.testing.assert_close(net(x, lengths)["high"], net.heads[0](mean))
+    with torch.no_grad():
+        net.alpha.fill_(1e4)
+    top = x.masked_fill(~mask[..., None], float("-inf")).amax(1)
+    torch.testing.assert_close(net(x, lengths)["country"], net.heads[1](top), atol=1e-4, rtol=1e-4)
+
+
+def test_fc128_averages_before_its_fc_layer() -> None:
+    """Paper 001: "A single shared fully connected (FC) layer of 128 units on top of the
+    averaged feature"; ``order=fc-pool`` keeps the FC-per-frame variant."""
+    torch.manual_seed(0)
+    x, lengths = _inputs("fc128")
+    mask = length_mask(lengths, x.shape[1])
+    mean = x.masked_fill(~mask[..., None], 0.0).sum(1) / lengths[:, None]
+    net = build_net("fc128", D, TASKS)
+    torch.testing.assert_close(net(x, lengths)["high"], net.heads[0](net.frame(mean)))
+    late = build_net("fc128", D, TASKS, order="fc-pool")
+    late.load_state_dict(net.state_dict())
+    frames = late.frame(x.masked_fill(~mask[..., None], 0.0)) * mask[..., None]
+    torch.testing.assert_close(late(x, lengths)["high"],
+                               late.heads[0](frames.sum(1) / lengths[:, None]))
+    with pytest.raises(ValueError, match="order"):
+        build_net("fc128", D, TASKS, order="sideways")
+
+
+def test_window_means_by_hand() -> None:
+    from heads.nets.masking import window_means
+
+    x = torch.tensor([[[1.0], [3.0], [5.0], [7.0], [9.0]], [[2.0], [4.0], [0.0], [0.0], [0.0]]])
+    xw, lw = window_means(x, torch.tensor([5, 2]), 2)
+    assert xw.squeeze(-1).tolist() == [[2.0, 6.0, 9.0], [3.0, 0.0, 0.0]] and lw.tolist() == [3, 1]
+
+
+@pytest.mark.parametrize("name", ["fc128", "lstm128", "netvlad", "autopool", "mean3"])
+def test_window_frames_equal_running_on_window_means(name: str) -> None:
+    """``window_frames=w`` is the net run on the clip's w-frame window means (2.5 s windows in
+    paper 001); padding and the lengths of the windows follow the clip's true frames."""
+    from heads.nets.masking import window_means
+
+    torch.manual_seed(0)
+    net = _net(name, window_frames=3).eval()
+    plain = _net(name).eval()
+    plain.load_state_dict(net.state_dict())
+    x, lengths = _inputs(name)
+    mask = length_mask(lengths, x.shape[1])
+    xw, lw = window_means(x.masked_fill(~mask[..., None], 0.0), lengths, 3)
+    got, ref = net(x, lengths), plain(xw, lw)
+    for task in ref:
+        torch.testing.assert_close(got[task], ref[task], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="window_frames"):
+        _net(name, window_frames=-1)(x, lengths)

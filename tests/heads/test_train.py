@@ -256,3 +256,26 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     assert f[0] == 0.5 and f[1] == 1.0 and f[2] == 1.0
     assert all(a >= b for a, b in zip(f[2:], f[3:])) and f[-1] < 0.05
     assert lr_factor(7, total_steps=10, warmup_steps=2, schedule="none") == 1.0
+
+
+def test_unscaled_target_trains_in_label_units(tmp_path: Path) -> None:
+    """``unscaled = ["age"]``: the MSE of age is taken in years (paper 001), not on [0, 1]."""
+    ds = _dataset(("exvo",))
+    task = ds.tasks[0]
+    train = ds.rows("Train")
+    scaled = {o.name: o for o in make_outputs([task], ds, train, TrainOptions.from_dict({}))}
+    plain = {o.name: o for o in make_outputs([task], ds, train,
+                                             TrainOptions.from_dict({"unscaled": "age"}))}
+    age = ds.truths["exvo"]["age"][train]
+    assert scaled["age"].lo == (float(np.nanmin(age)),) and scaled["age"].hi == (float(np.nanmax(age)),)
+    assert (plain["age"].lo, plain["age"].hi) == ((0.0,), (1.0,))
+    assert plain["emotion"] == scaled["emotion"]  # other targets keep their scaling
+    preds, _, _ = fit_torch(_cfg(tmp_path, head="mlp-mtl", unscaled=["age"], output="linear",
+                                 loss="ccc,age=mse", lr=0.01, epochs=20), ds, ds.tasks, 0)
+    assert 20 < float(np.median(preds["exvo"]["age"])) < 40  # years, from a linear output
+    with pytest.raises(ValueError, match="unscaled names \\['years'\\]"):
+        make_outputs([task], ds, train, TrainOptions.from_dict({"unscaled": "years"}))
+    with pytest.raises(ValueError, match="needs output = linear"):
+        TrainOptions.from_dict({"unscaled": "age", "output": "sigmoid"})
+    with pytest.raises(ValueError, match="add --output linear"):
+        fit_torch(_cfg(tmp_path, head="mlp-avb", run="s", unscaled=["age"]), ds, ds.tasks, 0)
