@@ -70,10 +70,10 @@ from sklearn.preprocessing import LabelBinarizer, StandardScaler
 from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
 
 from data.tasks import Task
-from heads import metrics
 from heads.base import HEADS, FitOptions, FitResult, VectorHead, register_head
 from heads.dataset import Dataset, labelled
 from heads.rundir import jsonable
+from heads.scoring import mae_error, mean_ccc_score, uar_score
 
 logger = logging.getLogger(__name__)
 
@@ -276,11 +276,11 @@ class ClassicalHead(VectorHead, abc.ABC):
                 raise ValueError(f"task {task.name}, target {tg.name}: {len(ok_tr)} Train and "
                                  f"{len(ok_va)} Val clips with labels; need Train and Val labels")
             if tg.kind == "classification":
-                score_fn, greater = metrics.uar, True
+                score_fn, greater = uar_score, True
             elif tg.metric == "mae":
-                score_fn, greater = metrics.mae, False
+                score_fn, greater = mae_error, False
             else:
-                score_fn, greater = metrics.mean_ccc_score, True
+                score_fn, greater = mean_ccc_score, True
             sel = fit_select(self.name, tg.kind, ds.X[ok_tr], y[ok_tr], ds.X[ok_va], y[ok_va],
                              score_fn=score_fn, greater_is_better=greater, seed=seed, n_jobs=n_jobs)
             p = sel.predict(ds.X)
@@ -808,9 +808,9 @@ def fit_select(
         y_train: Train targets: (n,) or (n, k) floats, or (n,) integer class codes.
         X_val: Val features, (m, d).
         y_val: Val targets, like ``y_train``.
-        score_fn: ``score_fn(y_val, prediction) -> float``, e.g. ``metrics.mean_ccc_score``,
-            ``metrics.uar`` or a negative MAE.
-        greater_is_better: ``False`` for errors such as ``metrics.mae``.
+        score_fn: ``score_fn(y_val, prediction) -> float``, e.g. ``heads.scoring.mean_ccc_score``,
+            ``heads.scoring.uar_score`` or ``heads.scoring.mae_error``.
+        greater_is_better: ``False`` for errors such as ``heads.scoring.mae_error``.
         seed: random seed of the estimators (xgb, linear SVMs).
         n_jobs: parallel jobs (xgb threads, one SVR per column).
         grid: replaces the default grid: a list of param dicts, or a dict of lists (every

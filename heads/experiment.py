@@ -31,9 +31,9 @@ from heads import rundir
 from heads.base import FitOptions
 from heads.config import ExperimentConfig
 from heads.dataset import labelled
-from heads.evaluate import bootstrap_task, score_task
 from heads.features import FeatureRequest
 from heads.registry import get_head
+from heads.scoring import score_task, task_ci
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
         truth_va = {k: v[va] for k, v in ds.truths[t.name].items()}
         pred_va = {k: v[va] for k, v in preds.items()}
         val = score_task(t, truth_va, pred_va)
-        val["ci"] = list(bootstrap_task(t, truth_va, pred_va, n_boot=cfg.n_boot, seed=0))
+        val["ci"] = list(task_ci(t, truth_va, pred_va, n_boot=cfg.n_boot, seed=0))
         val["ci_level"] = 0.95
         val["score"] = float(np.mean(seed_scores[t.name]))
         val["score_std"] = float(np.std(seed_scores[t.name], ddof=1)) if cfg.seeds > 1 else 0.0

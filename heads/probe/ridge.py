@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 
-from heads import metrics
 from heads.probe.data import ProbeData, labelled
+from heads.scoring import uar_score
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def ridge_refit(X: np.ndarray, weights: np.ndarray, Y: np.ndarray, alpha: float 
 
 
 def _ccc_alphas(t: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Population CCC per (alpha, column): t (m, k), p (m, A, k) -> (A, k); as metrics.ccc."""
+    """Population CCC per (alpha, column): t (m, k), p (m, A, k) -> (A, k); as scoring.ccc_score."""
     mt, mp = t.mean(axis=0), p.mean(axis=0)  # (k,), (A, k)
     a, b = t - mt, p - mp
     m = t.shape[0]
@@ -232,7 +232,7 @@ def _select_alpha(tg: Any, X_va: np.ndarray, y_va: np.ndarray, coefs: np.ndarray
     dec += intercepts[None]
     if classes is not None:
         idx = (dec[:, :, 0] > 0).astype(np.int64) if k == 1 else dec.argmax(axis=2)
-        scores = np.array([metrics.uar(y_va, classes[idx[:, a]]) for a in range(n_alpha)])
+        scores = np.array([uar_score(y_va, classes[idx[:, a]]) for a in range(n_alpha)])
         return best_index(scores, True)
     if tg.metric == "mae":
         return best_index(np.abs(dec - y_va[:, None, :]).mean(axis=(0, 2)), False)

@@ -1,4 +1,4 @@
-"""Task scores from predictions: per column, per target, the headline, and a bootstrap CI.
+"""Task scores from predictions: per column, per target, the headline (and the ExVo score).
 
 Predictions and truths are dicts keyed by target name: regression ``(n, k)`` float arrays with
 NaN for a missing label, classification ``(n,)`` integer codes with -1 for a missing label.
@@ -6,12 +6,16 @@ Missing labels are left out per column, never filled.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 
 from data.tasks import Task
-from heads import metrics
+from heads.scoring.classification import confusion, uar_score
+from heads.scoring.regression import ccc_organisers_score, ccc_score
+
+logger = logging.getLogger(__name__)
 
 HEADLINE_TEXT = {
     "ccc": "mean CCC (population form, = audmetric.concordance_cc)",
@@ -21,15 +25,53 @@ HEADLINE_TEXT = {
 }
 
 
+def exvo_score(ccc: float, uar: float, mae: float) -> float:
+    """ExVo 2022 multitask score: harmonic mean of (mean emotion CCC, country UAR, 1 / age MAE).
+
+    Computed as ``3 / (1/ccc + 1/uar + mae)``, so an MAE of exactly 0 is the limit
+    ``1/MAE -> inf`` rather than a division by zero.
+
+    A harmonic mean is only defined for positive numbers. A mean CCC <= 0 (no agreement at
+    all) or a UAR of 0 would make the formula return a negative, infinite or meaningless
+    number that could rank a useless system above a useful one; the score is then 0.0, the
+    limit of the harmonic mean as that component goes to 0 from above.
+
+    Args:
+        ccc: mean CCC over the 10 emotion columns.
+        uar: country UAR.
+        mae: age MAE in years (>= 0).
+
+    Returns:
+        The score (higher is better); 0.0 when ``ccc <= 0`` or ``uar <= 0``.
+
+    Raises:
+        ValueError: if a component is NaN / infinite or ``mae`` is negative.
+
+    Examples:
+        >>> round(exvo_score(0.4900, 0.5010, 3.9952), 4)
+        0.3735
+        >>> exvo_score(-0.1, 0.5, 4.0)
+        0.0
+    """
+    for name, value in (("ccc", ccc), ("uar", uar), ("mae", mae)):
+        if not np.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if mae < 0:
+        raise ValueError(f"mae must be >= 0 (an absolute error), got {mae!r}")
+    if ccc <= 0 or uar <= 0:
+        logger.debug("exvo_score: non-positive component (ccc=%s, uar=%s) -> 0.0", ccc, uar)
+        return 0.0
+    return float(3.0 / (1.0 / ccc + 1.0 / uar + mae))
+
+
 def score_target(target: Any, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     """Score one target, leaving out rows whose label is missing."""
     if target.kind == "classification":
         keep = y_true >= 0
         labels = list(range(len(target.classes)))
-        present = sorted(set(y_true[keep].tolist()))
         out = {"metric": "uar", "n": int(keep.sum()),
-               "score": float(metrics.uar(y_true[keep], y_pred[keep], labels=present)) if keep.any() else float("nan")}
-        out["confusion"] = metrics.confusion(y_true[keep], y_pred[keep], labels).tolist()
+               "score": uar_score(y_true[keep], y_pred[keep]) if keep.any() else float("nan")}
+        out["confusion"] = confusion(y_true[keep], y_pred[keep], labels).tolist()
         out["classes"] = list(target.classes)
         return out
     per_col, per_col_org = {}, {}
@@ -39,8 +81,8 @@ def score_target(target: Any, y_true: np.ndarray, y_pred: np.ndarray) -> dict[st
         if keep.sum() < 2:
             per_col[col] = float("nan")
             continue
-        per_col[col] = float(metrics.ccc(y_true[keep, j], y_pred[keep, j]))
-        per_col_org[col] = float(metrics.ccc_organisers(y_true[keep, j], y_pred[keep, j]))
+        per_col[col] = float(ccc_score(y_true[keep, j], y_pred[keep, j]))
+        per_col_org[col] = float(ccc_organisers_score(y_true[keep, j], y_pred[keep, j]))
         errs.append(np.abs(y_true[keep, j] - y_pred[keep, j]))
     mae = float(np.mean(np.concatenate(errs))) if errs else float("nan")
     vals = [v for v in per_col.values() if np.isfinite(v)]
@@ -62,7 +104,7 @@ def score_task(task: Task, truths: dict[str, np.ndarray], preds: dict[str, np.nd
         cty = next(v for t, v in zip(task.targets, targets.values()) if t.metric == "uar")
         age = next(v for t, v in zip(task.targets, targets.values()) if t.metric == "mae")
         parts = (emo["score"], cty["score"], age["score"])
-        score = float(metrics.exvo_score(*parts)) if all(np.isfinite(parts)) else float("nan")
+        score = float(exvo_score(*parts)) if all(np.isfinite(parts)) else float("nan")
     elif task.headline == "ccc":
         cols = [c for t in targets.values() for c in t.get("per_column", {}).values() if np.isfinite(c)]
         score = float(np.mean(cols)) if cols else float("nan")
@@ -71,22 +113,3 @@ def score_task(task: Task, truths: dict[str, np.ndarray], preds: dict[str, np.nd
     per_column = {c: v for t in targets.values() for c, v in t.get("per_column", {}).items()}
     return {"score": score, "metric": task.headline, "metric_text": HEADLINE_TEXT[task.headline],
             "targets": targets, "per_column": per_column}
-
-
-def bootstrap_task(task: Task, truths: dict[str, np.ndarray], preds: dict[str, np.ndarray], *,
-                   n_boot: int = 500, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap CI of the task headline, resampling clips (rows) jointly."""
-    n = len(next(iter(truths.values())))
-    if n < 3 or n_boot <= 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    scores = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        s = score_task(task, {k: v[idx] for k, v in truths.items()},
-                       {k: v[idx] for k, v in preds.items()})["score"]
-        if np.isfinite(s):
-            scores.append(s)
-    if not scores:
-        return float("nan"), float("nan")
-    return float(np.quantile(scores, alpha / 2)), float(np.quantile(scores, 1 - alpha / 2))

@@ -1,4 +1,5 @@
-"""Tests of heads/metrics.py against audmetric, scikit-learn and textbook formulas."""
+"""Tests of heads/scoring (regression, classification, bootstrap, registry) against audmetric,
+scikit-learn and textbook formulas."""
 from __future__ import annotations
 
 import math
@@ -10,20 +11,20 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, mean_absolute_error, recall_score
 
-from heads import metrics
-from heads.metrics import (
+from heads import scoring as metrics
+from heads.scoring import (
     METRIC_TARGETS,
     METRICS,
     bootstrap_ci,
-    ccc,
-    ccc_organisers,
+    ccc_organisers_score as ccc_organisers,
+    ccc_score as ccc,
     confusion,
     exvo_score,
-    mae,
+    mae_error as mae,
     mean_ccc,
     mean_ccc_organisers_score,
     mean_ccc_score,
-    uar,
+    uar_score as uar,
 )
 
 SEEDS = [0, 1, 2, 3]
@@ -313,11 +314,20 @@ def test_bootstrap_rejects_bad_arguments() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(METRICS))
+def test_metric_names_say_their_direction(name: str) -> None:
+    info = METRICS[name]
+    assert info.target in METRIC_TARGETS
+    assert isinstance(info.greater_is_better, bool) and info.description
+    assert getattr(metrics, info.fn.__name__) is info.fn  # a public function of the package
+    assert info.fn.__name__.endswith("_score" if info.greater_is_better else "_error")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, i in METRICS.items() if i.target != "text"))
 def test_metric_contract(name: str) -> None:
     info = METRICS[name]
     assert info.target in METRIC_TARGETS
     assert isinstance(info.greater_is_better, bool) and info.description
-    assert getattr(metrics, info.fn.__name__) is info.fn  # a public function of the module
+    assert getattr(metrics, info.fn.__name__) is info.fn  # a public function of the package
     if info.target == "aggregate":
         assert round(info.fn(0.4900, 0.5010, 3.9952), 4) == 0.3735
         return
