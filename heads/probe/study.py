@@ -19,7 +19,7 @@ import pandas as pd
 from data.tasks import parse_tasks, resolve_task
 from extract.store import FeatureStore, SetHeader
 from heads.base import FitOptions
-from heads.baselines import RIDGE_ALPHAS
+from heads.classical import RIDGE_ALPHAS
 from heads.dataset import Dataset
 from heads.features import FeatureError, find_set
 from heads.probe.data import ProbeData, layer_fields, load_probe_data, standardise, standardise_layers

@@ -15,10 +15,10 @@ from benchmarks.probe import SYNTHETIC_SPEC, make_synthetic_workdir
 from data.tasks import TASKS, get_task
 from data.workdir import open_corpus
 from extract.store import FeatureStore
-from heads.baselines import RIDGE_ALPHAS
+from heads.classical import RIDGE_ALPHAS
 from heads.scoring import Resamples, ccc_score, headline_resamples, score_task
 from heads.features import FeatureError
-from heads.probe import (ProbeConfig, RidgeEigen, WeightedSumConfig, ridge_refit, run_probe)
+from heads.probe import ProbeConfig, WeightedSumConfig, run_probe
 
 SIGNAL_LAYER = 3
 
@@ -48,24 +48,6 @@ def wsum(store_wd):
 
 
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("n,d", [(60, 8), (10, 25)])  # primal and dual forms
-@pytest.mark.parametrize("weighted", [False, True])
-def test_ridge_eigen_and_refit_equal_sklearn(n, d, weighted):
-    rng = np.random.default_rng(n + d)
-    X = rng.standard_normal((n, d))
-    Y = X @ rng.standard_normal((d, 3)) + rng.standard_normal((n, 3))
-    w = rng.integers(1, 4, n).astype(float) if weighted else None
-    alphas = [0.1, 1.0, 30.0]
-    coefs, intercepts = RidgeEigen(X, w).path(Y, alphas)
-    for a, coef, icpt in zip(alphas, coefs, intercepts):
-        ref = Ridge(alpha=a).fit(X, Y, sample_weight=w)
-        np.testing.assert_allclose(coef, ref.coef_.T, rtol=1e-6, atol=1e-8)
-        np.testing.assert_allclose(icpt, ref.intercept_, rtol=1e-6, atol=1e-8)
-        c2, i2 = ridge_refit(X, np.ones(n) if w is None else w, Y, a)
-        np.testing.assert_allclose(c2, ref.coef_.T, rtol=1e-6, atol=1e-8)
-        np.testing.assert_allclose(i2, ref.intercept_, rtol=1e-6, atol=1e-8)
-
-
 def test_best_layer_is_the_signal_layer(probe):
     s = probe.summary
     assert s["best"]["layer"] == SIGNAL_LAYER

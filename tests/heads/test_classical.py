@@ -1,4 +1,4 @@
-"""Tests of heads/baselines.py: every classical head x kind, the ridge path, input checks."""
+"""Tests of heads/classical: every classical head x kind, THE ridge solver, input checks."""
 from __future__ import annotations
 
 import re
@@ -9,13 +9,13 @@ import pytest
 from sklearn.linear_model import Ridge, RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
-from heads.baselines import (
+from heads.classical import (
     classical_heads,
     KINDS,
     RIDGE_ALPHAS,
     FitSelection,
+    RidgeSolver,
     fit_select,
-    ridge_path,
     xgb_device,
 )
 from heads.scoring import mae_error, mean_ccc, mean_ccc_score, uar_score
@@ -130,9 +130,9 @@ def test_fit_select_is_deterministic(head: str) -> None:
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_svm_switches_to_linear_above_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    import heads.baselines as baselines
+    import heads.classical.svm as svm
 
-    monkeypatch.setattr(baselines, "SVM_KERNEL_MAX_ROWS", 100)
+    monkeypatch.setattr(svm, "SVM_KERNEL_MAX_ROWS", 100)
     head = classical_heads()["svr"]
     assert {p["kernel"] for p in head.default_grid("regression", 300)} == {"linear"}
     assert {p["kernel"] for p in head.default_grid("regression", 100)} == {"rbf"}
@@ -151,13 +151,32 @@ def test_ridge_path_equals_sklearn(n: int, d: int, weighted: bool) -> None:
     Y = rng.standard_normal((n, 2))
     weights = rng.uniform(0.2, 3.0, n) if weighted else None
     alphas = [0.1, 10.0, 1000.0]
-    for (alpha, coef, intercept), expected_alpha in zip(
-        ridge_path(X, Y, alphas, sample_weight=weights), alphas
-    ):
+    solver = RidgeSolver(X, weights)
+    for expected_alpha in alphas:
+        coef, intercept = solver.solve(Y, expected_alpha)
         reference = Ridge(alpha=expected_alpha).fit(X, Y, sample_weight=weights)
-        assert alpha == expected_alpha
         np.testing.assert_allclose(coef.T, reference.coef_, atol=1e-10)
         np.testing.assert_allclose(intercept, reference.intercept_, atol=1e-10)
+
+
+@pytest.mark.parametrize("n,d", [(60, 8), (10, 25)])  # primal and dual forms
+@pytest.mark.parametrize("weighted", [False, True])
+def test_ridge_solver_path_and_solve_equal_sklearn(n, d, weighted):
+    """The eigendecomposition path (the probe) and the Cholesky solve (a refit) of one solver."""
+    rng = np.random.default_rng(n + d)
+    X = rng.standard_normal((n, d))
+    Y = X @ rng.standard_normal((d, 3)) + rng.standard_normal((n, 3))
+    w = rng.integers(1, 4, n).astype(float) if weighted else None
+    alphas = [0.1, 1.0, 30.0]
+    solver = RidgeSolver(X, w)
+    coefs, intercepts = solver.path(Y, alphas)
+    for a, coef, icpt in zip(alphas, coefs, intercepts):
+        ref = Ridge(alpha=a).fit(X, Y, sample_weight=w)
+        np.testing.assert_allclose(coef, ref.coef_.T, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(icpt, ref.intercept_, rtol=1e-6, atol=1e-8)
+        c2, i2 = RidgeSolver(X, np.ones(n) if w is None else w).solve(Y, a)
+        np.testing.assert_allclose(c2, ref.coef_.T, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(i2, ref.intercept_, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("codes", [(0, 1), (0, 1, 2, 3)])
