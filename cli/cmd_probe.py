@@ -76,8 +76,19 @@ def run(args: argparse.Namespace) -> int:
         plots.append(plot_layer_weights(s, result.probe_dir / "layer_weights.png"))
     _print_table(s)
     b = s["best"]
-    say(f"best layer: {b['layer']} ({b['pooling']} pooling), Val {s['metric']} = {b['score']:.4f} "
-        f"(95% CI {b['ci'][0]:.4f} to {b['ci'][1]:.4f})")
+    say(f"best layer on Val: {b['layer']} ({b['pooling']} pooling), Val {s['metric']} = "
+        f"{b['score']:.4f} (95% CI {b['ci'][0]:.4f} to {b['ci'][1]:.4f})")
+    if "test_score" in b:
+        say(f"  that layer on Test: {s['metric']} = {b['test_score']:.4f} (chosen on Val, "
+            f"mean over {cfg.seeds} seed(s))")
+    nxt = b.get("next")
+    if nxt is not None and b.get("separated"):
+        say(f"  * its CI does not overlap that of the next best, layer {nxt['layer']} "
+            f"({nxt['pooling']}) {_f(nxt['score'])} [{_f(nxt['ci'][0])}, {_f(nxt['ci'][1])}]")
+    elif nxt is not None:
+        say(f"  not starred: its CI overlaps that of the next best, layer {nxt['layer']} "
+            f"({nxt['pooling']}) {_f(nxt['score'])} [{_f(nxt['ci'][0])}, {_f(nxt['ci'][1])}]; "
+            f"the data do not separate them")
     for pooling, ws in (s.get("weighted_sum") or {}).items():
         top = sorted(zip(ws["weights"], ws["layers"]), reverse=True)[:3]
         say(f"weighted sum ({pooling}): Val {s['metric']} = {ws['score']:.4f} (95% CI "
@@ -125,7 +136,8 @@ def _print_table(s: dict) -> None:
             if r is None:
                 cells += [" " * w for w in widths]
                 continue
-            mark = "*" if (layer, p) == (s["best"]["layer"], s["best"]["pooling"]) else " "
+            best = (layer, p) == (s["best"]["layer"], s["best"]["pooling"])
+            mark = "*" if best and s["best"].get("separated") else " "
             cells += [(_f(r["score"]) + mark).rjust(widths[0]),
                       f"[{_f(r['ci'][0])}, {_f(r['ci'][1])}]".center(widths[1]),
                       _f(r["std"]).rjust(widths[2])]

@@ -24,6 +24,8 @@ LOGREG_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-3, 2, 6))
 class LogRegHead(ClassicalHead):
     """LogisticRegression (balanced) for classes; Ridge for regression targets."""
 
+    seeded = False  # a convex / deterministic fit: every seed gives the same model
+
     name = "logreg"
     description = "LogisticRegression (balanced), C in logspace(-3, 2, 6); Ridge for regression"
 

@@ -221,6 +221,8 @@ def ridge_estimator(
 class RidgeHead(ClassicalHead):
     """Ridge regression / RidgeClassifier, alpha chosen on Val along one shared Gram matrix."""
 
+    seeded = False  # a convex / deterministic fit: every seed gives the same model
+
     name = "ridge"
     description = "Ridge / RidgeClassifier (balanced), alpha in logspace(-2, 4, 13)"
 

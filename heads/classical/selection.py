@@ -53,6 +53,8 @@ class FitSelection:
         kind: ``"regression"`` or ``"classification"``.
         classes: the class codes seen in ``y_train`` (classification), sorted.
         n_outputs: number of target columns for 2-D regression targets, ``None`` for 1-D.
+        clip: regression: the label range predictions are clipped to (``None``: not clipped);
+            ``val_score`` and every grid score were computed on clipped predictions.
     """
 
     model: Pipeline
@@ -63,12 +65,14 @@ class FitSelection:
     kind: str
     classes: np.ndarray | None = None
     n_outputs: int | None = None
+    clip: tuple[float, float] | None = None
 
-    def predict(self, X: np.ndarray) -> np.ndarray:  # noqa: N803
-        """Predict regression values or class codes.
+    def predict(self, X: np.ndarray, *, raw: bool = False) -> np.ndarray:  # noqa: N803
+        """Predict regression values (clipped to :attr:`clip`) or class codes.
 
         Args:
             X: features, shape (n, d), same columns as in training.
+            raw: regression: the model's values before clipping.
 
         Returns:
             Regression: shape (n,) or (n, k) like ``y_train``. Classification: (n,) class
@@ -86,6 +90,8 @@ class FitSelection:
             assert self.classes is not None
             return self.classes[out.astype(np.int64)]
         out = out.astype(np.float64)  # xgb predicts float32
+        if self.clip is not None and not raw:
+            out = np.clip(out, *self.clip)
         if self.n_outputs is None:
             return out.reshape(X.shape[0])
         return out.reshape(X.shape[0], self.n_outputs)
@@ -128,6 +134,7 @@ class Problem:
     classes: np.ndarray | None = None
     sample_weight: np.ndarray | None = None
     class_weight: np.ndarray | None = field(default=None, repr=False)
+    clip: tuple[float, float] | None = None
 
     def score(self, prediction: np.ndarray) -> float:
         """Score a prediction on Val (class indices for classification)."""
@@ -137,6 +144,8 @@ class Problem:
             prediction = self.classes[prediction.astype(np.int64).reshape(-1)]
         else:
             prediction = prediction.reshape(self.y_val.shape)
+            if self.clip is not None:  # score what is reported: the clipped prediction
+                prediction = np.clip(prediction, *self.clip)
         return float(self.score_fn(self.y_val, prediction))
 
 
@@ -175,6 +184,20 @@ SearchResult = tuple[list[tuple[Params, float]], GridBest]
 # --------------------------------------------------------------------------------------------
 
 
+def clipping_record(ds: Dataset, raw: np.ndarray, clip: tuple[float, float]) -> dict[str, Any]:
+    """How many predicted values of each split lie outside ``clip`` (and are clipped to it).
+
+    Returns:
+        ``{"range": [low, high], "clipped": {split: n}, "values": {split: n}}`` over every
+        value (rows x columns) of each split.
+    """
+    outside = (raw < clip[0]) | (raw > clip[1])
+    splits = ("Train", "Val", "Test")
+    return {"range": [float(clip[0]), float(clip[1])],
+            "clipped": {s: int(outside[ds.rows(s)].sum()) for s in splits},
+            "values": {s: int(outside[ds.rows(s)].size) for s in splits}}
+
+
 class ClassicalHead(VectorHead, abc.ABC):
     """One head family. Subclasses set ``name`` / ``description`` and build estimators.
 
@@ -185,6 +208,9 @@ class ClassicalHead(VectorHead, abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     family: ClassVar[str] = "classical"
+    seeded: ClassVar[bool] = True
+    """Whether the seed changes the fit; ``False`` for the deterministic heads (ridge, logreg,
+    svm), which refuse ``--seeds N > 1``."""
 
     def fit(self, dataset: Dataset, tasks: Sequence[Task], *, seed: int, out_dir: Any,
             options: FitOptions) -> FitResult:
@@ -221,16 +247,19 @@ class ClassicalHead(VectorHead, abc.ABC):
                 score_fn, greater = mae_error, False
             else:
                 score_fn, greater = mean_ccc_score, True
+            clip = tg.value_range if tg.kind == "regression" else None  # labels' known range
             sel = fit_select(self.name, tg.kind, ds.X[ok_tr], y[ok_tr], ds.X[ok_va], y[ok_va],
-                             score_fn=score_fn, greater_is_better=greater, seed=seed, n_jobs=n_jobs)
-            p = sel.predict(ds.X)
-            if tg.kind == "regression":
-                p = np.asarray(p, dtype=np.float32).reshape(len(ds.ids), -1)
-                if tg.value_range is not None:
-                    p = np.clip(p, *tg.value_range)  # labels live in a known range
-            preds[tg.name] = np.asarray(p)
+                             score_fn=score_fn, greater_is_better=greater, seed=seed,
+                             n_jobs=n_jobs, clip=clip)
+            p = sel.predict(ds.X, raw=True)
             params[tg.name] = {"params": jsonable(sel.params),
                                "val_score_selection": float(sel.val_score)}
+            if tg.kind == "regression":
+                p = np.asarray(p, dtype=np.float32).reshape(len(ds.ids), -1)
+                if clip is not None:
+                    params[tg.name]["clipping"] = clipping_record(ds, p, clip)
+                    p = np.clip(p, *clip)
+            preds[tg.name] = np.asarray(p)
         return preds, params, excluded
 
     @abc.abstractmethod
@@ -381,6 +410,7 @@ def fit_select(
     seed: int = 0,
     n_jobs: int = 1,
     grid: GridSpec | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> FitSelection:
     """Fit a classical head on Train for each grid entry and keep the best on Val.
 
@@ -402,6 +432,10 @@ def fit_select(
         n_jobs: parallel jobs (xgb threads, one SVR per column).
         grid: replaces the default grid: a list of param dicts, or a dict of lists (every
             combination). Keys per head: :meth:`ClassicalHead.grid_keys`.
+        clip: regression only: ``(low, high)``, the labels' known range. Every grid entry is
+            then scored on its predictions clipped to it, the predictions that are reported,
+            and :meth:`FitSelection.predict` clips. (XGBoost's early stopping still watches its
+            own loss on the raw values.)
 
     Returns:
         The :class:`FitSelection`.
@@ -417,6 +451,13 @@ def fit_select(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     head_obj = known[head]
+    if clip is not None:
+        if kind != "regression":
+            raise ValueError(f"clip applies to regression only, got kind {kind!r}")
+        low, high = (float(v) for v in clip)
+        if not low < high:
+            raise ValueError(f"clip must be (low, high) with low < high, got {clip!r}")
+        clip = (low, high)
     X_tr = _check_features(X_train, "X_train")
     X_va = _check_features(X_val, "X_val")
     if X_tr.shape[1] != X_va.shape[1]:
@@ -444,6 +485,7 @@ def fit_select(
         greater_is_better=greater_is_better,
         seed=seed,
         n_jobs=n_jobs,
+        clip=clip,
     )
     classes = None
     if kind == "classification":
@@ -483,4 +525,5 @@ def fit_select(
         kind=kind,
         classes=classes,
         n_outputs=y_tr.shape[1] if kind == "regression" and y_tr.ndim == 2 else None,
+        clip=clip,
     )

@@ -21,6 +21,8 @@ SVM_KERNEL_MAX_ROWS = 10_000
 class SVMHead(ClassicalHead):
     """SVR / SVC, or LinearSVR / LinearSVC above SVM_KERNEL_MAX_ROWS training rows."""
 
+    seeded = False  # a convex / deterministic fit: every seed gives the same model
+
     def default_grid(self, kind: str, n_train: int) -> list[Params]:
         kernel = "rbf" if n_train <= SVM_KERNEL_MAX_ROWS else "linear"
         return [{"C": c, "kernel": kernel} for c in SVM_CS]

@@ -31,6 +31,9 @@ class XGBHead(ClassicalHead):
     """Gradient-boosted trees (hist), early stopping on Val."""
 
     name = "xgb"
+    # Deterministic as the command line runs it: hist trees without row / column subsampling
+    # (the default grid) grow the same trees for every random_state.
+    seeded = False
     description = "XGBoost hist, max_depth {3, 6} x n_estimators {200, 500}, lr 0.05"
     _keys = frozenset({
         "max_depth", "n_estimators", "learning_rate", "min_child_weight", "subsample",

@@ -125,6 +125,8 @@ def _select_alpha(tg: Any, X_va: np.ndarray, y_va: np.ndarray, coefs: np.ndarray
         idx = (dec[:, :, 0] > 0).astype(np.int64) if k == 1 else dec.argmax(axis=2)
         scores = np.array([uar_score(y_va, classes[idx[:, a]]) for a in range(n_alpha)])
         return best_index(scores, True)
+    if tg.value_range is not None:  # score what is reported: the clipped prediction
+        dec = np.clip(dec, *tg.value_range)
     if tg.metric == "mae":
         return best_index(np.abs(dec - y_va[:, None, :]).mean(axis=(0, 2)), False)
     return best_index(_ccc_alphas(y_va.astype(np.float64), dec).mean(axis=1), True)

@@ -304,10 +304,33 @@ def _weighted_study(store: FeatureStore, header: SetHeader, field_name: str,
 
 
 def _best_record(results: list[dict[str, Any]], greater: bool) -> dict[str, Any]:
+    """The best (layer, pooling) on Val, its Test score, and whether it is starred.
+
+    ``separated`` (the star): the best's 95 % bootstrap CI does not overlap the CI of the
+    next-best (layer, pooling) (``next``). Without it the best is only the highest point
+    estimate among layers the data cannot tell apart.
+    """
     scores = np.array([r["score"] for r in results], dtype=np.float64)
-    r = results[best_index(scores, greater)]
-    return {"layer": r["layer"], "pooling": r["pooling"], "score": r["score"], "ci": r["ci"],
-            "std": r["std"]}
+    i = best_index(scores, greater)
+    r = results[i]
+    out = {"layer": r["layer"], "pooling": r["pooling"], "score": r["score"], "ci": r["ci"],
+           "std": r["std"], "selected_on": "Val"}
+    if "test_score" in r:
+        out["test_score"] = r["test_score"]
+    others = [j for j in range(len(results)) if j != i]
+    if not others:
+        out["separated"] = False
+        out["next"] = None
+        return out
+    rest = scores[others]
+    j = others[best_index(rest, greater)]
+    n = results[j]
+    out["next"] = {"layer": n["layer"], "pooling": n["pooling"], "score": n["score"],
+                   "ci": n["ci"]}
+    low, high = r["ci"]
+    n_low, n_high = n["ci"]
+    out["separated"] = bool(low > n_high if greater else high < n_low)
+    return out
 
 
 def probe_table(summary: dict[str, Any]) -> pd.DataFrame:

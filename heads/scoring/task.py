@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from data.tasks import Task
-from heads.scoring.classification import confusion, uar_score
+from heads.scoring.classification import (confusion, macro_f1_score, per_class_recall, uar_score,
+                                          wa_score)
 from heads.scoring.regression import ccc_organisers_score, ccc_score
 
 logger = logging.getLogger(__name__)
@@ -65,13 +66,28 @@ def exvo_score(ccc: float, uar: float, mae: float) -> float:
 
 
 def score_target(target: Any, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    """Score one target, leaving out rows whose label is missing."""
+    """Score one target, leaving out rows whose label is missing.
+
+    Classification: ``score`` = ``uar`` (:func:`uar_score`), ``wa`` (accuracy), ``macro_f1``,
+    ``per_class_recall`` and ``support`` by class name (the classes found in the truth or the
+    prediction: UAR is the mean of these recalls), ``confusion`` (rows true, columns
+    predicted, in ``classes`` order). Regression: per-column CCC (both variants), their
+    means, the MAE.
+    """
     if target.kind == "classification":
         keep = y_true >= 0
         labels = list(range(len(target.classes)))
+        t, p = y_true[keep], y_pred[keep]
         out = {"metric": "uar", "n": int(keep.sum()),
-               "score": uar_score(y_true[keep], y_pred[keep]) if keep.any() else float("nan")}
-        out["confusion"] = confusion(y_true[keep], y_pred[keep], labels).tolist()
+               "score": uar_score(t, p) if keep.any() else float("nan")}
+        out["uar"] = out["score"]
+        out["wa"] = wa_score(t, p) if keep.any() else float("nan")
+        out["macro_f1"] = macro_f1_score(t, p) if keep.any() else float("nan")
+        # the classes UAR averages over (truth or prediction), by name
+        recalls = per_class_recall(t, p) if keep.any() else {}
+        out["per_class_recall"] = {target.classes[int(c)]: r for c, r in recalls.items()}
+        out["support"] = {target.classes[int(c)]: int((t == c).sum()) for c in recalls}
+        out["confusion"] = confusion(t, p, labels).tolist()
         out["classes"] = list(target.classes)
         return out
     per_col, per_col_org = {}, {}
