@@ -85,14 +85,30 @@ def test_ridge_selects_on_the_clipped_predictions_it_reports(wd):
     assert chosen["val_score_selection"] == pytest.approx(scores[best], abs=1e-4)
 
 
-@pytest.mark.parametrize("head", ["ridge", "logreg", "svr", "xgb"])
+@pytest.mark.parametrize("head", ["ridge", "xgb"])  # every deterministic head: the next test
 def test_deterministic_heads_refuse_seeds_with_a_hint_that_works(wd, head):
     args = ["--head", head, "--task", "country", "--n-boot", "0"]
     p = _train(wd, *args, "--seeds", "3", check=2)
     err = p.stderr + p.stdout
     assert f"--seeds 3: head '{head}' is deterministic" in err and "run it with --seeds 1" in err
     assert "mlp-avb" in err  # names heads whose seed does change the fit
-    _train(wd, *args, "--seeds", "1", "--run-name", f"det-{head}")
+    if head == "ridge":
+        _train(wd, *args, "--seeds", "1", "--run-name", f"det-{head}")
+
+
+@pytest.mark.parametrize("head", ["ridge", "logreg", "svr", "svc", "xgb"])
+def test_every_deterministic_head_is_refused(tmp_path, head):
+    from heads.config import ExperimentConfig
+    from heads.experiment import check_seeds
+
+    cfg = ExperimentConfig(workdir=str(tmp_path), task="country", features=("x",), head=head,
+                           seeds=2)
+    with pytest.raises(ValueError, match=f"head '{head}' is deterministic"):
+        check_seeds(cfg)
+    check_seeds(ExperimentConfig(workdir=str(tmp_path), task="country", features=("x",),
+                                 head=head, seeds=1))
+    check_seeds(ExperimentConfig(workdir=str(tmp_path), task="country", features=("x",),
+                                 head="mlp-avb", seeds=2))
 
 
 def test_seeds_label_each_number_over_seeds(wd):
