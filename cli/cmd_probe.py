@@ -18,8 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "(cached features only: nothing is extracted), over several seeds. Writes "
                     "WORKDIR/probes/<name>/probe.json, probe.csv (layer x pooling: score, 95 %% "
                     "CI, std over seeds) and probe.png (score against layer, one line per "
-                    "pooling, CI band), and names the best layer. CI: percentile bootstrap over "
-                    "Val clips of the seed-mean score. For ridge, seed 0 fits all of Train and "
+                    "pooling, CI band), and names the best layer on Val with its Test score (when Test "
+                    "has labels); it is starred (*) only when its CI does not overlap the next "
+                    "best's. CI: percentile bootstrap over Val clips of the seed-mean score. For ridge, seed 0 fits all of Train and "
                     "chooses alpha on Val; seed k > 0 refits it on a bootstrap resample of Train.")
     add_workdir(p)
     p.add_argument("--features", required=True, metavar="SPEC|KEY",
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         plots.append(plot_layer_weights(s, result.probe_dir / "layer_weights.png"))
     _print_table(s)
     b = s["best"]
-    say(f"best layer on Val: {b['layer']} ({b['pooling']} pooling), Val {s['metric']} = "
+    say(f"best layer: {b['layer']} ({b['pooling']} pooling), Val {s['metric']} = "
         f"{b['score']:.4f} (95% CI {b['ci'][0]:.4f} to {b['ci'][1]:.4f})")
     if "test_score" in b:
         say(f"  that layer on Test: {s['metric']} = {b['test_score']:.4f} (chosen on Val, "

@@ -193,5 +193,5 @@ def test_probe_reports_the_val_best_layer_on_test_and_stars_only_a_separated_one
             "avb-high", "--poolings", "mean", "--seeds", "1", "--n-boot", "200", "--name", "n")
     best = json.loads((Path(noise["workdir"]) / "probes" / "n" / "probe.json").read_text())["best"]
     assert not best["separated"] and best["ci"][0] <= best["next"]["ci"][1]
-    assert "*" not in p.stdout.split("best layer on Val")[0]
+    assert "*" not in p.stdout.split("best layer: ")[0]
     assert "not starred: its CI overlaps" in p.stdout
