@@ -1,7 +1,7 @@
 """Classical heads (scikit-learn, XGBoost) with hyper-parameter selection on Val.
 
-Modules: ``selection`` (the protocol: checks, the Val search, :func:`fit_select`), ``ridge``
-(THE ridge solver, used by ``probe`` too, and the ridge head), ``logreg``, ``svm``, ``xgb``.
+Modules: ``checks`` (features and targets), ``selection`` (the protocol: the Val search,
+:func:`fit_select`), ``ridge`` (THE ridge solver, used by ``probe`` too, and the ridge head), ``logreg``, ``svm``, ``xgb``.
 Importing the package registers every head.
 
 One public entry point, :func:`~heads.classical.selection.fit_select`; every head is a :class:`heads.base.Head` of family
@@ -36,18 +36,20 @@ Default grids (ties go to the first entry in grid order):
 
 Protocol. Features are standardised by a ``StandardScaler`` fitted on Train only; it is the
 first step of the returned ``Pipeline``. Each grid point is fitted on Train and scored on Val
-with ``score_fn(y_val, prediction)``; the best model is returned **as fitted on Train**. It is
+with ``score_fn(y_val, prediction)``, on the prediction clipped to the target's label range
+when one is known (what is reported); the best model is returned **as fitted on Train**. It is
 not refitted on Train + Val, so ``val_score`` is the honest score of the returned model on
 data it did not train on; it is still optimistic as an estimate of Test performance, since
 Val chose the hyper-parameters (and, for xgb, the number of trees). Report Test scores for
 claims.
 
-Ridge search. The whole alpha path shares one Gram matrix: ``X'X`` (or ``XX'`` when there are
-fewer rows than features) is computed once, then one Cholesky solve per alpha. On a 2-core
-machine, with 20,000 x 6,373 ComParE features, ``X'X`` costs about 10 s and each Cholesky
-about 1.5 s, while one eigendecomposition (the RidgeCV trick) costs about 35 s, so 13
-Cholesky solves are the cheaper shared path. The selected coefficients are written into a
-scikit-learn ``Ridge`` / ``RidgeClassifier`` (same solution as its own ``fit``; tested).
+Ridge search: one :class:`~heads.classical.ridge.RidgeSolver` (one Gram matrix) per target, one
+Cholesky solve per alpha (the module ``ridge`` says why that, not an eigendecomposition, is the
+cheaper path there).
+
+Seeds: every classical head is deterministic as the command line runs it (convex fits; xgb's
+default grid has no row or column subsampling), so ``seeded`` is False and ``--seeds N > 1`` is
+refused.
 
 Inputs are checked: rows with NaN labels are refused (exclude unlabelled rows first), rows
 with NaN / infinite features are refused (check the feature set). Class weights are

@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from data.tasks import Task
 from heads.base import HEADS, FitOptions, FitResult, VectorHead
+from heads.classical.checks import check_features, check_targets
 from heads.dataset import Dataset, labelled
 from heads.rundir import jsonable
 from heads.scoring import mae_error, mean_ccc_score, uar_score
@@ -81,7 +82,7 @@ class FitSelection:
         Raises:
             ValueError: for rows with NaN / infinite features or a wrong feature count.
         """
-        X = _check_features(X, "X")
+        X = check_features(X, "X")
         expected = self.model.named_steps["scale"].n_features_in_
         if X.shape[1] != expected:
             raise ValueError(f"X must have {expected} feature columns, got {X.shape[1]}")
@@ -305,65 +306,8 @@ def classical_heads() -> dict[str, ClassicalHead]:
 
 
 # --------------------------------------------------------------------------------------------
-# checks
+# the grid
 # --------------------------------------------------------------------------------------------
-
-
-def _check_features(X: Any, name: str) -> np.ndarray:  # noqa: N803
-    """2-D float features with no NaN / Inf rows (float16 and ints become float32 / 64)."""
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (rows, features) array, got shape {arr.shape}")
-    if arr.dtype.kind in "biu":
-        arr = arr.astype(np.float64)
-    elif arr.dtype == np.float16:
-        arr = arr.astype(np.float32)
-    elif arr.dtype.kind != "f":
-        raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise ValueError(
-            f"{name} has {rows.size} row(s) with NaN or infinite features (first rows: "
-            f"{rows[:5].tolist()}); check the feature set (a broken extraction or a float16 "
-            "overflow) and drop or re-extract those clips"
-        )
-    return arr
-
-
-def _check_targets(y: Any, kind: str, name: str, n_rows: int) -> np.ndarray:
-    """Regression: float64 (n,) / (n, k); classification: int64 (n,) codes. No NaN rows."""
-    arr = np.asarray(y)
-    if arr.shape[:1] != (n_rows,):
-        raise ValueError(
-            f"{name} must have {n_rows} rows (as its features), got shape {arr.shape}"
-        )
-    if kind == "classification" and arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D integer class codes, got shape {arr.shape}")
-    if kind == "regression" and arr.ndim not in (1, 2):
-        raise ValueError(f"{name} must be 1-D or 2-D (rows, columns), got shape {arr.shape}")
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(
-            f"{name} must be numeric "
-            f"({'integer class codes' if kind == 'classification' else 'floats'}), "
-            f"got dtype {arr.dtype}"
-        )
-    arr = arr.astype(np.float64) if kind == "regression" or arr.dtype.kind == "f" else arr
-    if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr).reshape(n_rows, -1).all(axis=1)
-        if bad.any():
-            rows = np.flatnonzero(bad)
-            raise ValueError(
-                f"{name} has {rows.size} row(s) with NaN or infinite labels (first rows: "
-                f"{rows[:5].tolist()}); exclude unlabelled rows (e.g. Test, missing "
-                "annotations) before fit_select"
-            )
-    if kind == "classification":
-        if arr.dtype.kind == "f":
-            if not np.all(arr == np.round(arr)):
-                raise ValueError(f"{name} must be integer class codes, got non-integer values")
-        arr = arr.astype(np.int64)
-    return arr
 
 
 def _resolve_grid(
@@ -458,15 +402,15 @@ def fit_select(
         if not low < high:
             raise ValueError(f"clip must be (low, high) with low < high, got {clip!r}")
         clip = (low, high)
-    X_tr = _check_features(X_train, "X_train")
-    X_va = _check_features(X_val, "X_val")
+    X_tr = check_features(X_train, "X_train")
+    X_va = check_features(X_val, "X_val")
     if X_tr.shape[1] != X_va.shape[1]:
         raise ValueError(
             f"X_train and X_val must have the same feature columns, got {X_tr.shape[1]} and "
             f"{X_va.shape[1]}"
         )
-    y_tr = _check_targets(y_train, kind, "y_train", X_tr.shape[0])
-    y_va = _check_targets(y_val, kind, "y_val", X_va.shape[0])
+    y_tr = check_targets(y_train, kind, "y_train", X_tr.shape[0])
+    y_va = check_targets(y_val, kind, "y_val", X_va.shape[0])
     if y_tr.shape[1:] != y_va.shape[1:]:
         raise ValueError(
             f"y_train and y_val must have the same columns, got shapes {y_tr.shape} and "
