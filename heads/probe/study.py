@@ -316,7 +316,7 @@ def _best_record(results: list[dict[str, Any]], greater: bool) -> dict[str, Any]
     out = {"layer": r["layer"], "pooling": r["pooling"], "score": r["score"], "ci": r["ci"],
            "std": r["std"], "selected_on": "Val"}
     if "test_score" in r:
-        out["test_score"] = r["test_score"]
+        out["test_score"], out["test_std"] = r["test_score"], r["test_std"]
     others = [j for j in range(len(results)) if j != i]
     if not others:
         out["separated"] = False

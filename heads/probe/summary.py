@@ -15,7 +15,8 @@ from heads.scoring import Resamples, headline_resamples, percentile_ci, score_ta
 
 def summarise_seeds(data: ProbeData, seed_preds: list[dict[str, np.ndarray]],
                     resamples: Resamples) -> dict[str, Any]:
-    """Seed-mean Val score, its bootstrap CI over Val clips, std over seeds, Test score."""
+    """Seed-mean Val score, its bootstrap CI over Val clips, std over seeds; the same for Test
+    (``test_score``, ``test_std``, ``test_seed_scores``) when Test has labels."""
     task = data.task
     va, te = data.rows("Val"), data.rows("Test")
     truth_va = {k: v[va] for k, v in data.truths.items()}
@@ -36,7 +37,9 @@ def summarise_seeds(data: ProbeData, seed_preds: list[dict[str, np.ndarray]],
     }
     truth_te = {k: v[te] for k, v in data.truths.items()}
     if len(te) and any(labelled(tg.kind, truth_te[tg.name]).any() for tg in task.targets):
-        out["test_score"] = float(np.mean([
-            score_task(task, truth_te, {k: v[te] for k, v in p.items()})["score"]
-            for p in seed_preds]))
+        test = [float(score_task(task, truth_te, {k: v[te] for k, v in p.items()})["score"])
+                for p in seed_preds]
+        out["test_score"] = float(np.mean(test))  # mean over seeds, as "score"
+        out["test_std"] = float(np.std(test, ddof=1)) if len(test) > 1 else 0.0
+        out["test_seed_scores"] = test
     return out
