@@ -18,8 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "(cached features only: nothing is extracted), over several seeds. Writes "
                     "WORKDIR/probes/<name>/probe.json, probe.csv (layer x pooling: score, 95 %% "
                     "CI, std over seeds) and probe.png (score against layer, one line per "
-                    "pooling, CI band), and names the best layer. CI: percentile bootstrap over "
-                    "Val clips of the seed-mean score. For ridge, seed 0 fits all of Train and "
+                    "pooling, CI band), and names the best layer on Val with its Test score (when Test "
+                    "has labels); it is starred (*) only when its CI does not overlap the next "
+                    "best's. CI: percentile bootstrap over Val clips of the seed-mean score. For ridge, seed 0 fits all of Train and "
                     "chooses alpha on Val; seed k > 0 refits it on a bootstrap resample of Train.")
     add_workdir(p)
     p.add_argument("--features", required=True, metavar="SPEC|KEY",
@@ -76,8 +77,19 @@ def run(args: argparse.Namespace) -> int:
         plots.append(plot_layer_weights(s, result.probe_dir / "layer_weights.png"))
     _print_table(s)
     b = s["best"]
-    say(f"best layer: {b['layer']} ({b['pooling']} pooling), Val {s['metric']} = {b['score']:.4f} "
-        f"(95% CI {b['ci'][0]:.4f} to {b['ci'][1]:.4f})")
+    say(f"best layer: {b['layer']} ({b['pooling']} pooling), Val {s['metric']} = "
+        f"{b['score']:.4f} (95% CI {b['ci'][0]:.4f} to {b['ci'][1]:.4f})")
+    if "test_score" in b:
+        say(f"  that layer on Test: {s['metric']} = {b['test_score']:.4f} (chosen on Val, "
+            f"mean over {cfg.seeds} seed(s))")
+    nxt = b.get("next")
+    if nxt is not None and b.get("separated"):
+        say(f"  * its CI does not overlap that of the next best, layer {nxt['layer']} "
+            f"({nxt['pooling']}) {_f(nxt['score'])} [{_f(nxt['ci'][0])}, {_f(nxt['ci'][1])}]")
+    elif nxt is not None:
+        say(f"  not starred: its CI overlaps that of the next best, layer {nxt['layer']} "
+            f"({nxt['pooling']}) {_f(nxt['score'])} [{_f(nxt['ci'][0])}, {_f(nxt['ci'][1])}]; "
+            f"the data do not separate them")
     for pooling, ws in (s.get("weighted_sum") or {}).items():
         top = sorted(zip(ws["weights"], ws["layers"]), reverse=True)[:3]
         say(f"weighted sum ({pooling}): Val {s['metric']} = {ws['score']:.4f} (95% CI "
@@ -105,7 +117,8 @@ def _print_table(s: dict) -> None:
             if r is None:
                 cells += [" " * w for w in widths]
                 continue
-            mark = "*" if (layer, p) == (s["best"]["layer"], s["best"]["pooling"]) else " "
+            best = (layer, p) == (s["best"]["layer"], s["best"]["pooling"])
+            mark = "*" if best and s["best"].get("separated") else " "
             cells += [(_f(r["score"]) + mark).rjust(widths[0]),
                       f"[{_f(r['ci'][0])}, {_f(r['ci'][1])}]".center(widths[1]),
                       _f(r["std"]).rjust(widths[2])]

@@ -181,18 +181,63 @@ def _is_torch_head(head: str) -> bool:
     return head in HEADS and HEADS[head].family == "torch"
 
 
+def _split_line(task: str, split: str, v: dict, n_text: str) -> str:
+    """``TASK: Val ccc = 0.8123 ± 0.0040 (mean ± std over 3 seeds; ...)``: what each number is."""
+    seeds = len(v.get("seed_scores") or [0])
+    std = f" ± {v['score_std']:.4f}" if seeds > 1 else ""
+    parts = [f"mean ± std over {seeds} seeds"] if seeds > 1 else []
+    ci = v.get("ci")
+    if ci is not None:
+        of = " of the seed mean" if seeds > 1 else ""
+        parts.append(f"95% CI{of} {ci[0]:.4f} to {ci[1]:.4f}")
+    parts.append(n_text)
+    return f"{task}: {split} {v['metric']} = {v['score']:.4f}{std} ({', '.join(parts)})"
+
+
+def _target_lines(v: dict) -> list[str]:
+    """Per target: its score; for classes WA, UAR, macro-F1 and the per-class recall table."""
+    lines = []
+    targets = v.get("targets", {})
+    seeds = len(v.get("seed_scores") or [0])
+    of = f" (seed {v.get('targets_seed')}, the median one)" if seeds > 1 else ""
+    for tname, t in targets.items():
+        if t.get("metric") == "uar" and "wa" in t:
+            lines.append(f"  {tname}: UAR {t['uar']:.4f}, WA {t['wa']:.4f}, macro-F1 "
+                         f"{t['macro_f1']:.4f}{of}")
+            width = max((len(str(c)) for c in t["per_class_recall"]), default=5)
+            lines.append(f"    {'class':<{width}}  recall  support")
+            for c, r in t["per_class_recall"].items():
+                lines.append(f"    {str(c):<{width}}  {r:6.4f}  {t['support'][c]:7d}")
+        elif len(targets) > 1:
+            lines.append(f"  {tname}: {t['metric']} = {t['score']:.4f}{of}")
+    return lines
+
+
 def print_result(metrics: dict, run_dir) -> None:
     for task, entry in metrics["tasks"].items():
         v = entry["val"]
-        ci = v.get("ci") or [float("nan")] * 2
-        std = f" ± {v['score_std']:.4f}" if v.get("score_std") else ""
         scored = [t["n"] for t in v.get("targets", {}).values() if "n" in t]
         n = f"n={v.get('n')}"
         if scored and min(scored) != v.get("n"):  # clips without a (finite) label are not scored
             n = f"n={min(scored)} of {v.get('n')} Val clips; the others have no label"
-        say(f"{task}: Val {v['metric']} = {v['score']:.4f}{std} (95% CI {ci[0]:.4f} to {ci[1]:.4f}, "
-            f"{n})")
-        for tname, t in v.get("targets", {}).items():
-            if len(v.get("targets", {})) > 1:
-                say(f"  {tname}: {t['metric']} = {t['score']:.4f}")
+        say(_split_line(task, "Val", v, n))
+        for line in _target_lines(v):
+            say(line)
+        test = entry.get("test")
+        if test is not None:
+            scored = [t["n"] for t in test.get("targets", {}).values() if "n" in t]
+            say(_split_line(task, "Test", test, f"n={min(scored) if scored else test.get('n')}"))
+            for line in _target_lines(test):
+                say(line)
+        for tname, c in entry.get("clipping", {}).items():
+            if not any(c["clipped"].get(s) for s in ("Val", "Test")):
+                continue
+            low, high = c["range"]
+            counts = ", ".join(f"{s} {c['clipped'][s]} of {c['values'][s]}"
+                               for s in ("Val", "Test") if c["values"].get(s))
+            say(f"  {tname}: predictions clipped to the label range [{low:g}, {high:g}] "
+                f"({counts} values); selection and scores use the clipped values")
+        if len(v.get("seed_scores") or []) > 1:
+            say(f"  predictions written from seed {entry.get('predictions_seed')} (the median "
+                f"Val score)")
     say(f"run written to {run_dir}")

@@ -31,9 +31,9 @@ from heads import rundir
 from heads.base import FitOptions
 from heads.config import ExperimentConfig
 from heads.dataset import labelled
-from heads.evaluate import bootstrap_task, score_task
 from heads.features import FeatureRequest
-from heads.registry import get_head
+from heads.registry import HEADS, get_head
+from heads.scoring import CI_LEVEL, Resamples, headline_resamples, percentile_ci, score_task
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,62 @@ def run_dir_of(cfg: ExperimentConfig) -> Path:
     return rundir.run_dir(cfg.workdir, cfg.run_name or default_run_name(cfg))
 
 
+def check_seeds(cfg: ExperimentConfig) -> None:
+    """Refuse ``seeds > 1`` for a deterministic head (every seed would be the same fit).
+
+    Raises:
+        ValueError: ``cfg.seeds`` > 1 and the head's ``seeded`` is False.
+    """
+    head = get_head(cfg.head)
+    if cfg.seeds > 1 and not getattr(head, "seeded", True):
+        seeded = sorted(n for n, h in HEADS.items() if getattr(h, "seeded", True))
+        raise ValueError(
+            f"--seeds {cfg.seeds}: head {cfg.head!r} is deterministic (every seed fits the same "
+            f"model), so a mean or std over seeds would mean nothing; run it with --seeds 1. "
+            f"Heads whose seed changes the fit: {', '.join(seeded)}")
+
+
+def over_seeds(task: Task, truths: dict[str, np.ndarray],
+               seed_preds: list[dict[str, np.ndarray]], median_seed: int, *,
+               n_boot: int | None = None) -> dict[str, Any]:
+    """Scores of one split over seeds: every number says what it is.
+
+    ``score`` and ``per_column`` are means over seeds, ``score_std`` / ``per_column_std``
+    their standard deviations (ddof=1; 0 for one seed), ``seed_scores`` every seed's headline.
+    ``targets`` (per-target details: confusion, per-class recall, organisers' CCC, MAE) are
+    those of the median seed, ``targets_seed``, whose predictions the run writes. With
+    ``n_boot`` given, ``ci`` is the 95 % percentile bootstrap over the split's clips of the
+    seed-mean headline (the same resamples for every seed; NaN for ``n_boot`` 0 or fewer
+    than 3 clips).
+    """
+    scored = [score_task(task, truths, p) for p in seed_preds]
+    out = dict(scored[median_seed])
+    scores = [float(s["score"]) for s in scored]
+    n = len(scores)
+    out["score"] = float(np.mean(scores))
+    out["score_std"] = float(np.std(scores, ddof=1)) if n > 1 else 0.0
+    out["seed_scores"] = scores
+    columns = list(out["per_column"])
+    per_col = np.array([[s["per_column"][c] for c in columns] for s in scored], dtype=np.float64)
+    out["per_column"] = {c: float(v) for c, v in zip(columns, per_col.mean(axis=0))}
+    out["per_column_std"] = {c: float(v) for c, v in zip(
+        columns, per_col.std(axis=0, ddof=1) if n > 1 else np.zeros(len(columns)))}
+    out["aggregate"] = f"mean over {n} seed(s)"
+    out["targets_seed"] = median_seed
+    rows = len(next(iter(truths.values())))
+    if n_boot is not None:
+        if n_boot > 0 and rows >= 3:
+            resamples = Resamples(rows, n_boot, 0)
+            out["ci"] = list(percentile_ci(resamples.apply(lambda W: np.mean(
+                [headline_resamples(task, truths, p, W) for p in seed_preds], axis=0))))
+        else:
+            out["ci"] = [float("nan"), float("nan")]
+        out["ci_level"] = CI_LEVEL
+        out["ci_method"] = (f"{int(CI_LEVEL * 100)} % percentile bootstrap over clips of the "
+                            f"seed-mean score ({n_boot} resamples)")
+    return out
+
+
 def _id_for_submission(corpus: Corpus, cid: str) -> str:
     return f"[{cid}]" if corpus.layout in ("avb", "exvo") else cid
 
@@ -71,6 +127,15 @@ def _write_predictions(path: Path, corpus: Corpus, task: Task, ids: Sequence[str
     pd.DataFrame(cols).to_csv(path, index=False)
 
 
+def _clipping(chosen: dict[str, Any], task: Task, seed: int, per_task: bool) -> dict[str, Any]:
+    """Target -> clipping record (range, clipped values per split) of the written seed's fit."""
+    if not per_task:
+        return {}
+    params = chosen.get(task.name, {}).get(f"seed{seed}", {})
+    return {tg: p["clipping"] for tg, p in params.items()
+            if isinstance(p, dict) and "clipping" in p}
+
+
 def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     """Fit, select, score and write a run directory.
 
@@ -84,6 +149,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     corpus = open_corpus(cfg.workdir)
     tasks = [resolve_task(t, corpus.labels) for t in parse_tasks(cfg.task)]
     head = get_head(cfg.head)
+    check_seeds(cfg)
     requests = [FeatureRequest(f, layer=cfg.layer, pooling=cfg.pooling) for f in cfg.features]
     fit_options = FitOptions(head_options=dict(cfg.options), n_jobs=cfg.n_jobs)
     ds = head.load_dataset(store, corpus, tasks, requests, fit_options)
@@ -121,24 +187,24 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
             seed_scores[t.name].append(score_task(t, truth_va, pred_va)["score"])
 
     for t in tasks:
-        # The reported predictions are those of the median-scoring seed (a real model's output).
+        # The written predictions are those of the median-scoring seed (a real model's output).
         order = np.argsort(seed_scores[t.name])
         best = int(order[len(order) // 2])
         preds = seed_preds[t.name][best]
         truth_va = {k: v[va] for k, v in ds.truths[t.name].items()}
-        pred_va = {k: v[va] for k, v in preds.items()}
-        val = score_task(t, truth_va, pred_va)
-        val["ci"] = list(bootstrap_task(t, truth_va, pred_va, n_boot=cfg.n_boot, seed=0))
-        val["ci_level"] = 0.95
-        val["score"] = float(np.mean(seed_scores[t.name]))
-        val["score_std"] = float(np.std(seed_scores[t.name], ddof=1)) if cfg.seeds > 1 else 0.0
-        val["seed_scores"] = [float(s) for s in seed_scores[t.name]]
+        val = over_seeds(t, truth_va, [{k: v[va] for k, v in p.items()} for p in seed_preds[t.name]],
+                         best, n_boot=cfg.n_boot)
         val["n"] = int(len(va))
-        entry: dict[str, Any] = {"val": val}
+        entry: dict[str, Any] = {"val": val, "predictions_seed": best}
         truth_te = {k: v[te] for k, v in ds.truths[t.name].items()}
         has_test_labels = any(labelled(tg.kind, truth_te[tg.name]).any() for tg in t.targets)
         if has_test_labels:
-            entry["test"] = score_task(t, truth_te, {k: v[te] for k, v in preds.items()})
+            entry["test"] = over_seeds(t, truth_te, [{k: v[te] for k, v in p.items()}
+                                                     for p in seed_preds[t.name]], best)
+            entry["test"]["n"] = int(len(te))
+        clipping = _clipping(chosen, t, best, result.per_task)
+        if clipping:
+            entry["clipping"] = clipping
         per_task[t.name] = entry
         _write_predictions(run_dir / f"predictions_val_{rundir.safe_name(t.name)}.csv", corpus, t,
                            [ds.ids[i] for i in va], {k: v[va] for k, v in preds.items()})

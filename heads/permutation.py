@@ -47,11 +47,11 @@ import pandas as pd
 
 from data.tasks import class_name, parse_tasks, resolve_task
 from extract.store import FeatureStore
-from heads.baselines import RIDGE_ALPHAS
-from heads.evaluate import HEADLINE_TEXT, score_task
+from heads.classical import RIDGE_ALPHAS
 from heads.features import find_set, resolve_field
 from heads.probe import (ProbeData, fit_ridge_task, load_probe_data, standardise,
                          write_text_atomic)
+from heads.scoring import HEADLINE_TEXT, score_task
 
 log = logging.getLogger(__name__)
 

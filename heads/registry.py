@@ -1,5 +1,5 @@
 """The complete head registry: imports both families so that :data:`heads.base.HEADS` holds
-every head (classical from :mod:`heads.baselines`, torch from :mod:`heads.training.head`).
+every head (classical from :mod:`heads.classical`, torch from :mod:`heads.training.head`).
 
 Example:
     >>> heads = load_heads()
@@ -8,7 +8,7 @@ Example:
 """
 from __future__ import annotations
 
-import heads.baselines  # noqa: F401  (registers the classical heads)
+import heads.classical  # noqa: F401  (registers the classical heads)
 import heads.training.head  # noqa: F401  (registers the torch heads)
 from heads.base import FAMILIES, HEADS, Head
 

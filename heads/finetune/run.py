@@ -29,7 +29,7 @@ from heads.finetune.config import (FINETUNED_DIR, MODEL_SUBDIR, FinetuneConfig, 
                                    PhaseFn, ProgressFn, default_run_name, readable_name,
                                    write_json)
 from heads.finetune.stages import Run, run_stage1, run_stage2
-from heads.evaluate import bootstrap_task, score_task
+from heads.scoring import score_task, task_ci
 from heads.config import TrainOptions
 from heads.dataset import Dataset
 from heads.training.inputs import pick_device
@@ -165,13 +165,13 @@ def finetune(cfg: FinetuneConfig, *, on_phase: PhaseFn | None = None,
 
 def _metrics(run: Run, preds: dict[str, np.ndarray], stage1: dict | None, stage2: dict | None,
              unreadable: dict[str, str], t0: float) -> dict[str, Any]:
-    """Val scores per task (heads.evaluate), the stage summaries and the speed."""
+    """Val scores per task (heads.scoring), the stage summaries and the speed."""
     per_task: dict[str, Any] = {}
     for t in run.tasks:
         truth = {tg.name: run.ds.truths[t.name][tg.name][run.val_rows] for tg in t.targets}
         pred = {o.target.name: preds[o.name] for o in run.outputs if o.task == t.name}
         val = score_task(t, truth, pred)
-        val["ci"] = list(bootstrap_task(t, truth, pred, n_boot=run.cfg.n_boot, seed=0))
+        val["ci"] = list(task_ci(t, truth, pred, n_boot=run.cfg.n_boot, seed=0))
         val["n"] = int(len(run.val_rows))
         per_task[t.name] = {"val": val}
     if len(run.tasks) == 1:

@@ -39,21 +39,21 @@ sequences before pooling, since both poolings are linear in the frames; for max 
 is a weighted sum of pooled vectors.
 
 Modules: ``data`` (rows, labels, Train standardisation), ``ridge`` (every alpha from one
-eigendecomposition), ``bootstrap`` (paired Val resamples), ``weighted_sum`` (the SUPERB
+eigendecomposition of :class:`heads.classical.RidgeSolver`), ``summary`` (one layer over seeds, its CI by the shared bootstrap of :mod:`heads.scoring`), ``weighted_sum`` (the SUPERB
 head), ``study`` (one study end to end and its folder).
 """
-from heads.probe.bootstrap import CI_LEVEL, ValResamples, headline_resamples, summarise_seeds
 from heads.probe.data import (ProbeData, labelled, layer_fields, load_probe_data, standardise,
                               standardise_layers)
-from heads.probe.ridge import RidgeEigen, fit_ridge_task, ridge_refit, train_counts
+from heads.probe.ridge import fit_ridge_task, train_counts
+from heads.probe.summary import summarise_seeds
 from heads.probe.study import (PROBES_DIR, ProbeConfig, ProbeResult, Progress, load_probes,
                                probe_one, probe_table, run_probe, write_probe, write_text_atomic)
 from heads.probe.weighted_sum import WeightedSumConfig, fit_weighted_sum
 
 __all__ = [
-    "CI_LEVEL", "PROBES_DIR", "ProbeConfig", "ProbeData", "ProbeResult", "Progress",
-    "RidgeEigen", "ValResamples", "WeightedSumConfig", "fit_ridge_task", "fit_weighted_sum",
-    "headline_resamples", "labelled", "layer_fields", "load_probe_data", "load_probes",
-    "probe_one", "probe_table", "ridge_refit", "run_probe", "standardise", "standardise_layers",
+    "PROBES_DIR", "ProbeConfig", "ProbeData", "ProbeResult", "Progress",
+    "WeightedSumConfig", "fit_ridge_task", "fit_weighted_sum",
+    "labelled", "layer_fields", "load_probe_data", "load_probes",
+    "probe_one", "probe_table", "run_probe", "standardise", "standardise_layers",
     "summarise_seeds", "train_counts", "write_probe", "write_text_atomic",
 ]

@@ -19,17 +19,17 @@ import pandas as pd
 from data.tasks import parse_tasks, resolve_task
 from extract.store import FeatureStore, SetHeader
 from heads.base import FitOptions
-from heads.baselines import RIDGE_ALPHAS
+from heads.classical import RIDGE_ALPHAS
 from heads.dataset import Dataset
-from heads.evaluate import HEADLINE_TEXT
 from heads.features import FeatureError, find_set
-from heads.probe.bootstrap import CI_LEVEL, ValResamples, summarise_seeds
 from heads.probe.data import ProbeData, layer_fields, load_probe_data, standardise, standardise_layers
+from heads.probe.summary import summarise_seeds
 from heads.probe.ridge import best_index, fit_ridge_task, train_counts
 from heads.probe.weighted_sum import WeightedSumConfig, fit_weighted_sum
 from heads.registry import get_head
 from heads.rundir import jsonable, run_dir
 from heads.rundir import write_text as write_text_atomic
+from heads.scoring import CI_LEVEL, HEADLINE_TEXT, Resamples
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _fit_other_head(cfg: ProbeConfig, X: np.ndarray, data: ProbeData, seed: int,
 
 
 def probe_one(cfg: ProbeConfig, Xs: np.ndarray, bad: np.ndarray, data: ProbeData,  # noqa: N803
-              resamples: ValResamples, *, tag: str, probe_dir: Path) -> dict[str, Any]:
+              resamples: Resamples, *, tag: str, probe_dir: Path) -> dict[str, Any]:
     """All seeds of one (layer, pooling): fit, predict, summarise.
 
     Args:
@@ -208,7 +208,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
     name = cfg.name or default_probe_name(cfg, header)
     probe_dir = Path(cfg.workdir) / PROBES_DIR / name
     probe_dir.mkdir(parents=True, exist_ok=True)
-    resamples = ValResamples(len(data.rows("Val")), cfg.n_boot, cfg.boot_seed)
+    resamples = Resamples(len(data.rows("Val")), cfg.n_boot, cfg.boot_seed)
     items = [(p, fields[p], stored_layers.index(l)) for p in poolings for l in layers]
     total = len(items) + (cfg.seeds * len(poolings) if cfg.weighted_sum else 0)
     log.info("probing %s: %d layer(s) x %d pooling(s), %d seed(s), head %s, task %s; %d clips "
@@ -274,7 +274,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
 
 def _weighted_study(store: FeatureStore, header: SetHeader, field_name: str,
                     stored_layers: list[int], layers: list[int], data: ProbeData,
-                    cfg: ProbeConfig, resamples: ValResamples) -> dict[str, Any]:
+                    cfg: ProbeConfig, resamples: Resamples) -> dict[str, Any]:
     """All seeds of the weighted-sum head on one pooling's chosen layers."""
     X, _ = store.read(header.key, field_name, data.ids)  # (n, L_stored, d)
     if layers != stored_layers:
@@ -304,10 +304,33 @@ def _weighted_study(store: FeatureStore, header: SetHeader, field_name: str,
 
 
 def _best_record(results: list[dict[str, Any]], greater: bool) -> dict[str, Any]:
+    """The best (layer, pooling) on Val, its Test score, and whether it is starred.
+
+    ``separated`` (the star): the best's 95 % bootstrap CI does not overlap the CI of the
+    next-best (layer, pooling) (``next``). Without it the best is only the highest point
+    estimate among layers the data cannot tell apart.
+    """
     scores = np.array([r["score"] for r in results], dtype=np.float64)
-    r = results[best_index(scores, greater)]
-    return {"layer": r["layer"], "pooling": r["pooling"], "score": r["score"], "ci": r["ci"],
-            "std": r["std"]}
+    i = best_index(scores, greater)
+    r = results[i]
+    out = {"layer": r["layer"], "pooling": r["pooling"], "score": r["score"], "ci": r["ci"],
+           "std": r["std"], "selected_on": "Val"}
+    if "test_score" in r:
+        out["test_score"], out["test_std"] = r["test_score"], r["test_std"]
+    others = [j for j in range(len(results)) if j != i]
+    if not others:
+        out["separated"] = False
+        out["next"] = None
+        return out
+    rest = scores[others]
+    j = others[best_index(rest, greater)]
+    n = results[j]
+    out["next"] = {"layer": n["layer"], "pooling": n["pooling"], "score": n["score"],
+                   "ci": n["ci"]}
+    low, high = r["ci"]
+    n_low, n_high = n["ci"]
+    out["separated"] = bool(low > n_high if greater else high < n_low)
+    return out
 
 
 def probe_table(summary: dict[str, Any]) -> pd.DataFrame:

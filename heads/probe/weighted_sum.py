@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from heads.evaluate import score_task
 from heads.probe.data import ProbeData
+from heads.scoring import score_task
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from data.tasks import Target, Task
 from heads.config import TrainOptions, parse_loss_spec
 from heads.dataset import Dataset, labelled
-from heads.evaluate import score_target, score_task
+from heads.scoring import score_target, score_task
 from heads.training.losses import LOSSES, cross_entropy_loss, inverse_frequency_weights
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,10 @@ from benchmarks.probe import SYNTHETIC_SPEC, make_synthetic_workdir
 from data.tasks import TASKS, get_task
 from data.workdir import open_corpus
 from extract.store import FeatureStore
-from heads import metrics
-from heads.baselines import RIDGE_ALPHAS
-from heads.evaluate import score_task
+from heads.classical import RIDGE_ALPHAS
+from heads.scoring import Resamples, ccc_score, headline_resamples, score_task
 from heads.features import FeatureError
-from heads.probe import (ProbeConfig, RidgeEigen, ValResamples, WeightedSumConfig,
-                         headline_resamples, ridge_refit, run_probe)
+from heads.probe import ProbeConfig, WeightedSumConfig, run_probe
 
 SIGNAL_LAYER = 3
 
@@ -50,24 +48,6 @@ def wsum(store_wd):
 
 
 # --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("n,d", [(60, 8), (10, 25)])  # primal and dual forms
-@pytest.mark.parametrize("weighted", [False, True])
-def test_ridge_eigen_and_refit_equal_sklearn(n, d, weighted):
-    rng = np.random.default_rng(n + d)
-    X = rng.standard_normal((n, d))
-    Y = X @ rng.standard_normal((d, 3)) + rng.standard_normal((n, 3))
-    w = rng.integers(1, 4, n).astype(float) if weighted else None
-    alphas = [0.1, 1.0, 30.0]
-    coefs, intercepts = RidgeEigen(X, w).path(Y, alphas)
-    for a, coef, icpt in zip(alphas, coefs, intercepts):
-        ref = Ridge(alpha=a).fit(X, Y, sample_weight=w)
-        np.testing.assert_allclose(coef, ref.coef_.T, rtol=1e-6, atol=1e-8)
-        np.testing.assert_allclose(icpt, ref.intercept_, rtol=1e-6, atol=1e-8)
-        c2, i2 = ridge_refit(X, np.ones(n) if w is None else w, Y, a)
-        np.testing.assert_allclose(c2, ref.coef_.T, rtol=1e-6, atol=1e-8)
-        np.testing.assert_allclose(i2, ref.intercept_, rtol=1e-6, atol=1e-8)
-
-
 def test_best_layer_is_the_signal_layer(probe):
     s = probe.summary
     assert s["best"]["layer"] == SIGNAL_LAYER
@@ -90,7 +70,7 @@ def test_best_layer_is_the_signal_layer(probe):
 
 def test_probe_score_equals_direct_ridge_and_ccc(store_wd, probe):
     """Seed 0 of layer 3 / mean: StandardScaler + sklearn Ridge per alpha, alpha by mean CCC
-    on Val, predictions clipped to [0, 1], mean of metrics.ccc per column."""
+    on Val, predictions clipped to [0, 1], mean of ccc_score per column."""
     store = FeatureStore(store_wd)
     corpus = open_corpus(store_wd)
     key = store.find(SYNTHETIC_SPEC).key
@@ -106,7 +86,7 @@ def test_probe_score_equals_direct_ridge_and_ccc(store_wd, probe):
     Xs = scaler.transform(X.astype(np.float32)).astype(np.float64)
 
     def mean_ccc(t, p):
-        return np.mean([metrics.ccc(t[:, j], p[:, j]) for j in range(t.shape[1])])
+        return np.mean([ccc_score(t[:, j], p[:, j]) for j in range(t.shape[1])])
 
     sel = [mean_ccc(y[va], Ridge(alpha=a).fit(Xs[tr], y[tr]).predict(Xs[va])) for a in RIDGE_ALPHAS]
     alpha = RIDGE_ALPHAS[int(np.argmax(sel))]
@@ -163,7 +143,7 @@ def test_batched_bootstrap_equals_score_task_on_resampled_rows(task_name):
             p = t + rng.normal(0, 0.3 if tg.metric == "ccc" else 5, t.shape)
             t[rng.random(t.shape) < 0.05] = np.nan
             truths[tg.name], preds[tg.name] = t, p
-    res = ValResamples(n, 5, seed=11)
+    res = Resamples(n, 5, seed=11)
     W = next(res.chunks())
     batched = headline_resamples(task, truths, preds, W)
     for b in range(5):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from data.tasks import get_task
-from heads.evaluate import score_task
+from heads.scoring import score_task
 from heads.base import FitOptions, FitResult
 from heads.config import ExperimentConfig, TrainOptions
 from heads.dataset import Dataset, SequenceDataset

@@ -1,4 +1,4 @@
-"""Tests of heads/baselines.py: every classical head x kind, the ridge path, input checks."""
+"""Tests of heads/classical: every classical head x kind, THE ridge solver, input checks."""
 from __future__ import annotations
 
 import re
@@ -9,16 +9,16 @@ import pytest
 from sklearn.linear_model import Ridge, RidgeClassifier
 from sklearn.preprocessing import StandardScaler
 
-from heads.baselines import (
+from heads.classical import (
     classical_heads,
     KINDS,
     RIDGE_ALPHAS,
     FitSelection,
+    RidgeSolver,
     fit_select,
-    ridge_path,
     xgb_device,
 )
-from heads.metrics import mae, mean_ccc, mean_ccc_score, uar
+from heads.scoring import mae_error, mean_ccc, mean_ccc_score, uar_score
 
 # xgb's default grid (up to 500 trees x 4) is slow on a 2-core CI machine; the contract is
 # the same with fewer trees.
@@ -59,7 +59,7 @@ def _class_data(
 
 
 def _fit(head: str, kind: str, data: tuple[np.ndarray, ...], **kwargs: Any) -> FitSelection:
-    score_fn = mean_ccc_score if kind == "regression" else uar
+    score_fn = mean_ccc_score if kind == "regression" else uar_score
     kwargs.setdefault("grid", FAST_GRIDS.get(head))
     return fit_select(head, kind, *data, score_fn=score_fn, **kwargs)
 
@@ -84,7 +84,7 @@ def test_head_contract_learns_above_chance(head: str, kind: str) -> None:
     prediction = selection.predict(X_val)
     assert prediction.shape == y_val.shape
     # The reported score is the returned model's score on Val (nothing refitted on Val).
-    score_fn = mean_ccc_score if kind == "regression" else uar
+    score_fn = mean_ccc_score if kind == "regression" else uar_score
     assert score_fn(y_val, prediction) == pytest.approx(selection.val_score, abs=1e-9)
     # The scaler saw Train only.
     np.testing.assert_allclose(selection.model.named_steps["scale"].mean_, X.mean(axis=0))
@@ -130,9 +130,9 @@ def test_fit_select_is_deterministic(head: str) -> None:
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_svm_switches_to_linear_above_row_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    import heads.baselines as baselines
+    import heads.classical.svm as svm
 
-    monkeypatch.setattr(baselines, "SVM_KERNEL_MAX_ROWS", 100)
+    monkeypatch.setattr(svm, "SVM_KERNEL_MAX_ROWS", 100)
     head = classical_heads()["svr"]
     assert {p["kernel"] for p in head.default_grid("regression", 300)} == {"linear"}
     assert {p["kernel"] for p in head.default_grid("regression", 100)} == {"rbf"}
@@ -151,13 +151,32 @@ def test_ridge_path_equals_sklearn(n: int, d: int, weighted: bool) -> None:
     Y = rng.standard_normal((n, 2))
     weights = rng.uniform(0.2, 3.0, n) if weighted else None
     alphas = [0.1, 10.0, 1000.0]
-    for (alpha, coef, intercept), expected_alpha in zip(
-        ridge_path(X, Y, alphas, sample_weight=weights), alphas
-    ):
+    solver = RidgeSolver(X, weights)
+    for expected_alpha in alphas:
+        coef, intercept = solver.solve(Y, expected_alpha)
         reference = Ridge(alpha=expected_alpha).fit(X, Y, sample_weight=weights)
-        assert alpha == expected_alpha
         np.testing.assert_allclose(coef.T, reference.coef_, atol=1e-10)
         np.testing.assert_allclose(intercept, reference.intercept_, atol=1e-10)
+
+
+@pytest.mark.parametrize("n,d", [(60, 8), (10, 25)])  # primal and dual forms
+@pytest.mark.parametrize("weighted", [False, True])
+def test_ridge_solver_path_and_solve_equal_sklearn(n, d, weighted):
+    """The eigendecomposition path (the probe) and the Cholesky solve (a refit) of one solver."""
+    rng = np.random.default_rng(n + d)
+    X = rng.standard_normal((n, d))
+    Y = X @ rng.standard_normal((d, 3)) + rng.standard_normal((n, 3))
+    w = rng.integers(1, 4, n).astype(float) if weighted else None
+    alphas = [0.1, 1.0, 30.0]
+    solver = RidgeSolver(X, w)
+    coefs, intercepts = solver.path(Y, alphas)
+    for a, coef, icpt in zip(alphas, coefs, intercepts):
+        ref = Ridge(alpha=a).fit(X, Y, sample_weight=w)
+        np.testing.assert_allclose(coef, ref.coef_.T, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(icpt, ref.intercept_, rtol=1e-6, atol=1e-8)
+        c2, i2 = RidgeSolver(X, np.ones(n) if w is None else w).solve(Y, a)
+        np.testing.assert_allclose(c2, ref.coef_.T, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(i2, ref.intercept_, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("codes", [(0, 1), (0, 1, 2, 3)])
@@ -165,7 +184,7 @@ def test_ridge_path_equals_sklearn(n: int, d: int, weighted: bool) -> None:
 def test_ridge_classifier_equals_sklearn_fit(codes: tuple[int, ...], n: int) -> None:
     X, y, X_val, y_val = _class_data(5, n=n, d=40, codes=codes)
     selection = fit_select(
-        "ridge", "classification", X, y, X_val, y_val, score_fn=uar, grid=[{"alpha": 3.0}]
+        "ridge", "classification", X, y, X_val, y_val, score_fn=uar_score, grid=[{"alpha": 3.0}]
     )
     scaler = StandardScaler().fit(X)
     reference = RidgeClassifier(alpha=3.0, class_weight="balanced").fit(scaler.transform(X), y)
@@ -215,8 +234,8 @@ def test_selection_picks_the_alpha_val_prefers(greater_is_better: bool) -> None:
 
 def test_logreg_regression_uses_ridge() -> None:
     data = _linear_data(8)
-    a = fit_select("logreg", "regression", *data, score_fn=mae, greater_is_better=False)
-    b = fit_select("ridge", "regression", *data, score_fn=mae, greater_is_better=False)
+    a = fit_select("logreg", "regression", *data, score_fn=mae_error, greater_is_better=False)
+    b = fit_select("ridge", "regression", *data, score_fn=mae_error, greater_is_better=False)
     assert a.params == b.params and "alpha" in a.params
     assert a.val_score == pytest.approx(b.val_score)
     assert a.val_score == min(score for _, score in a.grid_scores)
@@ -235,7 +254,7 @@ def test_nan_labels_are_refused() -> None:
     yc_val = yc_val.astype(float)
     yc_val[0] = np.nan
     with pytest.raises(ValueError, match=r"y_val has 1 row\(s\) with NaN"):
-        fit_select("logreg", "classification", Xc, yc, Xc_val, yc_val, score_fn=uar)
+        fit_select("logreg", "classification", Xc, yc, Xc_val, yc_val, score_fn=uar_score)
 
 
 def test_nan_features_are_refused() -> None:
@@ -271,9 +290,9 @@ def test_argument_errors_name_allowed_values(kwargs: dict[str, Any], message: st
 def test_classification_checks() -> None:
     X, y, X_val, y_val = _class_data(12)
     with pytest.raises(ValueError, match="at least 2 classes"):
-        fit_select("svc", "classification", X, np.zeros_like(y), X_val, y_val, score_fn=uar)
+        fit_select("svc", "classification", X, np.zeros_like(y), X_val, y_val, score_fn=uar_score)
     with pytest.raises(ValueError, match="integer class codes"):
-        fit_select("svc", "classification", X, y + 0.5, X_val, y_val, score_fn=uar)
+        fit_select("svc", "classification", X, y + 0.5, X_val, y_val, score_fn=uar_score)
 
 
 def test_val_class_absent_from_train() -> None:

@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from heads.text_metrics import (
-    TEXT_METRICS,
+from heads.scoring import (
+    METRICS,
     character_error,
     macro_f1_score,
     speaker_accuracy_score,
-    ua_score,
+    uar_score as ua_score,
     wa_score,
     word_error,
 )
+
+TEXT_METRICS = {n: i for n, i in METRICS.items() if i.target in ("classification", "text")}
 
 
 def levenshtein(a: list, b: list) -> int:
@@ -122,7 +124,7 @@ def test_wa_by_the_papers_formula():
 def test_registry_directions_and_perfect_scores(name):
     info = TEXT_METRICS[name]
     assert info.greater_is_better == (name not in ("wer", "cer"))
-    if info.inputs == "text":
+    if info.target == "text":
         assert info.fn(["ab cd", "e"], ["ab cd", "e"]) == 0.0
         assert info.fn(["ab cd", "e"], ["xb", "e f"]) > 0.0
     else:

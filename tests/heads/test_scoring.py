@@ -1,4 +1,5 @@
-"""Tests of heads/metrics.py against audmetric, scikit-learn and textbook formulas."""
+"""Tests of heads/scoring (regression, classification, bootstrap, registry) against audmetric,
+scikit-learn and textbook formulas."""
 from __future__ import annotations
 
 import math
@@ -10,20 +11,20 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, mean_absolute_error, recall_score
 
-from heads import metrics
-from heads.metrics import (
+from heads import scoring as metrics
+from heads.scoring import (
     METRIC_TARGETS,
     METRICS,
     bootstrap_ci,
-    ccc,
-    ccc_organisers,
+    ccc_organisers_score as ccc_organisers,
+    ccc_score as ccc,
     confusion,
     exvo_score,
-    mae,
+    mae_error as mae,
     mean_ccc,
     mean_ccc_organisers_score,
     mean_ccc_score,
-    uar,
+    uar_score as uar,
 )
 
 SEEDS = [0, 1, 2, 3]
@@ -313,11 +314,20 @@ def test_bootstrap_rejects_bad_arguments() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(METRICS))
+def test_metric_names_say_their_direction(name: str) -> None:
+    info = METRICS[name]
+    assert info.target in METRIC_TARGETS
+    assert isinstance(info.greater_is_better, bool) and info.description
+    assert getattr(metrics, info.fn.__name__) is info.fn  # a public function of the package
+    assert info.fn.__name__.endswith("_score" if info.greater_is_better else "_error")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, i in METRICS.items() if i.target != "text"))
 def test_metric_contract(name: str) -> None:
     info = METRICS[name]
     assert info.target in METRIC_TARGETS
     assert isinstance(info.greater_is_better, bool) and info.description
-    assert getattr(metrics, info.fn.__name__) is info.fn  # a public function of the module
+    assert getattr(metrics, info.fn.__name__) is info.fn  # a public function of the package
     if info.target == "aggregate":
         assert round(info.fn(0.4900, 0.5010, 3.9952), 4) == 0.3735
         return
@@ -334,3 +344,35 @@ def test_metric_contract(name: str) -> None:
         info.fn(truth, noisy[:-1])
     low, high = bootstrap_ci(info.fn, truth, noisy, n_boot=50)
     assert low <= worse <= high
+
+
+# ---------------------------------------------------------------------- one UAR rule everywhere
+
+
+def test_task_uar_counts_a_predicted_class_absent_from_the_truth() -> None:
+    """The rule of heads.scoring (FIELD_NOTES 2): sklearn's macro recall = audmetric's UAR, over
+    truth and predicted classes, in the run's score, its bootstrap and the point metric alike."""
+    from data.tasks import COUNTRIES, get_task
+    from heads.scoring import Resamples, headline_resamples, per_class_recall, score_task
+
+    task = get_task("country")
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 3, 200)  # class 3 never occurs in the truth
+    pred = np.where(rng.random(200) < 0.6, truth, rng.integers(0, 4, 200))
+    assert (pred == 3).any()
+    names = np.array(COUNTRIES)
+    expected = recall_score(truth, pred, average="macro", zero_division=0)
+    assert expected == pytest.approx(audmetric.unweighted_average_recall(names[truth], names[pred]))
+    scored = score_task(task, {"country": truth}, {"country": pred})
+    assert scored["score"] == pytest.approx(expected, abs=1e-12)
+    assert uar(truth, pred) == pytest.approx(expected, abs=1e-12)
+    recalls = recall_score(truth, pred, average=None, labels=[0, 1, 2, 3], zero_division=0)
+    assert list(per_class_recall(truth, pred).values()) == pytest.approx(list(recalls))
+    assert scored["targets"]["country"]["per_class_recall"] == pytest.approx(
+        dict(zip(COUNTRIES, recalls)))
+    W = next(Resamples(200, 20, seed=4).chunks())  # noqa: N806
+    boot = headline_resamples(task, {"country": truth}, {"country": pred}, W)
+    for b, w in zip(boot, W):
+        rows = np.repeat(np.arange(200), w.astype(int))
+        assert b == pytest.approx(recall_score(truth[rows], pred[rows], average="macro",
+                                               zero_division=0), abs=1e-12)
