@@ -24,7 +24,7 @@ from heads.analysis.cca import choose_reg, correlations, fit_cca, weighted_corre
 from heads.analysis.cka import cka_matrix
 from heads.analysis.descriptors import descriptor_groups
 from heads.features import FeatureError, find_set
-from heads.probe.bootstrap import CI_LEVEL, ValResamples
+from heads.scoring.bootstrap import CI_LEVEL, Resamples, percentile_ci
 from heads.rundir import jsonable, safe_name, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,7 @@ def _cca_division(corpus: Any, ids: list[str], seed: int) -> tuple[list[str], li
 
 
 def _interval(values: np.ndarray) -> list[float]:
-    lo, hi = np.nanpercentile(values, [50 * (1 - CI_LEVEL), 50 * (1 + CI_LEVEL)])
-    return [float(lo), float(hi)]
+    return list(percentile_ci(values))
 
 
 def _cca(store: FeatureStore, s: _LayeredSet, acoustic: SetHeader, columns: list[str],
@@ -205,7 +204,7 @@ def _cca(store: FeatureStore, s: _LayeredSet, acoustic: SetHeader, columns: list
     groups = descriptor_groups(columns)
     if sum(len(v) for v in groups.values()) != len(columns):
         groups = {}  # a grouping only where every column has its group (eGeMAPS)
-    resamples = ValResamples(len(held_ids), cfg.n_boot, cfg.seed)
+    resamples = Resamples(len(held_ids), cfg.n_boot, cfg.seed)
     rows = []
     for pos, layer in enumerate(s.layers):
         x_fit = _read_layer(store, s, fit_ids, pos)
@@ -217,8 +216,10 @@ def _cca(store: FeatureStore, s: _LayeredSet, acoustic: SetHeader, columns: list
         u, v = fit.transform(x_held, y_held)
         held = correlations(u, v)
         boot = np.concatenate([weighted_correlations(w, u, v) for w in resamples.chunks()])
+        with np.errstate(all="ignore"):
+            boot_mean = np.nanmean(boot, axis=1)
         row: dict[str, Any] = {
-            "layer": layer, "mean_cc": float(np.nanmean(held)), "ci": _interval(np.nanmean(boot, 1)),
+            "layer": layer, "mean_cc": float(np.nanmean(held)), "ci": _interval(boot_mean),
             "first_cc": float(held[0]), "first_ci": _interval(boot[:, 0]), "reg": reg,
             "held_out_cc": held.tolist(), "fit_cc": fit.fit_corr.tolist(), "groups": {}}
         for group, cols in groups.items():
