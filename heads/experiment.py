@@ -81,7 +81,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     """
     t0 = time.perf_counter()
     store = FeatureStore(cfg.workdir)
-    corpus = open_corpus(cfg.workdir)
+    corpus = open_corpus(cfg.workdir, need_split=True)
     tasks = [resolve_task(t, corpus.labels) for t in parse_tasks(cfg.task)]
     head = get_head(cfg.head)
     requests = [FeatureRequest(f, layer=cfg.layer, pooling=cfg.pooling) for f in cfg.features]
