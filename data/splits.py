@@ -7,9 +7,9 @@ of a workdir is scored on the same Val and Test clips.
 
 The rule, in full:
 
-* Groups: a clip's group is its speaker (:func:`data.folds.speakers`: the ``speaker`` label
-  column of layouts that keep one, else the clip table's ``group``). A clip without a group is a
-  group of its own. No group has clips in two splits.
+* Groups: a clip's group is the clip table's ``group`` (speaker/subject: the csv layout's
+  ``speaker`` column or ``--group-column``), else its speaker as :func:`data.folds.speakers`
+  reads it. A clip without a group is a group of its own. No group has clips in two splits.
 * Strata: the values of one label column (:func:`strata`): its classes, or for a column of more
   than :data:`MAX_CLASSES` distinct numbers its quartile bins (``q1`` .. ``q4``); a clip without
   that label is the stratum ``(none)``. The default column is the first label column that is not
@@ -218,15 +218,14 @@ def auto_split(corpus: Corpus, *, seed: int = 0,
     fractions = check_fractions(fractions)
     column = default_stratify(corpus) if stratify is None else stratify
     stratum, binned = strata(corpus, column)
-    who = speakers(corpus)
     ids = [str(c) for c in corpus.clips.index]
+    who, source = column_values(corpus, "group"), "group"
+    if not (who != "").any():  # no group column: the speaker label column, if the layout has one
+        who, source = speakers(corpus), "speaker"
     if who is None:
         group = {c: c for c in ids}
         source = "none"
     else:
-        from data.folds import SPEAKER_COLUMN
-
-        source = SPEAKER_COLUMN if SPEAKER_COLUMN in corpus.labels.columns else "group"
         group = {c: (g if g else c) for c, g in zip(ids, who.astype(str))}
 
     names = sorted(set(group.values()), key=natural_key)
