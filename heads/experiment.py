@@ -71,8 +71,13 @@ def _write_predictions(path: Path, corpus: Corpus, task: Task, ids: Sequence[str
     pd.DataFrame(cols).to_csv(path, index=False)
 
 
-def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
+def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = None
+                   ) -> ExperimentResult:
     """Fit, select, score and write a run directory.
+
+    ``recipe`` (:meth:`heads.recipes.Recipe.run_record`) is recorded as ``recipe`` in
+    metrics.json and config.json: which recipe, what of it did not apply, the published numbers
+    that do.
 
     Raises:
         FeatureError: features missing from the store (says which extract to run).
@@ -163,11 +168,13 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
         "seconds": round(time.perf_counter() - t0, 3),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         **extras,
+        **({"recipe": recipe} if recipe is not None else {}),
     }
     if len(tasks) == 1 and "test" in per_task[tasks[0].name]:
         metrics_out["test"] = per_task[tasks[0].name]["test"]
     config_out = {**asdict(cfg), "features": list(cfg.features), "run_name": run_name,
-                  "feature_sets": ds.feature_desc, "corpus": corpus.layout}
+                  "feature_sets": ds.feature_desc, "corpus": corpus.layout,
+                  **({"recipe": recipe} if recipe is not None else {})}
     rundir.write_json(run_dir / "config.json", config_out)
     rundir.write_json(run_dir / "metrics.json", metrics_out)
     log.info("run %s: Val %s = %.4f", run_name, val_top["metric"], val_top["score"])
