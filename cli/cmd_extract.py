@@ -154,7 +154,7 @@ def _torchrun_merge(workdir: Path) -> None:
 
 def _split_record(args: argparse.Namespace, corpus, workdir: Path):
     """(the split to record in corpus.json or None, the automatic split to write or None)."""
-    from data.splits import DEFAULT_FRACTIONS, SplitError, auto_split
+    from data.splits import DEFAULT_FRACTIONS, SPLIT_FILE, SplitError, auto_split
     from data.workdir import load_corpus_ref
 
     tuning = [f for f in ("split_seed", "split_fractions", "split_stratify")
@@ -168,11 +168,10 @@ def _split_record(args: argparse.Namespace, corpus, workdir: Path):
             prior = None
         if not prior or prior.get("method") != "auto":
             return None, None
-        args.split_seed = prior.get("seed", 0)
-        args.split_fractions = ",".join(f"{f:g}" for f in prior.get("fractions", DEFAULT_FRACTIONS))
-        args.split_stratify = prior.get("stratify")
-        log.info("keeping the workdir's automatic split (seed %s); --split corpus drops it",
-                 args.split_seed)
+        # kept as written: clips added since take part in no run until --split auto is rerun
+        log.info("keeping the workdir's automatic split (%s, seed %s); --split auto makes it "
+                 "again, --split corpus drops it", SPLIT_FILE, prior.get("seed", 0))
+        return prior, None
     elif args.split == "corpus":
         return None, None
     try:
@@ -229,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         log.warning("corpus: %s", problem)
     workdir = Path(args.workdir)
     split_record, split = _split_record(args, corpus, workdir)
-    if split is None and not any(corpus.summary()[s] for s in ("Train", "Val", "Test")):
+    if split_record is None and not any(corpus.summary()[s] for s in ("Train", "Val", "Test")):
         from data.workdir import split_command
 
         ref = {"root": str(root.resolve()), "layout": args.layout,
