@@ -35,10 +35,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="audformat: the filewise/segmented table(s) holding the labels (default: all)")
     p.add_argument("--column", metavar="COL[,COL]",
                    help="audformat, hf: the label column(s) to read (default: all)")
+    p.add_argument("--group-column", metavar="COL",
+                   help="csv: the column naming each clip's speaker/subject (default: the first of "
+                        "group, speaker, speaker_id, subject); it is the group, not a label")
     add_workdir(p)
-    p.add_argument("--features", nargs="+", required=True, metavar="SPEC",
+    p.add_argument("--features", nargs="+", metavar="SPEC",
                    help="feature specs: opensmile:ComParE_2016, opensmile:eGeMAPSv02, "
-                        "ssl:<hub id or local folder>, logmel:128")
+                        "ssl:<hub id or local folder>, logmel:128 (required unless --split is "
+                        "given: then only the split is written)")
+    g = p.add_argument_group(
+        "split", "Train/Val/Test for a corpus without a split column; every later command of the "
+                 "workdir (train, probe, permutation, finetune, report) uses it")
+    g.add_argument("--split", choices=["auto", "corpus"],
+                   help="auto: a speaker/group-disjoint, label-stratified split, written to "
+                        "WORKDIR/split.csv and printed (replaces the corpus's own split); corpus: "
+                        "the corpus's own split column (drops an automatic split). Default: keep "
+                        "what the workdir has")
+    g.add_argument("--split-seed", type=int, metavar="N",
+                   help="seed of --split auto (default: 0)")
+    g.add_argument("--split-fractions", metavar="TRAIN,VAL,TEST",
+                   help="shares of the clips for --split auto (default: 0.7,0.15,0.15)")
+    g.add_argument("--split-stratify", metavar="COL|none",
+                   help="label column whose classes (or quartiles, for a numeric column) each "
+                        "split keeps in proportion (default: the first label column)")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)), metavar="N",
                    help="processes for openSMILE / log-mel and for audio decoding (default: all cores)")
     p.add_argument("--level", default="functionals", choices=["functionals", "lld"],
@@ -133,9 +152,58 @@ def _torchrun_merge(workdir: Path) -> None:
     dist.destroy_process_group()
 
 
+def _split_record(args: argparse.Namespace, corpus, workdir: Path):
+    """(the split to record in corpus.json or None, the automatic split to write or None)."""
+    from data.splits import DEFAULT_FRACTIONS, SPLIT_FILE, SplitError, auto_split
+    from data.workdir import load_corpus_ref
+
+    tuning = [f for f in ("split_seed", "split_fractions", "split_stratify")
+              if getattr(args, f) is not None]
+    if tuning and args.split != "auto":
+        raise UsageError(f"--{tuning[0].replace('_', '-')} goes with --split auto")
+    if args.split is None:
+        try:
+            prior = (load_corpus_ref(workdir) or {}).get("split")
+        except ValueError:
+            prior = None
+        if not prior or prior.get("method") != "auto":
+            return None, None
+        # kept as written: clips added since take part in no run until --split auto is rerun
+        log.info("keeping the workdir's automatic split (%s, seed %s); --split auto makes it "
+                 "again, --split corpus drops it", SPLIT_FILE, prior.get("seed", 0))
+        return prior, None
+    elif args.split == "corpus":
+        return None, None
+    try:
+        fractions = (DEFAULT_FRACTIONS if args.split_fractions is None else
+                     [float(x) for x in str(args.split_fractions).split(",")])
+    except ValueError:
+        raise UsageError(f"--split-fractions takes three numbers TRAIN,VAL,TEST (e.g. "
+                         f"0.7,0.15,0.15), got {args.split_fractions!r}") from None
+    own = {k: v for k, v in corpus.summary().items() if k in ("Train", "Val", "Test") and v}
+    if own and args.split == "auto":
+        say(f"note: the corpus's own split ({', '.join(f'{k} {v}' for k, v in own.items())}) is "
+            "replaced by the automatic one (--split corpus goes back to it)")
+    try:
+        split = auto_split(corpus, seed=args.split_seed or 0, fractions=fractions,
+                           stratify=args.split_stratify)
+    except SplitError as exc:
+        raise UsageError(str(exc)) from exc
+    record = {"method": "auto", "seed": split.seed, "fractions": list(split.fractions),
+              "stratify": split.stratify}
+    return record, split
+
+
+def _show_split(split, path: Path) -> None:
+    say(f"automatic split written to {path} ({split.describe()}):")
+    for line in split.table().rename_axis(None).to_string().splitlines():
+        say(f"  {line}")
+
+
 def run(args: argparse.Namespace) -> int:
     from data.corpora import read_corpus
     from data.corpus import CorpusError
+    from data.splits import SPLIT_FILE, write_split
     from data.workdir import save_corpus_ref
     from extract.base import ExtractorUnavailable
     from extract.lock import WorkdirBusy, WorkdirLock
@@ -147,15 +215,29 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.corpus)
     if not root.is_dir():
         raise UsageError(f"--corpus {root} is not a folder")
+    if not args.features and args.split is None:
+        raise UsageError("extract needs --features SPEC [SPEC ...] (or --split auto|corpus to "
+                         "write only the workdir's split)")
     try:
         corpus = read_corpus(root, args.layout, labels=args.labels, table=args.table,
                              column=args.column, text_column=args.text_column,
-                             workdir=args.workdir)
+                             group_column=args.group_column, workdir=args.workdir)
     except (CorpusError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from exc
     for problem in corpus.problems:
         log.warning("corpus: %s", problem)
     workdir = Path(args.workdir)
+    split_record, split = _split_record(args, corpus, workdir)
+    if split_record is None and not any(corpus.summary()[s] for s in ("Train", "Val", "Test")):
+        from data.workdir import split_command
+
+        ref = {"root": str(root.resolve()), "layout": args.layout,
+               "labels": str(Path(args.labels).resolve()) if args.labels else None,
+               "table": args.table, "column": args.column, "text_column": args.text_column,
+               "group_column": args.group_column}
+        say("note: no clip has a split (Train/Val/Test); before `train`, add a `split` column "
+            "(train/val/test) to the label table or make a speaker-disjoint split with:\n  "
+            + split_command(workdir, ref))
     shard = parse_shard(args.shard)
     under_torchrun = args.shard is None and shard is not None
     if under_torchrun:
@@ -169,14 +251,27 @@ def run(args: argparse.Namespace) -> int:
         say(f"shard {k}/{n}: {len(ids)} of {len(corpus)} clips -> {store_dir}")
     # Resolve every extractor before touching the store: a missing model fails here.
     prepared = []
-    for spec in args.features:
+    for spec in args.features or ():
         try:
             prepared.append(prepare_extractor(spec, options))
         except (ValueError, ExtractorUnavailable) as exc:
             raise UsageError(f"{spec}: {exc}") from exc
     def remember_corpus() -> None:  # only once the lock is held: a refused run writes nothing
+        if split is not None:  # the file first: corpus.json never names a split that is not there
+            _show_split(split, write_split(workdir, split))
+        elif args.split == "corpus" and (workdir / SPLIT_FILE).is_file():
+            (workdir / SPLIT_FILE).unlink()
         save_corpus_ref(workdir, root, args.layout, args.labels, table=args.table,
-                        column=args.column, text_column=args.text_column, meta=corpus.meta)
+                        column=args.column, text_column=args.text_column,
+                        group_column=args.group_column, split=split_record, meta=corpus.meta)
+
+    if not args.features:  # only the split (and the corpus reference)
+        try:
+            with WorkdirLock(workdir):
+                remember_corpus()
+        except WorkdirBusy as exc:
+            raise UsageError(str(exc)) from exc
+        return EXIT_OK
 
     if args.engine == "ray":
         from extract.ray_engine import extract_with_ray

@@ -1,4 +1,5 @@
-"""``recipes``: list the reproduced systems, the paper of each and the numbers it published."""
+"""``recipes``: list the reproduced systems, the paper of each (authors, title, venue, arXiv id /
+DOI), the table reproduced, the numbers it published and the ``extract`` / ``train`` commands."""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +10,17 @@ from cli.common import EXIT_OK, UsageError, say
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "recipes", help="list the recipes (reproduced systems) with their papers and published numbers",
-        description="Every recipes/NAME.toml: the paper and table it reproduces, the published numbers "
-                    "(labelled as published: not measured here) and what `train --recipe NAME` runs. "
-                    "--fidelity NAME prints the paper beside our settings, detail by detail.")
+        description="Every recipes/NAME.toml: the paper (authors, title, venue, arXiv id or DOI) "
+                    "and the table it reproduces, the published numbers (labelled as published: "
+                    "not measured here) and what `train --recipe NAME` runs. NAME also prints "
+                    "the `extract` command of the features it needs. --fidelity NAME prints the "
+                    "paper beside our settings, detail by detail.")
     p.add_argument("name", nargs="?", metavar="NAME",
-                   help="show one recipe in full (description and training settings)")
+                   help="show one recipe in full (description, training settings, the extract and "
+                        "train commands)")
+    p.add_argument("--workdir", metavar="DIR",
+                   help="with NAME: write the commands for this workdir (its recorded corpus "
+                        "root, layout and label table; default placeholders ROOT and WORKDIR)")
     p.add_argument("--fidelity", action="store_true",
                    help="print the fidelity table (the paper's words, our value, match / option / "
                         "differs / not stated); without NAME, the counts of every recipe")
@@ -52,15 +59,28 @@ def run(args: argparse.Namespace) -> int:
         for r in recipes:
             _print_fidelity(r, full=bool(name))
         return EXIT_OK
+    if getattr(args, "workdir", None) and not name:
+        raise UsageError("--workdir goes with a recipe NAME: `recipes NAME --workdir DIR`")
     for r in recipes:
         layer = f" layer {r.layer}" if r.layer is not None else ""
         say(f"{r.name}")
-        say(f"  paper:      {r.paper}")
+        say(f"  paper:      {r.citation()}")
         say(f"  reproduces: {r.table}")
         for pub in r.reproduces:
             say(f"    published {pub.text()}")
         say(f"  runs:       {r.head} on {', '.join(r.features)}{layer}, task {r.task}, {r.seeds} seed(s)")
         if name:
+            workdir = getattr(args, "workdir", None)
+            try:
+                commands = r.extract_commands(workdir)
+            except ValueError as exc:  # a damaged corpus.json: the message says what to do
+                raise UsageError(str(exc)) from exc
+            corpus = {"avb": "A-VB 2022", "exvo": "ExVo 2022"}.get(r.layout, "the paper's")
+            say(f"  extract:    the features it reads ({corpus} corpus, layout {r.layout or '?'}):")
+            for cmd in commands:
+                say(f"    {cmd}")
+            say(f"  train:      python run_pipeline.py train --workdir {workdir or 'WORKDIR'} "
+                f"--recipe {r.name}")
             say(f"  about:      {r.description}")
             for key, value in sorted(r.options.items()):
                 say(f"    {key} = {value}")

@@ -129,9 +129,10 @@ def build_config(args: argparse.Namespace):
                 exp["features"] = tuple(exp["features"])
             cfg = recipe.experiment_config(args.workdir, run_name=args.run_name,
                                            n_boot=args.n_boot, n_jobs=args.jobs, **exp, **options)
+            use = recipe.reuse(exp.get("task"), given=options)
         except (RecipeError, ValueError) as exc:
             raise UsageError(str(exc)) from exc
-        return cfg, recipe
+        return cfg, (recipe, use)
     if not args.task:
         raise UsageError("train needs --task (or --recipe NAME)")
     if not args.features or not args.head:
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     from heads.experiment import run_experiment
     from heads.features import FeatureError
 
-    cfg, recipe = build_config(args)
+    cfg, recipe_use = build_config(args)
     if cfg.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {cfg.seeds}")
     torch_head = _is_torch_head(cfg.head)
@@ -165,14 +166,24 @@ def run(args: argparse.Namespace) -> int:
 
             TrainOptions.from_dict(cfg.options)
             check_features(cfg)
-        result = run_experiment(cfg)
+        if recipe_use is not None and recipe_use[1].dropped:
+            recipe, use = recipe_use
+            say(f"recipe {recipe.name} on --task {use.task} (its own: {recipe.task}); "
+                "no longer applies:")
+            for line in use.dropped:
+                say(f"  {line}")
+        result = run_experiment(cfg, recipe=None if recipe_use is None else
+                                recipe_use[0].run_record(recipe_use[1]))
     except (FeatureError, TaskError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     print_result(result.metrics, result.run_dir)
-    if recipe is not None:
-        say(f"recipe {recipe.name}: {recipe.paper}, {recipe.table}")
-        for pub in recipe.reproduces:
+    if recipe_use is not None:
+        recipe, use = recipe_use
+        say(f"recipe {recipe.name}: {recipe.citation()}, {recipe.table}")
+        for pub in use.published:
             say(f"  published {pub.text()}")
+        if not use.same_task:
+            say(f"  published numbers not shown: they are for {recipe.task}")
     return EXIT_OK
 
 

@@ -237,7 +237,9 @@ def column_values(corpus: Corpus, column: str) -> pd.Series:
     return raw.map(text).astype(object)
 
 
-def _speakers(corpus: Corpus) -> pd.Series | None:
+def speakers(corpus: Corpus) -> pd.Series | None:
+    """Speaker of every clip as text (``''`` unknown): the ``speaker`` label column where the
+    layout has one (IEMOCAP), else the clip table's ``group``; None when no clip has one."""
     if SPEAKER_COLUMN in corpus.labels.columns:
         return column_values(corpus, SPEAKER_COLUMN)
     group = column_values(corpus, "group")
@@ -311,12 +313,12 @@ def _choose_val(
 
 
 def _shared(corpus: Corpus, split: Mapping[str, str]) -> tuple[str, ...]:
-    speakers = _speakers(corpus)
-    if speakers is None:
+    who = speakers(corpus)
+    if who is None:
         return ()
     roles: dict[str, set[str]] = {}
     for clip, role in split.items():
-        spk = speakers[clip]
+        spk = who[clip]
         if spk:
             roles.setdefault(spk, set()).add(role)
     return tuple(sorted((s for s, r in roles.items() if len(r) > 1), key=natural_key))
@@ -623,16 +625,16 @@ def read_emobox_folds(
         if "valid" not in files:
             test = [c for c, r in split.items() if r == "Test"]
             rest = [c for c, r in split.items() if r == "Train"]
-            speakers = _speakers(corpus)
-            if speakers is None and rule is ValRule.NEXT_GROUP:
+            who = speakers(corpus)
+            if who is None and rule is ValRule.NEXT_GROUP:
                 raise FoldError(
                     f"validation rule 'next-group' on EmoBox folds needs speakers (a 'speaker' "
                     f"label column or the group column), which the {corpus.layout} corpus at "
                     f"{corpus.root} lacks; use --val none"
                 )
-            held = sorted({speakers[c] for c in test} - {""}, key=natural_key) if speakers is not None else []
+            held = sorted({who[c] for c in test} - {""}, key=natural_key) if who is not None else []
             val_ids, val_groups, applied = _choose_val(
-                corpus, test, rest, rule, column=SPEAKER_COLUMN, values=speakers, test_groups=held)
+                corpus, test, rest, rule, column=SPEAKER_COLUMN, values=who, test_groups=held)
             if rest and len(val_ids) == len(rest):
                 raise FoldError(
                     f"EmoBox fold {fold_dir}: validation rule {applied!r} leaves no Train clip "
@@ -699,6 +701,7 @@ __all__ = [
     "make_folds",
     "read_emobox_folds",
     "read_folds",
+    "speakers",
     "test_group",
     "write_folds",
 ]

@@ -3,7 +3,8 @@
 A :class:`Task` is one or more :class:`Target` s plus the name of its headline score. Fixed tasks
 live in :data:`TASKS`; two parametric forms serve any corpus read with the ``csv`` layout:
 
-* ``regress:COL[,COL...]`` (or ``regress:A+B``): regression on numeric columns, mean CCC.
+* ``regress:COL[,COL...]`` (or ``regress:A+B``): regression on numeric columns, mean CCC; one
+  target per column, named after it (so ``--loss ccc,arousal=mse`` names a column).
 * ``classify:COL``: classification of one column, UAR; classes come from the data
   (:func:`resolve_task`).
 
@@ -332,7 +333,7 @@ def _parametric(name: str, columns: list[str]) -> Task:
             raise TaskError(f"task {name!r} names a column twice: {columns}")
         return Task(
             f"regress:{','.join(columns)}",
-            (Target("regress", "regression", tuple(columns), "ccc"),),
+            tuple(Target(c, "regression", (c,), "ccc") for c in columns),
             "ccc",
             f"regression on {', '.join(columns)}, mean CCC",
         )

@@ -3,18 +3,23 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 CORPUS_FILE = "corpus.json"
+READER_REF_KEYS = ("table", "column", "text_column", "group_column")
+"""Reader options a corpus reference records (their flag is ``--`` + the key with dashes)."""
 
 
 def save_corpus_ref(workdir: str | os.PathLike, root: str | os.PathLike, layout: str,
                     labels: str | os.PathLike | None = None, *, table: str | None = None,
                     column: str | None = None, text_column: str | None = None,
+                    group_column: str | None = None, split: dict | None = None,
                     meta: dict | None = None) -> None:
     """Remember the corpus of a workdir (absolute paths), the reader's options (transcript
-    column, audformat table/column) and what the corpus is (``Corpus.meta``: e.g. an audformat
-    database's name and version)."""
+    column, group column, audformat table/column), the automatic split when there is one
+    (``split``: method, seed, fractions, stratify; the clips are in ``WORKDIR/split.csv``) and
+    what the corpus is (``Corpus.meta``: e.g. an audformat database's name and version)."""
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
     ref: dict = {"root": str(Path(root).resolve()), "layout": layout,
@@ -25,6 +30,10 @@ def save_corpus_ref(workdir: str | os.PathLike, root: str | os.PathLike, layout:
         ref["table"] = table
     if column is not None:
         ref["column"] = column
+    if group_column is not None:
+        ref["group_column"] = group_column
+    if split:
+        ref["split"] = split
     if meta:
         ref["meta"] = meta
     text = json.dumps(ref, indent=2)
@@ -55,19 +64,65 @@ def load_corpus_ref(workdir: str | os.PathLike) -> dict | None:
     return ref
 
 
-def open_corpus(workdir: str | os.PathLike):
-    """Read the corpus a workdir was built from.
+def corpus_args(workdir: str | os.PathLike, ref: dict | None = None) -> list[str]:
+    """The ``extract`` arguments that read this workdir's corpus again: ``--corpus``,
+    ``--layout``, ``--labels`` and the reader options, then ``--workdir`` (placeholders ROOT and
+    LAYOUT when the workdir has no corpus reference)."""
+    ref = load_corpus_ref(workdir) if ref is None else ref
+    ref = ref or {}
+    parts = ["--corpus", ref.get("root") or "ROOT", "--layout", ref.get("layout") or "LAYOUT"]
+    if ref.get("labels"):
+        parts += ["--labels", ref["labels"]]
+    for key in READER_REF_KEYS:
+        if ref.get(key) is not None:
+            parts += [f"--{key.replace('_', '-')}", str(ref[key])]
+    return parts + ["--workdir", str(workdir)]
+
+
+def split_command(workdir: str | os.PathLike, ref: dict | None = None) -> str:
+    """The command that writes an automatic split of this workdir (``extract ... --split auto``;
+    without ``--features`` it reads no audio), with the seed, fractions and stratification
+    column of the split the workdir records, if any."""
+    ref = load_corpus_ref(workdir) if ref is None else ref
+    split = (ref or {}).get("split") or {}
+    parts = ["python", "run_pipeline.py", "extract", *corpus_args(workdir, ref), "--split", "auto"]
+    if split.get("seed"):
+        parts += ["--split-seed", str(split["seed"])]
+    if split.get("fractions"):
+        parts += ["--split-fractions", ",".join(f"{f:g}" for f in split["fractions"])]
+    if split.get("stratify"):
+        parts += ["--split-stratify", str(split["stratify"])]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def open_corpus(workdir: str | os.PathLike, *, need_split: bool = False):
+    """Read the corpus a workdir was built from, with the workdir's automatic split applied
+    when ``extract --split auto`` made one (``WORKDIR/split.csv``, :mod:`data.splits`).
+
+    Args:
+        workdir: the workdir.
+        need_split: refuse a corpus without Train or Val clips (commands that train).
 
     Raises:
         FileNotFoundError: the workdir has no corpus reference (run ``extract`` first).
+        data.splits.SplitError: the recorded split file is missing or damaged, or (with
+            ``need_split``) there is no Train or no Val clip; the message gives the command
+            that makes a split.
     """
     from data.corpora import read_corpus
+    from data.splits import apply_split, check_split, read_split
 
     ref = load_corpus_ref(workdir)
     if ref is None:
         raise FileNotFoundError(
             f"{workdir} has no {CORPUS_FILE}: run `extract --corpus ROOT --layout L --workdir "
             f"{workdir} ...` first, which records the corpus")
-    return read_corpus(ref["root"], ref["layout"], labels=ref.get("labels"), table=ref.get("table"),
-                       column=ref.get("column"), text_column=ref.get("text_column"),
-                       workdir=workdir)
+    corpus = read_corpus(ref["root"], ref["layout"], labels=ref.get("labels"),
+                         workdir=workdir, **{k: ref.get(k) for k in READER_REF_KEYS})
+    split = ref.get("split") or {}
+    fix = split_command(workdir, ref)
+    if split.get("method") == "auto":
+        corpus = apply_split(corpus, read_split(workdir, fix=fix))
+    if need_split:
+        check_split(corpus, fix=fix)
+    return corpus

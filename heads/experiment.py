@@ -136,8 +136,13 @@ def _clipping(chosen: dict[str, Any], task: Task, seed: int, per_task: bool) -> 
             if isinstance(p, dict) and "clipping" in p}
 
 
-def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
+def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = None
+                   ) -> ExperimentResult:
     """Fit, select, score and write a run directory.
+
+    ``recipe`` (:meth:`heads.recipes.Recipe.run_record`) is recorded as ``recipe`` in
+    metrics.json and config.json: which recipe, what of it did not apply, the published numbers
+    that do.
 
     Raises:
         FeatureError: features missing from the store (says which extract to run).
@@ -146,7 +151,7 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
     """
     t0 = time.perf_counter()
     store = FeatureStore(cfg.workdir)
-    corpus = open_corpus(cfg.workdir)
+    corpus = open_corpus(cfg.workdir, need_split=True)
     tasks = [resolve_task(t, corpus.labels) for t in parse_tasks(cfg.task)]
     head = get_head(cfg.head)
     check_seeds(cfg)
@@ -229,11 +234,13 @@ def run_experiment(cfg: ExperimentConfig) -> ExperimentResult:
         "seconds": round(time.perf_counter() - t0, 3),
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         **extras,
+        **({"recipe": recipe} if recipe is not None else {}),
     }
     if len(tasks) == 1 and "test" in per_task[tasks[0].name]:
         metrics_out["test"] = per_task[tasks[0].name]["test"]
     config_out = {**asdict(cfg), "features": list(cfg.features), "run_name": run_name,
-                  "feature_sets": ds.feature_desc, "corpus": corpus.layout}
+                  "feature_sets": ds.feature_desc, "corpus": corpus.layout,
+                  **({"recipe": recipe} if recipe is not None else {})}
     rundir.write_json(run_dir / "config.json", config_out)
     rundir.write_json(run_dir / "metrics.json", metrics_out)
     log.info("run %s: Val %s = %.4f", run_name, val_top["metric"], val_top["score"])

@@ -274,7 +274,7 @@ def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str
     if used:
         raise ValueError(f"task {tasks[0].name} predicts {[AUX_COLUMNS[a] for a in used]}, which "
                          f"would also be an input; choose e.g. --task avb-high")
-    corpus = open_corpus(cfg.workdir)
+    corpus = open_corpus(cfg.workdir, need_split=True)
     task = resolve_task(tasks[0], corpus.labels)
     data = load_probe_data(store, header, corpus, task)
     tr = data.rows("Train")

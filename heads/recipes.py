@@ -4,8 +4,9 @@ A recipe file ``recipes/<name>.toml`` has two tables::
 
     [recipe]
     name = "slabcnu-lstm"                  # = the file name
-    paper = "seed 002: wav2vec2 layer 12 + 2-layer LSTM"
+    paper = "Nguyen et al. 2022, Fine-tuning Wav2vec for Vocal-burst Emotion Recognition"
     table = "test results, A-VB 2022"
+    layout = "avb"                         # the corpus layout of the paper's data (extract --layout)
     description = "what is reproduced and what differs"
     [[recipe.reproduces]]                  # published numbers (FIELD_NOTES section 3)
     split = "test"
@@ -26,7 +27,7 @@ A recipe file ``recipes/<name>.toml`` has two tables::
     authors = "Nguyen, Ho, Pant, Lee, Kim, Yang"
     title = "Fine-tuning Wav2vec for Vocal-burst Emotion Recognition"
     venue = "ACII 2022 A-VB workshop and competition"
-    id = "not in the paper text"           # arXiv id or DOI where the paper text gives one
+    id = "arXiv:2210.00263"                # arXiv id or DOI (where from, when not the paper text)
     file = "002_e3da139e7ea44eaa.txt"      # in ../shared/papers/
     table = "Table V"
     [[fidelity.rows]]
@@ -37,7 +38,10 @@ A recipe file ``recipes/<name>.toml`` has two tables::
     status = "match"                       # match | option: ... | differs: why | not stated
 
 Unknown keys fail, naming the key and the valid ones. Command-line flags override a recipe's
-``[train]`` values. :func:`check_features` tells, before training, which ``extract`` command
+``[train]`` values; a recipe run on other tasks than its own (``train --recipe R --task T``)
+drops what no longer applies (:meth:`Recipe.reuse`: loss items and chain entries naming targets
+T lacks, a per-target fixed weighting, the published comparison, the recipe's run name).
+:meth:`Recipe.extract_commands` and :func:`check_features` give the ``extract`` command that
 makes the features a recipe needs.
 
 Example:
@@ -55,16 +59,16 @@ import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from heads.config import ExperimentConfig, TrainOptions
+from heads.config import ExperimentConfig, TrainOptions, parse_loss_spec
 from heads.features import FeatureError, find_set, resolve_field
 from heads.registry import get_head, head_names
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 """The recipe files shipped with the project."""
 
-RECIPE_KEYS = ("name", "paper", "table", "description", "reproduces")
+RECIPE_KEYS = ("name", "paper", "table", "layout", "description", "reproduces")
 FIDELITY_KEYS = ("authors", "title", "venue", "id", "file", "table", "rows")
 FIDELITY_ROW_KEYS = ("aspect", "detail", "quote", "source", "ours", "status")
 FIDELITY_ASPECTS = ("data", "features", "spectrogram", "crops", "architecture", "sizes",
@@ -102,7 +106,7 @@ class Published:
             vals = v if isinstance(v, tuple) else (v,)
             return "/".join(f"{x:g}" for x in vals)
 
-        body = ", ".join(f"{k} {fmt(v)}" for k, v in self.scores.items()) or "no number in the notes"
+        body = ", ".join(f"{k} {fmt(v)}" for k, v in self.scores.items()) or "no published number"
         return f"{self.split}: {body}" + (f" ({self.note})" if self.note else "")
 
 
@@ -157,11 +161,31 @@ class Fidelity:
 
 
 @dataclass(frozen=True)
+class RecipeReuse:
+    """What of a recipe applies to a run on other tasks than the recipe's own.
+
+    Attributes:
+        task: the run's task(s).
+        options: the recipe's training options without those that no longer apply.
+        dropped: one line per recipe field that no longer applies, saying why.
+        published: the published numbers to show beside the run (none when the task changed).
+        same_task: True when the run's tasks are the recipe's (nothing is dropped).
+    """
+
+    task: str
+    options: dict[str, Any]
+    dropped: tuple[str, ...]
+    published: tuple[Published, ...]
+    same_task: bool
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe.
 
     Attributes:
         name, paper, table, description: what it reproduces and from where.
+        layout: the corpus layout of the paper's data (``avb``, ``exvo``; ``""`` unknown).
         reproduces: the published numbers.
         task, features, head, layer, pooling, seeds: the experiment.
         options: training options (fields of :class:`heads.config.TrainOptions`).
@@ -183,6 +207,81 @@ class Recipe:
     options: dict[str, Any] = field(default_factory=dict)
     fidelity: Fidelity | None = None
     path: Path | None = None
+    layout: str = ""
+
+    def citation(self) -> str:
+        """The paper as authors, title, venue and arXiv id / DOI (its ``paper`` line without a
+        [fidelity] table)."""
+        return self.fidelity.citation() if self.fidelity is not None else self.paper
+
+    def extract_commands(self, workdir: str | os.PathLike | None = None) -> list[str]:
+        """The ``extract`` command of each feature set the recipe reads (layers, poolings and
+        frame sequences as it needs them). Without ``workdir`` (or a workdir without a recorded
+        corpus) the corpus root is ``ROOT`` and the workdir ``WORKDIR``."""
+        sequence = get_head(self.head).input_kind == "sequence"
+        frames = self.options.get("frames_field")
+        if sequence and frames is None and self.layer is not None:
+            frames = f"frames_l{self.layer}"
+        return [extract_command(workdir if workdir is not None else "WORKDIR", spec,
+                                layer=self.layer, pooling=self.pooling,
+                                frames_field=frames if sequence else None,
+                                layout=self.layout or None)
+                for spec in self.features]
+
+    def reuse(self, task: str | None, *, given: Iterable[str] = ()) -> RecipeReuse:
+        """What applies when the recipe runs on ``task`` instead of its own tasks.
+
+        Args:
+            task: the run's task(s) (``train --task``), or None for the recipe's own.
+            given: training options set explicitly (flags): never dropped.
+
+        Returns:
+            The options to train with, the fields dropped (one line each) and the published
+            numbers that still apply (all of them for the recipe's own tasks, none otherwise:
+            they were measured on the paper's tasks and corpus).
+
+        Raises:
+            TaskError: ``task`` names an unknown task.
+        """
+        from data.tasks import parse_tasks
+
+        own = [t.name for t in parse_tasks(self.task)]
+        if task is None or sorted(t.name for t in parse_tasks(task)) == sorted(own):
+            return RecipeReuse(self.task if task is None else task, dict(self.options), (),
+                               self.reproduces, True)
+        tasks = parse_tasks(task)
+        targets = [tg.name for t in tasks for tg in t.targets]
+        names = set(targets) | {t.name for t in tasks}
+        given = set(given)
+        options = dict(self.options)
+        dropped: list[str] = []
+        if "loss" in options and "loss" not in given:
+            default, named = parse_loss_spec(options["loss"])
+            gone = sorted(n for n in named if n not in names)
+            if gone:
+                kept = ",".join([default, *(f"{n}={v}" for n, v in named.items() if n in names)])
+                dropped.append(f"loss {options['loss']!r}: {', '.join(gone)} not a target of "
+                               f"{task} (targets: {', '.join(targets)}); using {kept!r}")
+                options["loss"] = kept
+        weighting = str(options.get("weighting", ""))
+        if weighting.startswith("fixed:") and "weighting" not in given:
+            if len(weighting[len("fixed:"):].split(",")) != len(targets):
+                dropped.append(f"weighting {weighting!r}: one weight per target of {self.task}, "
+                               f"not of {task} ({len(targets)} target(s)); using equal")
+                del options["weighting"]
+        if options.get("chain") and "chain" not in given:
+            entries = [e.strip() for e in str(options["chain"]).split(",") if e.strip()]
+            gone = [e for e in entries if e not in names]
+            if gone:
+                dropped.append(f"chain {options['chain']!r}: {', '.join(gone)} not predicted "
+                               f"by {task}; no chain")
+                del options["chain"]
+        if self.reproduces:
+            dropped.append(f"published numbers ({self.table}): measured for {self.task} on the "
+                           f"paper's corpus, not comparable with {task}; not shown or recorded")
+        dropped.append(f"run name: not the recipe's (<time>-{self.name}), this run is not the "
+                       "recipe's system; named after its settings unless --run-name is given")
+        return RecipeReuse(task, options, tuple(dropped), (), False)
 
     def experiment_config(self, workdir: str | os.PathLike, *, run_name: str | None = None,
                           n_boot: int = 500, n_jobs: int = 1, **overrides: Any) -> ExperimentConfig:
@@ -196,14 +295,24 @@ class Recipe:
         if unknown:
             raise RecipeError(f"unknown override(s) {unknown}; valid: {', '.join(TRAIN_KEYS)}")
         exp = {k: overrides.get(k, getattr(self, k)) for k in EXPERIMENT_KEYS}
-        options = {**self.options, **{k: v for k, v in overrides.items() if k not in EXPERIMENT_KEYS}}
+        flags = {k: v for k, v in overrides.items() if k not in EXPERIMENT_KEYS}
+        use = self.reuse(overrides.get("task"), given=flags)
+        options = {**use.options, **flags}
         TrainOptions.from_dict(options)  # fail early on a bad value
+        if run_name is None and use.same_task:
+            run_name = f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{self.name}"
         return ExperimentConfig(workdir=str(workdir), task=exp["task"],
                                 features=tuple(exp["features"]), head=exp["head"],
                                 layer=exp["layer"], pooling=exp["pooling"], seeds=int(exp["seeds"]),
-                                n_boot=n_boot,
-                                run_name=run_name or f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{self.name}",
-                                n_jobs=n_jobs, options=options)
+                                n_boot=n_boot, run_name=run_name, n_jobs=n_jobs, options=options)
+
+    def run_record(self, use: RecipeReuse) -> dict[str, Any]:
+        """What a run's metrics.json and config.json record of the recipe it came from."""
+        return {"name": self.name, "paper": self.citation(), "table": self.table,
+                "task": self.task, "run_task": use.task, "same_task": use.same_task,
+                "not_applied": list(use.dropped),
+                "published": [{"split": p.split, "scores": dict(p.scores), "note": p.note}
+                              for p in use.published]}
 
 
 def _check_keys(table: dict[str, Any], valid: tuple[str, ...], where: str) -> None:
@@ -317,7 +426,15 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     pubs = tuple(_published(e, f"{source} [[recipe.reproduces]]") for e in reproduces)
     fidelity = (_fidelity(data["fidelity"], features, f"{source} [fidelity]")
                 if "fidelity" in data else None)
-    return Recipe(name=meta["name"], paper=meta["paper"], table=meta["table"],
+    layout = str(meta.get("layout", ""))
+    if layout:
+        from data.corpora.registry import LAYOUTS
+        import data.corpora  # noqa: F401  (fills LAYOUTS)
+
+        if layout not in LAYOUTS:
+            raise RecipeError(f"{source} [recipe]: layout must be one of {sorted(LAYOUTS)}; "
+                              f"got {layout!r}")
+    return Recipe(name=meta["name"], paper=meta["paper"], table=meta["table"], layout=layout,
                   description=str(meta.get("description", "")), reproduces=pubs,
                   task=str(train["task"]), features=features, head=str(train["head"]),
                   layer=train.get("layer"), pooling=str(train.get("pooling", "mean")),
@@ -364,23 +481,22 @@ def list_recipes(directory: Path = RECIPES_DIR) -> list[Recipe]:
 
 # ---------------------------------------------------------------------------------- features
 def extract_command(workdir: str | os.PathLike, spec: str, *, layer: int | None = None,
-                    pooling: str = "mean", frames_field: str | None = None) -> str:
+                    pooling: str = "mean", frames_field: str | None = None,
+                    layout: str | None = None) -> str:
     """The ``extract`` command that stores ``spec`` as a recipe needs it.
 
-    The corpus root and layout come from the workdir's ``corpus.json`` when it has one.
+    The corpus (root, layout, label table, reader options) comes from the workdir's
+    ``corpus.json`` when it has one; else the root is ``ROOT`` and the layout ``layout``
+    (``LAYOUT`` when None).
 
     Example:
         >>> extract_command("/nowhere", "ssl:facebook/wav2vec2-base", layer=12, frames_field="frames_l12")
         'python run_pipeline.py extract --corpus ROOT --layout LAYOUT --workdir /nowhere --features ssl:facebook/wav2vec2-base --layers 12 --poolings mean --frames-layers 12'
     """
-    from data.workdir import load_corpus_ref
+    from data.workdir import corpus_args, load_corpus_ref
 
-    ref = load_corpus_ref(workdir) or {}
-    parts = ["python", "run_pipeline.py", "extract", "--corpus", ref.get("root") or "ROOT",
-             "--layout", ref.get("layout") or "LAYOUT"]
-    if ref.get("labels"):
-        parts += ["--labels", ref["labels"]]
-    parts += ["--workdir", str(workdir), "--features", spec]
+    ref = load_corpus_ref(workdir) or {"layout": layout}
+    parts = ["python", "run_pipeline.py", "extract", *corpus_args(workdir, ref), "--features", spec]
     if spec.startswith("ssl:"):
         if layer is not None:
             parts += ["--layers", str(layer)]
@@ -430,5 +546,5 @@ def check_features(cfg: ExperimentConfig) -> None:
             raise FeatureError(f"head {cfg.head!r} needs frame sequences: {exc}\nRun:\n  {cmd}") from None
 
 
-__all__ = ["Recipe", "Published", "Fidelity", "FidelityRow", "FIDELITY_ASPECTS", "STATUSES", "RecipeError", "RECIPES_DIR", "TRAIN_KEYS", "load_recipe",
+__all__ = ["Recipe", "RecipeReuse", "Published", "Fidelity", "FidelityRow", "FIDELITY_ASPECTS", "STATUSES", "RecipeError", "RECIPES_DIR", "TRAIN_KEYS", "load_recipe",
            "list_recipes", "parse_recipe", "recipe_path", "extract_command", "check_features"]

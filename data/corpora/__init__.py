@@ -36,7 +36,7 @@ from data.corpora.registry import (  # noqa: E402  (re-exported: the public name
 def read_corpus(
     root: str | os.PathLike, layout: str, *, labels: str | os.PathLike | None = None,
     table: str | None = None, column: str | None = None, text_column: str | None = None,
-    workdir: str | os.PathLike | None = None,
+    group_column: str | None = None, workdir: str | os.PathLike | None = None,
 ) -> Corpus:
     """Read a corpus folder with the reader of ``layout``.
 
@@ -50,6 +50,7 @@ def read_corpus(
         column: label column(s), comma-separated (audformat, hf).
         text_column: a label column holding each clip's transcript; it becomes the column
             :data:`TEXT_COLUMN` (``text``), as text.
+        group_column: the column naming each clip's group (speaker/subject; csv only).
         workdir: the workdir, for readers that keep derived files there (hf); ignored by the
             others.
 
@@ -73,13 +74,13 @@ def read_corpus(
         label_path = label_path.absolute()
     takes = layout_options(layout)
     options: dict[str, object] = {}
-    for name, value in (("table", table), ("column", column)):
+    for name, value in (("table", table), ("column", column), ("group_column", group_column)):
         if value is None:
             continue
         if name not in takes:
             users = sorted(k for k in LAYOUTS if name in layout_options(k))
-            raise CorpusError(f"--{name} is for the {'/'.join(users)} layout(s); layout "
-                              f"{layout!r} does not take it")
+            raise CorpusError(f"--{name.replace('_', '-')} is for the {'/'.join(users)} "
+                              f"layout(s); layout {layout!r} does not take it")
         options[name] = value
     if "workdir" in takes:
         options["workdir"] = None if workdir is None else Path(workdir).expanduser().absolute()

@@ -6,8 +6,10 @@
     clips/a.wav,train,spk1,0.3,happy
 
 ``file`` (required) is the audio path relative to the corpus root (absolute paths work too);
-``split`` (optional) is mapped case-insensitively from train/val/valid/dev/test; ``group``
-(optional) is the speaker; ``start``/``end`` (optional) make the row a segment of its file, in
+``split`` (optional) is mapped case-insensitively from train/val/valid/dev/test; the group
+(speaker/subject, optional) is the column ``group``, else the first of ``speaker``,
+``speaker_id``, ``subject`` (:data:`data.corpora.registry.GROUP_COLUMNS`), or the column named by
+``group_column`` (``extract --group-column COL``); it is never a label. ``start``/``end`` (optional) make the row a segment of its file, in
 seconds (``12.5``) or ``HH:MM:SS.fff`` (an empty start is 0, an empty end the end of the file).
 Every other column is a label: numeric when all its non-empty cells are numbers, else text; a
 column named ``text`` (the transcript) is always text. The clip id is the file path without its extension, relative to the root with ``/`` separators, and
@@ -24,7 +26,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from data.corpora.registry import TEXT_COLUMN, register_layout
+from data.corpora.registry import GROUP_COLUMNS, TEXT_COLUMN, register_layout
 from data.corpus import (
     Corpus,
     CorpusError,
@@ -33,6 +35,7 @@ from data.corpus import (
     check_segments,
     drop_repeated_rows,
     examples,
+    find_column,
     normalise_splits,
     parse_time,
     read_table,
@@ -70,12 +73,15 @@ def _numeric_or_text(series: pd.Series) -> pd.Series:
 
 
 @register_layout("csv")
-def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
+def read_csv_corpus(root: Path, *, labels: Path | None = None,
+                    group_column: str | None = None) -> Corpus:
     """Read a corpus described by one CSV.
 
     Args:
         root: the corpus folder; ``file`` paths are relative to it.
         labels: the CSV (default ``root/labels.csv``).
+        group_column: the column naming each clip's group (speaker/subject); default the first
+            of ``group`` and :data:`GROUP_COLUMNS` present. It is not a label.
 
     Returns:
         The corpus. Rows whose file does not exist are kept (extraction reports them as failed)
@@ -83,13 +89,14 @@ def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
         (noted).
 
     Raises:
-        CorpusError: no such CSV, no ``file`` column, an unknown split value, or rows for the
-            same clip with different values (names the lines).
+        CorpusError: no such CSV, no ``file`` column, an unknown split value, no column
+            ``group_column``, or rows for the same clip with different values (names the lines).
     """
     root = Path(root)
     path = Path(labels) if labels is not None else root / "labels.csv"
     table = read_table(path, what="corpus table")
     table = canonical_columns(table, RESERVED)
+    table = _group_column(table, group_column, path)
     require_columns(
         table, ["file"], path=path, hint="the csv layout needs a 'file' column with audio paths relative to the root"
     )
@@ -177,6 +184,29 @@ def read_csv_corpus(root: Path, *, labels: Path | None = None) -> Corpus:
         spans=spans,
         errors=errors,
     )
+
+
+def _group_column(table: pd.DataFrame, name: str | None, path: Path) -> pd.DataFrame:
+    """The table with its group column renamed ``group`` (so it is no label).
+
+    Raises:
+        CorpusError: ``name`` is given and is not a column (lists the columns).
+    """
+    if name is not None:
+        hit = find_column(table, [name])
+        if hit is None or hit in ("file", "split", "start", "end"):
+            raise CorpusError(f"{path}: --group-column {name!r} is not a column of the table; "
+                              f"columns: {list(table.columns)}")
+    else:
+        # ``group`` (this layout's own name for it) first, then the usual names
+        hit = find_column(table, ["group", *(c for c in GROUP_COLUMNS if c != "group")])
+        if hit is None:
+            return table
+    if hit == "group":
+        return table
+    logger.info("%s: column %r is the group (speaker) of each clip, not a label", path.name, hit)
+    rest = table.drop(columns=["group"]) if "group" in table.columns else table
+    return rest.rename(columns={hit: "group"})
 
 
 def _clip_ids(table: pd.DataFrame, root: Path, lines: pd.Series, path: Path

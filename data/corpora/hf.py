@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
-from data.corpora.registry import register_layout
+from data.corpora.registry import GROUP_COLUMNS, register_layout
 from data.corpus import Corpus, CorpusError, assemble_corpus, examples, find_column, normalise_split
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 INSTALL = "pip install datasets (or pip install -e '.[hf]')"
 AUDIO_DIR = "hf_audio"
 ID_COLUMNS = ("id", "clip_id", "file_id")
-GROUP_COLUMNS = ("speaker", "speaker_id", "group", "subject")
 _BATCH = 256
 
 

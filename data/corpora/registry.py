@@ -21,7 +21,7 @@ class Reader(Protocol):
 LAYOUTS: dict[str, Reader] = {}
 """Reader functions by layout name."""
 
-READER_OPTIONS = ("table", "column", "workdir")
+READER_OPTIONS = ("table", "column", "group_column", "workdir")
 """Keyword options a reader may take besides ``labels``."""
 
 
@@ -49,3 +49,9 @@ def register_layout(name: str) -> Callable[[Reader], Reader]:
 
 TEXT_COLUMN = "text"
 """The label column that holds a clip's transcript, in every layout."""
+
+
+GROUP_COLUMNS = ("speaker", "speaker_id", "group", "subject")
+"""Columns that name a clip's group (speaker/subject) in the layouts whose tables have free
+column names (csv, hf): the first one present is the group, never a label. ``--group-column COL``
+names another one."""

@@ -72,7 +72,7 @@ def finetune(cfg: FinetuneConfig, *, on_phase: PhaseFn | None = None,
     if (run_dir / "config.json").is_file() and (run_dir / MODEL_SUBDIR / "config.json").is_file():
         return _reuse(cfg, run_dir)
 
-    corpus = open_corpus(cfg.workdir)
+    corpus = open_corpus(cfg.workdir, need_split=True)
     tasks = [resolve_task(t, corpus.labels) for t in parse_tasks(cfg.task)]
     ex = SSLExtractor(cfg.model, ExtractOptions(device="cpu"))
     ex.resolve()  # ValueError: not an SSL model; ExtractorUnavailable: weights missing

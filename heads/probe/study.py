@@ -202,7 +202,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
     if len(tasks) != 1:
         raise ValueError(f"a probe studies one task, got {[t.name for t in tasks]}; run one "
                          f"probe per task")
-    corpus = open_corpus(cfg.workdir)
+    corpus = open_corpus(cfg.workdir, need_split=True)
     task = resolve_task(tasks[0], corpus.labels)
     data = load_probe_data(store, header, corpus, task)
     name = cfg.name or default_probe_name(cfg, header)

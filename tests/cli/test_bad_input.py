@@ -134,7 +134,7 @@ def test_label_problems_are_reported_not_fatal(tmp_path):
     cli("train", "--workdir", str(wd), "--task", "regress:score", "--features",
             "opensmile:eGeMAPSv02", "--head", "ridge", "--run-name", "r")
     m = json.loads((wd / "runs" / "r" / "metrics.json").read_text())
-    assert m["excluded_missing_labels"]["regress:score"]["regress"] == 1  # the NaN row, never filled
+    assert m["excluded_missing_labels"]["regress:score"]["score"] == 1  # the NaN row, never filled
 
 
 def test_avb_audio_without_labels_and_labels_without_audio_are_reported(tmp_path):

@@ -62,8 +62,8 @@ def test_infinite_labels_are_counted_and_the_rule_stated(workdir):
             "--head", "ridge", "--run-name", "inf")
     assert "n=3 of 4 Val clips; the others have no label" in p.stdout
     m = json.loads((workdir / "runs" / "inf" / "metrics.json").read_text())
-    assert m["excluded_missing_labels"]["regress:score"]["regress"] == 2  # a3 (Train) and a9 (Val)
-    assert m["tasks"]["regress:score"]["val"]["targets"]["regress"]["n"] == 3  # 4 Val, one infinite
+    assert m["excluded_missing_labels"]["regress:score"]["score"] == 2  # a3 (Train) and a9 (Val)
+    assert m["tasks"]["regress:score"]["val"]["targets"]["score"]["n"] == 3  # 4 Val, one infinite
 
 
 def workdir_output() -> str:

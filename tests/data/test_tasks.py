@@ -63,6 +63,8 @@ def test_exvo_task():
 def test_parametric_tasks():
     r = get_task("regress:a, b")
     assert r.name == "regress:a,b" and r.columns == ("a", "b") and r.headline == "ccc"
+    # one target per column, named after it (so a loss or a chain can name the column)
+    assert [(t.name, t.columns, t.metric) for t in r.targets] == [("a", ("a",), "ccc"), ("b", ("b",), "ccc")]
     assert get_task("regress:a+b").name == "regress:a,b"
     c = get_task("classify:mood")
     assert c.headline == "uar" and c.columns == ("mood",) and c.targets[0].classes is None

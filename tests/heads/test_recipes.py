@@ -390,3 +390,104 @@ def test_recipes_fidelity_command(capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out
     assert all(name in out for name in RECIPES) and "exvo-cnn-druw" in out
     assert main(["recipes", "--fidelity", "nope"]) == 2
+
+
+# ------------------------------------------------- citations and commands (issue 14 point 11)
+PAPER_IDS = {"000_541d76b1ef8946d0.txt": "arXiv:2209.13914", "001_241d37b03409d150.txt": "arXiv:2206.12494",
+             "002_e3da139e7ea44eaa.txt": "arXiv:2210.00263", "003_703426222e9491b4.txt": "arXiv:2206.11049"}
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipes_name_shows_the_citation_table_and_a_valid_extract_command(
+        name: str, capsys: pytest.CaptureFixture) -> None:
+    import re
+    import shlex
+
+    from cli.main import build_parser, main
+
+    r = load_recipe(name)
+    f = r.fidelity
+    assert f.authors and f.title and f.venue and f.table and r.layout in ("avb", "exvo")
+    assert re.match(r"^arXiv:\d{4}\.\d{5}\b", f.id), f.id  # every paper here has an arXiv id
+    if f.file in PAPER_IDS:
+        assert f.id.startswith(PAPER_IDS[f.file])
+        if PAPERS.is_dir():  # the title and the first author are the paper's own header
+            head = _normalised((PAPERS / f.file).read_text(encoding="utf-8")[:3000])
+            assert _normalised(f.title) in head and _normalised(f.authors.split(",")[0]) in head
+    assert main(["recipes", name]) == 0
+    out = capsys.readouterr().out
+    assert f"paper:      {f.authors}, \"{f.title}\", {f.venue} ({f.id})" in out
+    assert f"reproduces: {r.table}" in out
+    assert not re.search(r"seed 00\d|no number in the notes", out, flags=re.I)
+    commands = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("python run_pipeline.py extract")]
+    assert len(commands) == len(r.features)
+    parser = build_parser()
+    for cmd, spec in zip(commands, r.features):
+        args = parser.parse_args(shlex.split(cmd)[2:])  # the real parser accepts it as printed
+        assert args.command == "extract" and args.features == [spec] and args.layout == r.layout
+        if spec.startswith("ssl:") and HEADS[r.head].input_kind == "sequence":
+            assert args.frames_layers == str(r.layer if r.layer is not None else "")
+
+
+def test_a_printed_extract_command_runs_and_train_then_finds_its_features(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import shlex
+    import sys
+
+    from cli.main import main
+    from data.demo import make_demo_corpus
+    from data.workdir import save_corpus_ref
+
+    wd = tmp_path / "wd"
+    root = make_demo_corpus(tmp_path / "corpus", n_clips=12)
+    save_corpus_ref(wd, root, "avb")
+    assert main(["recipes", "avb-baseline-egemaps", "--workdir", str(wd)]) == 0
+    out = capsys.readouterr().out
+    (cmd,) = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("python run_pipeline.py extract")]
+    assert f"--corpus {root} --layout avb --workdir {wd} --features opensmile:eGeMAPSv02" in cmd
+    import subprocess
+
+    p = subprocess.run([sys.executable, *shlex.split(cmd)[1:]], cwd=Path(__file__).resolve().parents[2],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "12 clips" in p.stdout
+    rc = main(["-q", "train", "--workdir", str(wd), "--recipe", "avb-baseline-egemaps", "--epochs", "1",
+               "--seeds", "1", "--n-boot", "0", "--task", "avb-type", "--run-name", "r"])
+    assert rc == 0, capsys.readouterr().err
+
+
+def test_recipe_on_another_task_drops_what_no_longer_applies(demo: dict, capsys: pytest.CaptureFixture) -> None:
+    """exvo-baseline-egemaps names age in its loss and carries the ExVo published numbers: on
+    avb-two (another task) both no longer apply; the run is named after its own settings."""
+    from cli.main import main
+
+    wd = demo["workdir"]
+    r = load_recipe("exvo-baseline-egemaps")
+    use = r.reuse("avb-two")
+    assert not use.same_task and use.published == () and use.options["loss"] == "mse"
+    assert r.reuse("exvo").same_task and r.reuse("exvo").published == r.reproduces
+    assert r.reuse("avb-two", given={"loss"}).options["loss"] == "mse,age=mse"  # a flag is kept
+    w = next(x for x in RECIPES if str(load_recipe(x).options.get("weighting", "")).startswith("fixed:"))
+    assert "weighting" not in load_recipe(w).reuse("avb-two").options, w  # 3 weights, 1 target
+    chain = load_recipe("hcmlab-mtl-2of3").reuse("avb-high,avb-two")
+    assert "chain" not in chain.options and any(d.startswith("chain 'country,type'") for d in chain.dropped)
+
+    runs = set((wd / "runs").glob("*")) if (wd / "runs").exists() else set()
+    rc = main(["-q", "train", "--workdir", str(wd), "--recipe", "exvo-baseline-egemaps", "--task", "avb-two",
+               "--epochs", "1", "--seeds", "1", "--n-boot", "0"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "no longer applies:" in out and "loss 'mse,age=mse': age not a target of avb-two" in out
+    assert "published numbers not shown" in out and "published test" not in out
+    (new,) = set((wd / "runs").glob("*")) - runs
+    assert not new.name.endswith("-exvo-baseline-egemaps") and "avb-two" in new.name
+    m = json.loads((new / "metrics.json").read_text())
+    assert m["recipe"]["name"] == "exvo-baseline-egemaps" and m["recipe"]["published"] == []
+    assert m["recipe"]["same_task"] is False and m["recipe"]["run_task"] == "avb-two"
+    assert json.loads((new / "config.json").read_text())["options"]["loss"] == "mse"
+    # on its own task the published comparison stays and is recorded
+    rc = main(["-q", "train", "--workdir", str(wd), "--recipe", "exvo-baseline-egemaps", "--epochs", "1",
+               "--seeds", "1", "--n-boot", "0", "--run-name", "own"])
+    assert rc == 0 and "published test: exvo 0.314" in capsys.readouterr().out
+    m = json.loads((wd / "runs" / "own" / "metrics.json").read_text())
+    assert m["recipe"]["same_task"] and {"split": "test", "scores": {"exvo": 0.314}, "note": r.reproduces[1].note} in m["recipe"]["published"]
