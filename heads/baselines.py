@@ -74,6 +74,7 @@ from heads import metrics
 from heads.base import HEADS, FitOptions, FitResult, VectorHead, register_head
 from heads.dataset import Dataset, labelled
 from heads.rundir import jsonable
+from heads.saved_model import save_classical
 
 logger = logging.getLogger(__name__)
 
@@ -261,10 +262,10 @@ class ClassicalHead(VectorHead, abc.ABC):
         excluded: dict[str, dict[str, int]] = {}
         for task in tasks:
             preds[task.name], params[task.name], excluded[task.name] = self._fit_task(
-                dataset, task, seed, options.n_jobs)
+                dataset, task, seed, options.n_jobs, out_dir)
         return FitResult(preds, params, excluded, per_task=True)
 
-    def _fit_task(self, ds: Dataset, task: Task, seed: int, n_jobs: int
+    def _fit_task(self, ds: Dataset, task: Task, seed: int, n_jobs: int, out_dir: Any = None
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, int]]:
         tr, va = ds.rows("Train"), ds.rows("Val")
         preds, params, excluded = {}, {}, {}
@@ -283,6 +284,7 @@ class ClassicalHead(VectorHead, abc.ABC):
                 score_fn, greater = metrics.mean_ccc_score, True
             sel = fit_select(self.name, tg.kind, ds.X[ok_tr], y[ok_tr], ds.X[ok_va], y[ok_va],
                              score_fn=score_fn, greater_is_better=greater, seed=seed, n_jobs=n_jobs)
+            save_classical(out_dir, task.name, tg.name, seed, sel)  # the run keeps its model
             p = sel.predict(ds.X)
             if tg.kind == "regression":
                 p = np.asarray(p, dtype=np.float32).reshape(len(ds.ids), -1)

@@ -1,6 +1,7 @@
 """``model_<tag>.pt``: a trained net with everything needed to use it again.
 
-A checkpoint holds the best state of the net and of the weighting, the head name and net
+The run's ``model.json`` (:mod:`heads.saved_model`) names these files; :func:`predict_checkpoint`
+scores new feature rows with one. A checkpoint holds the best state of the net and of the weighting, the head name and net
 config, the input kind and standardisation, the outputs with their label ranges, the training
 options, the run's settings (``experiment``), the seed and the epochs. It is written under a
 hidden temporary name and renamed.
@@ -15,10 +16,13 @@ from typing import Any
 
 import torch
 
+import numpy as np
+
+from data.tasks import Target
 from heads.config import TrainOptions
 from heads.nets import HeadNet, build_net
-from heads.training.inputs import Inputs
-from heads.training.outputs import Output
+from heads.training.inputs import Inputs, pick_device
+from heads.training.outputs import Output, to_label_space
 
 
 def save_checkpoint(path: Path, *, net: HeadNet, weighting: torch.nn.Module, head: str,
@@ -53,4 +57,55 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[torch
     return net.eval(), ckpt
 
 
-__all__ = ["save_checkpoint", "load_checkpoint"]
+def predict_checkpoint(path: str | os.PathLike, X: np.ndarray, *,  # noqa: N803
+                       targets: dict[tuple[str, str], Target], device: str = "cpu",
+                       batch_size: int = 8192
+                       ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]]:
+    """Score feature rows with a vector net's checkpoint, as its run scored its clips.
+
+    ``X`` is standardised with the checkpoint's Train mean and std, the net runs in eval mode,
+    and each output goes back to label units (:func:`heads.training.outputs.to_label_space`).
+
+    Args:
+        path: a ``model_<tag>.pt`` file.
+        X: ``(n, D)`` features as stored (the run's feature columns).
+        targets: ``(task, target) -> Target`` of the run (value ranges, classes).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        batch_size: rows per forward pass.
+
+    Returns:
+        ``(task, target) -> (values, probabilities)``: regression ``(n, k)`` float32 and None;
+        classification ``(n,)`` class codes and ``(n, C)`` softmax probabilities.
+
+    Raises:
+        ValueError: the checkpoint's net reads frame sequences, or ``X`` has another width.
+    """
+    from heads.training.loop import predict_raw
+
+    dev = pick_device(device)
+    net, ckpt = load_checkpoint(path, device=str(dev))
+    if ckpt["input_kind"] != "vector":
+        raise ValueError(f"{path}: head {ckpt['head']} reads frame sequences; predict reads "
+                         f"pooled vectors only")
+    if X.shape[1] != ckpt["input_dim"]:
+        raise ValueError(f"{path} reads {ckpt['input_dim']} feature columns; got {X.shape[1]}")
+    st = ckpt["standardisation"]
+    moments = (np.asarray(st["mean"], np.float32), np.asarray(st["std"], np.float32))
+    inputs = Inputs("vector", dev, X=X, moments=moments)
+    raw = predict_raw(net, inputs, np.arange(len(X)), batch_size)
+    out: dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]] = {}
+    for o in ckpt["outputs"]:
+        tg = targets[(o["task"], o["target"])]
+        lo = None if o["lo"] is None else tuple(o["lo"])
+        hi = None if o["hi"] is None else tuple(o["hi"])
+        output = Output(o["name"], o["task"], tg, o["loss"], lo, hi)
+        values = to_label_space(output, raw[o["name"]])
+        probs = None
+        if tg.kind == "classification":
+            logits = torch.from_numpy(raw[o["name"]]).double()
+            probs = torch.softmax(logits, dim=1).numpy()
+        out[(o["task"], o["target"])] = (values, probs)
+    return out
+
+
+__all__ = ["save_checkpoint", "load_checkpoint", "predict_checkpoint"]
