@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     write_text(out, result.table.to_csv(index=False))
     say(f"wrote {out}: {len(result.table)} clip(s) scored by {args.run} "
-        f"({result.reused} read from the run's workdir store, {result.computed} extracted into "
-        f"{result.store_dir})")
+        f"({result.reused} read from the run's workdir store, {result.stored} already in the "
+        f"prediction store, {result.computed} extracted into {result.store_dir})")
     if result.failed:
         say(f"{len(result.failed)} clip(s) not scored:")
         for cid, reason in sorted(result.failed.items()):

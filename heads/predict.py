@@ -60,6 +60,7 @@ class PredictResult:
             predictions (see :func:`prediction_columns`).
         failed: clip id -> why it has no prediction (unreadable audio, non-finite features).
         reused: clips whose features were read from the run's workdir store.
+        stored: clips found in the prediction store already (an earlier ``predict``).
         computed: clips extracted into the prediction store by this call (per feature set,
             summed).
         store_dir: the prediction store.
@@ -68,6 +69,7 @@ class PredictResult:
     table: pd.DataFrame
     failed: dict[str, str] = field(default_factory=dict)
     reused: int = 0
+    stored: int = 0
     computed: int = 0
     store_dir: Path | None = None
 
@@ -219,6 +221,7 @@ def predict_clips(run_dir: str | os.PathLike, corpus: Corpus, *, ids: Sequence[s
                     if on_end:
                         on_end()
                 result.computed += summary.computed
+                result.stored = max(result.stored, summary.reused)
                 for cid, reason in summary.failed.items():
                     result.failed.setdefault(cid, reason)
             result.reused = max(result.reused, len(reuse))
