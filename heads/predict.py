@@ -141,8 +141,8 @@ def prepare_set(entry: dict[str, Any], options: ExtractOptions) -> tuple[Any, Se
         raise PredictError(
             f"{spec} now gives the feature set {header.key}, but the run was trained on {key}: "
             f"the model's weights or the extractor's settings changed, so its features would not "
-            f"be the run's. Restore the original model files, or train a run on the new set "
-            f"(extract it, then `train ... --features {header.key}`)")
+            f"be the run's. Restore the original model files, or extract the set it now gives "
+            f"({header.key}) and train a new run on it")
     return prepared
 
 
