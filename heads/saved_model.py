@@ -19,6 +19,9 @@ that exactly these features can be computed again), the tasks with their targets
 columns, class names in code order, value range), for each task the seed whose predictions the
 run reports (the median-scoring one) and that seed's model files, and the preprocessing.
 
+Model files are pickles (joblib, ``torch.load``): read only runs you trust, as with any
+scikit-learn or torch model file.
+
 Example (a manifest, abridged)::
 
     {"format": "vocal-probe-model", "version": 1, "head": "ridge", "family": "classical",
@@ -104,7 +107,8 @@ def model_files(family: str, tasks: Sequence[Task], seed: int,
     if family == "classical":
         return {t.name: {tg.name: classical_file(t.name, tg.name, seed) for tg in t.targets}
                 for t in tasks}
-    return {t.name: {tg.name: models[t.name][tg.name] for tg in t.targets} for t in tasks}
+    return {t.name: {tg.name: models.get(t.name, {}).get(tg.name) for tg in t.targets}
+            for t in tasks}  # None: the head saved no model of that target
 
 
 def feature_entries(store: FeatureStore, feature_desc: Sequence[Mapping[str, Any]]
@@ -284,6 +288,12 @@ def load_saved_model(run_dir: str | os.PathLike) -> SavedModel:
     except (ValueError, KeyError, TypeError) as exc:
         raise SavedModelError(f"{path} is damaged ({exc}); train the run again: "
                               f"{retrain_command(run)}") from None
+    unsaved = [f"{e['name']}/{t['name']}" for e in manifest["tasks"] for t in e["targets"]
+               if not t.get("model")]
+    if unsaved:
+        raise SavedModelError(f"head {manifest.get('head')!r} of {run} saved no model of "
+                              f"{', '.join(unsaved)}; predict needs a head that saves its models "
+                              f"(every classical and torch head does)")
     missing = sorted({t["model"] for e in manifest["tasks"] for t in e["targets"]
                       if not (run / t["model"]).is_file()})
     if missing:
