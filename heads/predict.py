@@ -185,10 +185,6 @@ def predict_clips(run_dir: str | os.PathLike, corpus: Corpus, *, ids: Sequence[s
         PredictError: a sequence head, features that cannot be computed here, a busy store.
     """
     model = load_saved_model(run_dir)
-    if model.input_kind != "vector":
-        raise PredictError(f"run {run_dir} uses head {model.head}, which reads frame sequences; "
-                           f"predict scores heads on pooled vectors (classical heads, mlp-avb, "
-                           f"mlp-mtl) for now")
     ids = list(corpus.clips.index if ids is None else ids)
     workdir = run_workdir(Path(run_dir))
     wstore = FeatureStore(workdir) if workdir is not None else None
@@ -228,15 +224,21 @@ def predict_clips(run_dir: str | os.PathLike, corpus: Corpus, *, ids: Sequence[s
             X, ok = _read_block(entry, header, wstore, pstore, ids, reuse)
             blocks.append(X)
             present &= ok
-    X = np.concatenate(blocks, axis=1)
-    finite = np.isfinite(X).all(axis=1)
+    if model.input_kind == "vector":
+        X = np.concatenate(blocks, axis=1)
+        finite = np.isfinite(X).all(axis=1)
+    else:  # one set, its frame sequences (a clip without frames was left out by its run too)
+        X = blocks[0]
+        present &= np.array([len(a) > 0 for a in X], dtype=bool)
+        finite = np.array([bool(np.isfinite(a).all()) for a in X], dtype=bool)
     for i in np.flatnonzero(present & ~finite):
         result.failed[ids[i]] = "the features hold NaN or infinite values (the run left such clips out too)"
     for i in np.flatnonzero(~present):
         result.failed.setdefault(ids[i], "no features could be computed")
     keep = np.flatnonzero(present & finite)
     kept_ids = [ids[i] for i in keep]
-    preds = model.predict(X[keep], device=device) if len(keep) else None
+    kept = X[keep] if model.input_kind == "vector" else [X[i] for i in keep]
+    preds = model.predict(kept, device=device) if len(keep) else None
     result.table = _table(model, corpus, kept_ids, preds)
     log.info("predict %s: %d clips scored (%d read from the workdir store), %d failed",
              run_dir, len(kept_ids), result.reused, len(result.failed))
@@ -257,9 +259,12 @@ def _rows_in(wstore: FeatureStore | None, key: str, ids: Sequence[str],
 
 def _read_block(entry: dict[str, Any], header: SetHeader, wstore: FeatureStore | None,
                 pstore: FeatureStore, ids: Sequence[str], reuse: dict[str, str]
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """The run's columns of one set for ``ids``: reused rows from the workdir store, the others
-    from the prediction store."""
+                ) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
+    """The run's columns of one set for ``ids`` (or its frame sequences, for a ragged field):
+    reused rows from the workdir store, the others from the prediction store."""
+    spec = header.fields.get(entry["field"])
+    if spec is not None and spec.ragged:
+        return _read_frames(entry["field"], header, wstore, pstore, ids, reuse)
     try:
         field_name, index, _ = resolve_field(header, entry["field"], entry.get("layer"), "mean")
     except FeatureError as exc:
@@ -280,6 +285,25 @@ def _read_block(entry: dict[str, Any], header: SetHeader, wstore: FeatureStore |
         X[where] = values
         ok[where] = found
     return X, ok
+
+
+def _read_frames(field_name: str, header: SetHeader, wstore: FeatureStore | None,
+                 pstore: FeatureStore, ids: Sequence[str], reuse: dict[str, str]
+                 ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Frame sequences ``(T_i, D)`` of one ragged field; empty where a clip has none."""
+    dim = int(np.prod(header.fields[field_name].shape))
+    frames: list[np.ndarray] = [np.zeros((0, dim), np.float32)] * len(ids)
+    ok = np.zeros(len(ids), dtype=bool)
+    for store, names in ((wstore, {i: reuse[c] for i, c in enumerate(ids) if c in reuse}),
+                         (pstore, {i: c for i, c in enumerate(ids) if c not in reuse})):
+        if store is None or not names:
+            continue
+        arrays = store.read_sequences(header.key, field_name, list(names.values()))
+        for i, a in zip(names, arrays):
+            if a is not None:
+                frames[i] = np.asarray(a, dtype=np.float32).reshape(len(a), dim)
+                ok[i] = True
+    return frames, ok
 
 
 def _table(model: SavedModel, corpus: Corpus, ids: list[str], preds: Any) -> pd.DataFrame:

@@ -188,19 +188,26 @@ class SavedModel:
     def features(self) -> list[dict[str, Any]]:
         return self.manifest["features"]
 
-    def predict(self, X: np.ndarray, *, device: str = "cpu"  # noqa: N803
+    def predict(self, X: np.ndarray | Sequence[np.ndarray], *, device: str = "cpu"  # noqa: N803
                 ) -> dict[str, dict[str, Prediction]]:
-        """task -> target -> :class:`Prediction` for the rows of ``X`` (the run's feature
-        columns, in manifest order, as stored: not standardised).
+        """task -> target -> :class:`Prediction` for the clips of ``X``: the run's feature
+        columns ``(n, D)`` in manifest order (vector heads), or one ``(T_i, D)`` frame array
+        per clip (sequence heads), as stored: not standardised.
 
         Raises:
             SavedModelError: ``X`` has the wrong width.
         """
-        X = np.asarray(X, dtype=np.float32)  # noqa: N806
         width = sum(int(f["dim"]) for f in self.features)
-        if X.ndim != 2 or X.shape[1] != width:
+        if self.input_kind == "vector":
+            X = np.asarray(X, dtype=np.float32)  # noqa: N806
+            bad = X.ndim != 2 or X.shape[1] != width
+            got = f"an array of shape {X.shape}"
+        else:
+            widths = sorted({int(np.prod(a.shape[1:])) for a in X if len(a)})
+            bad, got = bool(set(widths) - {width}), f"frames of {widths} values"
+        if bad:
             raise SavedModelError(f"the model of {self.run_dir} reads {width} feature columns; "
-                                  f"got an array of shape {X.shape}")
+                                  f"got {got}")
         out: dict[str, dict[str, Prediction]] = {}
         torch_cache: dict[str, dict[tuple[str, str], Prediction]] = {}
         for entry, task in zip(self.manifest["tasks"], self.tasks):

@@ -57,42 +57,54 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[torch
     return net.eval(), ckpt
 
 
-def predict_checkpoint(path: str | os.PathLike, X: np.ndarray, *,  # noqa: N803
+def predict_checkpoint(path: str | os.PathLike, X: np.ndarray | Sequence[np.ndarray], *,  # noqa: N803
                        targets: dict[tuple[str, str], Target], device: str = "cpu",
-                       batch_size: int = 8192
+                       batch_size: int | None = None
                        ) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]]:
-    """Score feature rows with a vector net's checkpoint, as its run scored its clips.
+    """Score clips with a net's checkpoint, as its run scored its clips.
 
-    ``X`` is standardised with the checkpoint's Train mean and std, the net runs in eval mode,
-    and each output goes back to label units (:func:`heads.training.outputs.to_label_space`).
+    The inputs are standardised with the checkpoint's Train mean and std (vectors, or every
+    frame of a sequence), the net runs in eval mode, and each output goes back to label units
+    (:func:`heads.training.outputs.to_label_space`).
 
     Args:
         path: a ``model_<tag>.pt`` file.
-        X: ``(n, D)`` features as stored (the run's feature columns).
+        X: vector nets: ``(n, D)`` features as stored (the run's feature columns); sequence
+            nets: one ``(T_i, D)`` frame array per clip.
         targets: ``(task, target) -> Target`` of the run (value ranges, classes).
         device: ``cpu``, ``cuda`` or ``auto``.
-        batch_size: rows per forward pass.
+        batch_size: clips per forward pass (default: as the run scored: 8192 vectors, or twice
+            the training batch of sequences, at least 64).
 
     Returns:
         ``(task, target) -> (values, probabilities)``: regression ``(n, k)`` float32 and None;
         classification ``(n,)`` class codes and ``(n, C)`` softmax probabilities.
 
     Raises:
-        ValueError: the checkpoint's net reads frame sequences, or ``X`` has another width.
+        ValueError: inputs of another width than the net reads.
     """
-    from heads.training.loop import predict_raw
+    from heads.sequences import InMemorySequences
+    from heads.training.loop import EVAL_BATCH_VECTORS, predict_raw
 
     dev = pick_device(device)
     net, ckpt = load_checkpoint(path, device=str(dev))
-    if ckpt["input_kind"] != "vector":
-        raise ValueError(f"{path}: head {ckpt['head']} reads frame sequences; predict reads "
-                         f"pooled vectors only")
-    if X.shape[1] != ckpt["input_dim"]:
-        raise ValueError(f"{path} reads {ckpt['input_dim']} feature columns; got {X.shape[1]}")
     st = ckpt["standardisation"]
     moments = (np.asarray(st["mean"], np.float32), np.asarray(st["std"], np.float32))
-    inputs = Inputs("vector", dev, X=X, moments=moments)
-    raw = predict_raw(net, inputs, np.arange(len(X)), batch_size)
+    dim = int(ckpt["input_dim"])
+    if ckpt["input_kind"] == "vector":
+        X = np.asarray(X, dtype=np.float32)  # noqa: N806
+        if X.ndim != 2 or X.shape[1] != dim:
+            raise ValueError(f"{path} reads {dim} feature columns; got shape {X.shape}")
+        inputs = Inputs("vector", dev, X=X, moments=moments)
+        batch = batch_size or EVAL_BATCH_VECTORS
+    else:
+        widths = {int(np.prod(a.shape[1:])) for a in X if len(a)}
+        if widths - {dim}:
+            raise ValueError(f"{path} reads frames of {dim} values; got {sorted(widths)}")
+        seqs = InMemorySequences.from_arrays(list(X), dim=dim, dtype=np.float32)
+        inputs = Inputs("sequence", dev, seqs=seqs, moments=moments)
+        batch = batch_size or max(64, 2 * int(ckpt["options"]["batch_size"]))
+    raw = predict_raw(net, inputs, np.arange(len(X)), batch)
     out: dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]] = {}
     for o in ckpt["outputs"]:
         tg = targets[(o["task"], o["target"])]
