@@ -24,7 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "row per clip: id, file, start, end, the predicted class name or value of "
                     "every label column of every task, and p_<column>_<class> probabilities "
                     "for classifiers that give them (logreg, xgb, torch heads; not ridge or "
-                    "svc). Exit 3 when some clips could not be scored (listed).")
+                    "svc). Every head works: classical, torch nets on vectors and on frame "
+                    "sequences (lstm, CNNs on log-mel). Exit 3 when some clips could not be "
+                    "scored (listed).")
     p.add_argument("--run", required=True, metavar="RUN_DIR",
                    help="the run folder, WORKDIR/runs/<run-name> (written by `train`)")
     src = p.add_mutually_exclusive_group(required=True)

@@ -3,7 +3,8 @@
 :func:`predict_clips` takes a run folder and a :class:`data.corpus.Corpus` of the clips to score
 (a corpus read by any layout, or :func:`audio_corpus` of loose files) and returns one table
 row per clip with the predicted class names / values of every task, and the class
-probabilities where the model gives them.
+probabilities where the model gives them. Vector heads read the run's feature columns; sequence
+heads (lstm, CNNs on log-mel) the frames of the run's ragged field.
 
 Where the features come from, clip by clip:
 

@@ -202,11 +202,36 @@ def ssl_run(tmp_path_factory) -> tuple[Path, Path, Path]:
     model = build_tiny_model("wav2vec2-group", base / "tiny-w2v2")
     wd = base / "wd"
     cli("extract", "--corpus", str(corpus), "--layout", "avb", "--workdir", str(wd), "--features",
-        f"ssl:{model}", "--layers", "2,3", "--poolings", "mean", "--device", "cpu", "--workers",
-        "1", "--no-progress", env=ENV)
+        f"ssl:{model}", "logmel:16", "--layers", "2,3", "--poolings", "mean", "--frames-layers",
+        "3", "--device", "cpu", "--workers", "1", "--no-progress", env=ENV)
     cli("train", "--workdir", str(wd), "--task", "avb-two", "--features", f"ssl:{model}",
         "--layer", "3", "--head", "ridge", "--n-boot", "20", "--run-name", "ssl-ridge", env=ENV)
+    for name, feats, head in (("ssl-lstm", f"ssl:{model}", "lstm"),
+                              ("logmel-cnn", "logmel:16", "resnet18")):
+        cli("train", "--workdir", str(wd), "--task", TASKS, "--features", feats,
+            "--head", head, "--epochs", "2", "--device", "cpu", "--n-boot", "20", "--run-name",
+            name, *(("--layer", "3") if head == "lstm" else ()), env=ENV)
     return corpus, wd, model
+
+
+@pytest.mark.parametrize("name", ["ssl-lstm", "logmel-cnn"])
+def test_sequence_heads_predict_val_clips_as_their_run(tmp_path, ssl_run, name):
+    """Frame-sequence heads: SSL frames (lstm) and log-mel spectrograms (resnet18)."""
+    corpus, wd, _ = ssl_run
+    run = wd / "runs" / name
+    assert json.loads((run / "model.json").read_text())["input_kind"] == "sequence"
+    out = tmp_path / "s.csv"
+    cli("predict", "--run", str(run), "--corpus", str(corpus), "--layout", "avb", "--split", "Val",
+        "--out", str(out), "--device", "cpu", "--no-progress", env=ENV)
+    got = pd.read_csv(out, dtype={"id": str}).set_index("id")
+    for task in ("avb-type", "avb-two"):
+        want = _run_predictions(run, task)
+        mine = got.loc[want.index]
+        for col in want.columns:
+            if pd.api.types.is_numeric_dtype(want[col]):
+                np.testing.assert_allclose(mine[col], want[col], rtol=0, atol=2e-6, err_msg=col)
+            else:
+                assert (mine[col] == want[col]).all(), col
 
 
 def test_predict_with_an_ssl_run_and_a_missing_model(tmp_path, ssl_run):
