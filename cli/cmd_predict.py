@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _corpus(args: argparse.Namespace):
     from data.corpora import read_corpus
     from data.corpus import CorpusError
-    from heads.predict import PredictError, audio_corpus
+    from heads.predict import PredictError, audio_corpus, default_store_dir
 
     if args.audio:
         for flag in ("layout", "labels", "table", "column", "split"):
@@ -70,8 +70,10 @@ def _corpus(args: argparse.Namespace):
     if not Path(args.corpus).is_dir():
         raise UsageError(f"--corpus {args.corpus} is not a folder")
     try:
+        # hf: the audio bytes are written out next to the prediction store
         corpus = read_corpus(args.corpus, args.layout, labels=args.labels, table=args.table,
-                             column=args.column, workdir=args.store)
+                             column=args.column,
+                             workdir=args.store or default_store_dir(Path(args.run)))
         ids = corpus.split_ids(args.split) if args.split else None
     except (CorpusError, FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
