@@ -183,7 +183,9 @@ def predict_clips(run_dir: str | os.PathLike, corpus: Corpus, *, ids: Sequence[s
 
     Raises:
         SavedModelError: the run has no usable saved model.
-        PredictError: a sequence head, features that cannot be computed here, a busy store.
+        PredictError: features that cannot be computed here (the run's extractor does not load
+            or gives another key).
+        WorkdirBusy: another ``predict`` holds the prediction store.
     """
     model = load_saved_model(run_dir)
     ids = list(corpus.clips.index if ids is None else ids)
@@ -219,10 +221,12 @@ def predict_clips(run_dir: str | os.PathLike, corpus: Corpus, *, ids: Sequence[s
                         on_end()
                 result.computed += summary.computed
                 result.stored = max(result.stored, summary.reused)
-                for cid, reason in summary.failed.items():
+                # a clip whose audio cannot be read now is not scored, even from an old row
+                for cid, reason in {**summary.failed, **summary.kept}.items():
                     result.failed.setdefault(cid, reason)
             result.reused = max(result.reused, len(reuse))
             X, ok = _read_block(entry, header, wstore, pstore, ids, reuse)
+            ok &= np.array([c not in result.failed for c in ids], dtype=bool)
             blocks.append(X)
             present &= ok
     if model.input_kind == "vector":
