@@ -20,8 +20,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_list)
 
     p = sub.add_parser("export", help="write one feature matrix to .npz, .csv or .parquet",
-                       description="Export a feature set's rows (arrays `ids` and `X` in .npz; one row "
-                                   "per clip with an `id` column in .csv/.parquet). For a corpus with "
+                       description="Export a feature set's rows (arrays `ids`, `X` and `columns` in "
+                                   ".npz; one row per clip with an `id` column in .csv/.parquet). "
+                                   "Columns are named l<layer>_<pooling>_<i> for SSL sets "
+                                   "(l12_mean_0), by openSMILE's feature names for openSMILE sets. "
+                                   "For a corpus with "
                                    "segments every row also says where its audio is: `file`, `start`, "
                                    "`end` columns (seconds; `files`, `starts`, `ends` in .npz).")
     add_workdir(p)
@@ -31,6 +34,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", type=int, help="SSL hidden-state index to export (default: the last stored)")
     p.add_argument("--pooling", default="mean", help="SSL pooling to export (default: mean)")
     p.add_argument("--split", choices=["Train", "Val", "Test"], help="only clips of this split")
+    p.add_argument("--with-labels", action="store_true",
+                   help="add each clip's split, group and every label column of the corpus "
+                        "(csv/parquet: columns before the features; npz: arrays split, group, "
+                        "label_columns and label_<column>)")
     p.add_argument("--out", required=True, metavar="FILE", help="output file: .npz, .csv or .parquet")
     p.set_defaults(func=run_export)
 
@@ -139,8 +146,11 @@ def run_export(args: argparse.Namespace) -> int:
     from data.workdir import load_corpus_ref, open_corpus
 
     corpus = None
-    if args.split:
-        corpus = open_corpus(args.workdir)
+    if args.split or args.with_labels:
+        try:
+            corpus = open_corpus(args.workdir)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
     elif load_corpus_ref(args.workdir) is not None:
         try:
             corpus = open_corpus(args.workdir)
@@ -149,9 +159,12 @@ def run_export(args: argparse.Namespace) -> int:
     only = set(corpus.split_ids(args.split)) if args.split else None
     # a corpus with segments: every row says where its audio is (file, start, end in seconds)
     sources = corpus.sources if corpus is not None and corpus.spans() else None
+    labels = None
+    if args.with_labels:
+        labels = corpus.clips[["split", "group"]].join(corpus.labels, how="left")
     try:
         r = export_matrix(store, header.key, field, args.out, index=index, only=only,
-                          sources=sources)
+                          sources=sources, labels=labels)
     except ExportError as exc:
         raise UsageError(str(exc)) from exc
     say(f"wrote {r.path}: {r.n_rows} clips x {r.n_cols} ({header.key}, field {field}"

@@ -26,6 +26,7 @@ COMMANDS = {
     "permutation": "cli.cmd_permutation",
     "bench": "cli.cmd_bench",
     "recipes": "cli.cmd_recipes",
+    "predict": "cli.cmd_predict",
 }
 
 log = logging.getLogger("cli")

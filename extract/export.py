@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from extract.base import FieldSpec
 from extract.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -51,24 +52,69 @@ class ExportResult:
     n_cols: int
 
 
+def column_names(field: str, spec: FieldSpec, index: Any = None) -> list[str]:
+    """The names of a field's exported columns (one row per clip, ``index`` applied).
+
+    * a field with a ``columns`` attribute (openSMILE): those names;
+    * an SSL pooled field (``layers`` and ``pooling`` attributes, shape ``(layers, dim)``):
+      ``l<layer>_<pooling>_<i>``, for the layer ``index`` picks, or every stored layer;
+    * a log-mel field (``n_mels`` wide): ``mel_<band>``;
+    * a scalar field: its name; anything else ``<field>_<i>``.
+
+    Example:
+        >>> spec = FieldSpec((13, 2), "float16", False, {"layers": list(range(13)), "pooling": "mean"})
+        >>> column_names("pooled_mean", spec, 12)
+        ['l12_mean_0', 'l12_mean_1']
+        >>> column_names("pooled_mean", spec)[:3]
+        ['l0_mean_0', 'l0_mean_1', 'l1_mean_0']
+    """
+    attrs = spec.attrs or {}
+    width = int(np.prod(np.empty(spec.shape)[() if index is None else index].shape, dtype=int))
+    columns = attrs.get("columns")
+    if columns and len(columns) == width:
+        return [str(c) for c in columns]
+    layers = attrs.get("layers")
+    if layers is not None and len(spec.shape) == 2:
+        pooling = attrs.get("pooling") or field.removeprefix("pooled_")
+        if index is None:
+            picked = list(layers)
+        elif isinstance(index, (int, np.integer)):
+            picked = [layers[int(index)]]
+        else:
+            picked = None
+        if picked is not None and len(picked) * spec.shape[1] == width:
+            return [f"l{layer}_{pooling}_{i}" for layer in picked for i in range(spec.shape[1])]
+    if field == "logmel":
+        return [f"mel_{i}" for i in range(width)]
+    if spec.shape == () and width == 1:
+        return [field]
+    return [f"{field}_{i}" for i in range(width)]
+
+
 def export_matrix(store: FeatureStore, key: str, field: str, out: str | os.PathLike, *,
                   index: Any = None, only: Collection[str] | None = None,
-                  sources: Callable[[list[str]], Any] | None = None) -> ExportResult:
+                  sources: Callable[[list[str]], Any] | None = None,
+                  labels: Any = None) -> ExportResult:
     """Write a fixed field of a set, one row per stored clip sorted by id, to ``out``.
 
     Args:
         store: the store.
         key: the set's key.
         field: a fixed (not ragged) field of the set.
-        out: ``.npz`` (arrays ``ids`` and ``X``), ``.csv`` or ``.parquet`` (an ``id`` column,
-            then one column per value, named by the field's ``columns`` attribute when it has
-            one).
+        out: ``.npz`` (arrays ``ids``, ``X`` and ``columns``, the names of X's columns),
+            ``.csv`` or ``.parquet`` (an ``id`` column, then one column per value), the columns
+            named by :func:`column_names` (``l12_mean_0``, openSMILE's own names).
         index: optional index into each row (a layer position of a ``(layers, dim)`` field).
         only: keep only these clip ids (e.g. one split).
         sources: for a corpus with segments, ``ids -> DataFrame`` with columns ``file``,
             ``start``, ``end`` (``Corpus.sources``): csv/parquet gain those three columns after
             ``id``, npz the arrays ``files``, ``starts``, ``ends`` (plural like ``ids``:
             ``np.savez`` reserves the name ``file``).
+        labels: a DataFrame indexed by clip id with the columns ``split``, ``group`` and the
+            label columns: csv/parquet gain them before the features (empty cells for a clip
+            without a label), npz the arrays ``split``, ``group``, ``label_columns`` (their
+            names) and one ``label_<column>`` array each (numbers as float with NaN for a
+            missing label, text as str with '').
 
     Returns:
         An :class:`ExportResult`.
@@ -98,13 +144,37 @@ def export_matrix(store: FeatureStore, key: str, field: str, out: str | os.PathL
     X, _present = store.read(key, field, ids, index=index)
     X = X.reshape(len(ids), -1)
     where = None if sources is None else sources(ids)
-    _write_atomic(out, suffix, ids, X, spec.attrs.get("columns"), where)
+    names = column_names(field, spec, index)
+    table = None
+    if labels is not None:
+        table = labels.reindex(ids)
+        clash = sorted(set(table.columns) & (set(names) | {"id", "file", "start", "end"}))
+        if clash:
+            raise ExportError(f"label column(s) {clash} have the names of exported columns; "
+                              f"export without --with-labels, or rename them in the label table")
+    _write_atomic(out, suffix, ids, X, names, where, table)
     log.info("exported %s field %s: %d x %d -> %s", key, field, len(ids), X.shape[1], out)
     return ExportResult(out, key, field, len(ids), int(X.shape[1]))
 
 
+def _npz_labels(table: Any) -> dict[str, np.ndarray]:
+    """The label arrays of an npz export: numbers as float (NaN missing), text as str ('')."""
+    import pandas as pd
+
+    out = {"label_columns": np.array([str(c) for c in table.columns if c not in ("split", "group")],
+                                     dtype=str)}
+    for col in table.columns:
+        values = table[col]
+        name = col if col in ("split", "group") else f"label_{col}"
+        if pd.api.types.is_numeric_dtype(values) and col not in ("split", "group"):
+            out[name] = values.to_numpy(dtype=float)
+        else:
+            out[name] = values.astype(object).where(values.notna(), "").to_numpy(dtype=str)
+    return out
+
+
 def _write_atomic(out: Path, suffix: str, ids: list[str], X: np.ndarray,
-                  columns: list[str] | None, where: Any = None) -> None:
+                  columns: list[str], where: Any = None, labels: Any = None) -> None:
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as fh:
@@ -112,17 +182,20 @@ def _write_atomic(out: Path, suffix: str, ids: list[str], X: np.ndarray,
                 extra = {} if where is None else {"files": where["file"].to_numpy(str),
                                                   "starts": where["start"].to_numpy(float),
                                                   "ends": where["end"].to_numpy(float)}
-                np.savez(fh, ids=np.array(ids), X=X, **extra)
+                if labels is not None:
+                    extra.update(_npz_labels(labels))
+                np.savez(fh, ids=np.array(ids), X=X, columns=np.array(columns, dtype=str),
+                         **extra)
             else:
                 import pandas as pd
 
-                cols = columns if columns and len(columns) == X.shape[1] else [
-                    f"f{i}" for i in range(X.shape[1])]
-                df = pd.DataFrame(X.astype(np.float32), columns=cols)
-                df.insert(0, "id", ids)
+                df = pd.DataFrame(X.astype(np.float32), columns=columns)
+                front = {"id": ids}
                 if where is not None:
-                    for pos, col in enumerate(("file", "start", "end"), start=1):
-                        df.insert(pos, col, where[col].to_numpy())
+                    front.update({col: where[col].to_numpy() for col in ("file", "start", "end")})
+                if labels is not None:
+                    front.update({col: labels[col].to_numpy() for col in labels.columns})
+                df = pd.concat([pd.DataFrame(front), df], axis=1)
                 if suffix == ".csv":
                     df.to_csv(fh, index=False)
                 else:

@@ -60,6 +60,9 @@ class FitResult:
         excluded: task -> target -> Train and Val rows left out for a missing label.
         curves: name -> file under ``out_dir`` holding the learning curves (torch heads).
         per_task: whether ``params`` is keyed by task.
+        models: task -> target -> the file under ``out_dir`` holding this seed's fitted model
+            of the target (torch heads; classical files are named by
+            :func:`heads.saved_model.classical_file`).
     """
 
     predictions: dict[str, dict[str, np.ndarray]]
@@ -67,6 +70,7 @@ class FitResult:
     excluded: dict[str, dict[str, int]]
     curves: dict[str, str] = field(default_factory=dict)
     per_task: bool = False
+    models: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -6,6 +6,8 @@ writes Test predictions in the challenge submission format::
     WORKDIR/runs/<run-name>/config.json         resolved configuration (seed included)
     WORKDIR/runs/<run-name>/metrics.json        metrics["val"]["score"], ["metric"], per column...
     WORKDIR/runs/<run-name>/predictions_<split>_<task>.csv
+    WORKDIR/runs/<run-name>/model.json          the saved model (heads.saved_model) beside its
+                                                model_*.joblib / model_*.pt files
 
 The head comes from the registry (:mod:`heads.registry`); every head, classical or torch, is
 fitted through the :class:`heads.base.Head` protocol.
@@ -27,7 +29,7 @@ from data.corpus import Corpus
 from data.tasks import Task, check_varied_targets, parse_tasks, resolve_task, target_array
 from data.workdir import open_corpus
 from extract.store import FeatureStore
-from heads import rundir
+from heads import rundir, saved_model
 from heads.base import FitOptions
 from heads.config import ExperimentConfig
 from heads.dataset import labelled
@@ -176,8 +178,10 @@ def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = Non
     seed_scores: dict[str, list[float]] = {t.name: [] for t in tasks}
     chosen: dict[str, Any] = {}
     excluded: dict[str, Any] = {}
+    seed_files: list[dict[str, dict[str, str]]] = []  # per seed: task -> target -> model file
     for seed in range(cfg.seeds):
         result = head.fit(ds, tasks, seed=seed, out_dir=run_dir, options=fit_options)
+        seed_files.append(saved_model.model_files(head.family, tasks, seed, result.models))
         for t in tasks:
             seed_preds[t.name].append(result.predictions[t.name])
         if result.per_task:  # one model per task: parameters per task and seed
@@ -191,10 +195,12 @@ def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = Non
             pred_va = {k: v[va] for k, v in seed_preds[t.name][-1].items()}
             seed_scores[t.name].append(score_task(t, truth_va, pred_va)["score"])
 
+    model_tasks = []
     for t in tasks:
         # The written predictions are those of the median-scoring seed (a real model's output).
         order = np.argsort(seed_scores[t.name])
         best = int(order[len(order) // 2])
+        model_tasks.append(saved_model.task_entry(t, best, seed_files[best][t.name]))
         preds = seed_preds[t.name][best]
         truth_va = {k: v[va] for k, v in ds.truths[t.name].items()}
         val = over_seeds(t, truth_va, [{k: v[va] for k, v in p.items()} for p in seed_preds[t.name]],
@@ -242,6 +248,10 @@ def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = Non
                   "feature_sets": ds.feature_desc, "corpus": corpus.layout,
                   **({"recipe": recipe} if recipe is not None else {})}
     rundir.write_json(run_dir / "config.json", config_out)
+    saved_model.write_manifest(run_dir, head=cfg.head, family=head.family,
+                               input_kind=head.input_kind,
+                               features=saved_model.feature_entries(store, ds.feature_desc),
+                               tasks=model_tasks, options=cfg.options, pooling=cfg.pooling)
     rundir.write_json(run_dir / "metrics.json", metrics_out)
     log.info("run %s: Val %s = %.4f", run_name, val_top["metric"], val_top["score"])
     return ExperimentResult(run_dir, metrics_out)

@@ -22,6 +22,7 @@ from heads.base import HEADS, FitOptions, FitResult, VectorHead
 from heads.classical.checks import check_features, check_targets
 from heads.dataset import Dataset, labelled
 from heads.rundir import jsonable
+from heads.saved_model import save_classical
 from heads.scoring import mae_error, mean_ccc_score, uar_score
 
 logger = logging.getLogger(__name__)
@@ -228,10 +229,10 @@ class ClassicalHead(VectorHead, abc.ABC):
         excluded: dict[str, dict[str, int]] = {}
         for task in tasks:
             preds[task.name], params[task.name], excluded[task.name] = self._fit_task(
-                dataset, task, seed, options.n_jobs)
+                dataset, task, seed, options.n_jobs, out_dir)
         return FitResult(preds, params, excluded, per_task=True)
 
-    def _fit_task(self, ds: Dataset, task: Task, seed: int, n_jobs: int
+    def _fit_task(self, ds: Dataset, task: Task, seed: int, n_jobs: int, out_dir: Any = None
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, int]]:
         tr, va = ds.rows("Train"), ds.rows("Val")
         preds, params, excluded = {}, {}, {}
@@ -252,6 +253,7 @@ class ClassicalHead(VectorHead, abc.ABC):
             sel = fit_select(self.name, tg.kind, ds.X[ok_tr], y[ok_tr], ds.X[ok_va], y[ok_va],
                              score_fn=score_fn, greater_is_better=greater, seed=seed,
                              n_jobs=n_jobs, clip=clip)
+            save_classical(out_dir, task.name, tg.name, seed, sel)  # the run keeps its model
             p = sel.predict(ds.X, raw=True)
             params[tg.name] = {"params": jsonable(sel.params),
                                "val_score_selection": float(sel.val_score)}

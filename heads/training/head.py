@@ -66,7 +66,17 @@ class TorchHead:
         curves = {k: v["curves"] for k, v in info.get("separate", {}).items()}
         if "curves" in info:
             curves["all"] = info["curves"]
-        return FitResult(preds, info, excluded, curves=curves, per_task=False)
+        return FitResult(preds, info, excluded, curves=curves, per_task=False,
+                         models=checkpoint_files(info))
+
+
+def checkpoint_files(info: dict) -> dict[str, dict[str, str]]:
+    """task -> target -> the checkpoint of one fit (one net, or one per output when separate)."""
+    files: dict[str, dict[str, str]] = {}
+    for name, out in info["outputs"].items():
+        where = info["separate"][name] if "separate" in info else info
+        files.setdefault(out["task"], {})[out["target"]] = where["checkpoint"]
+    return files
 
 
 for _name in NETS:

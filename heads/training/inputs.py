@@ -19,19 +19,21 @@ class Inputs:
     """
 
     def __init__(self, kind: str, device: torch.device, *, X: np.ndarray | None = None,
-                 seqs: SequenceSet | None = None, train_rows: np.ndarray | None = None) -> None:
+                 seqs: SequenceSet | None = None, train_rows: np.ndarray | None = None,
+                 moments: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        # moments: a saved (mean, std) (predict), instead of fitting them on the Train rows
         self.kind, self.device = kind, device
         rows = np.asarray(train_rows if train_rows is not None else [], dtype=np.int64)
         if kind == "vector":
             assert X is not None
-            self.mean_, self.std_ = fit_moments(X, rows)
+            self.mean_, self.std_ = moments if moments is not None else fit_moments(X, rows)
             Z, _ = standardise(X, rows, moments=(self.mean_, self.std_))  # (n, D) float32
             self.X = torch.from_numpy(Z).to(device)
             self.dim = int(X.shape[1])
         else:
             assert seqs is not None
             self.seqs = seqs
-            self.mean_, self.std_ = fit_frame_stats(seqs, rows)
+            self.mean_, self.std_ = moments if moments is not None else fit_frame_stats(seqs, rows)
             self.dim = int(seqs.dim)
 
     def batch(self, rows: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -130,7 +130,8 @@ def _fit_groups(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task
         missing = int((~labels.valid_rows(o.name)[tv]).sum())
         excluded.setdefault(o.task, {})[o.target.name] = missing
     info: dict[str, Any] = {"head": head, "seed": seed, "options": dataclasses.asdict(opts),
-                            "outputs": {o.name: {"task": o.task, "loss": o.loss} for o in outputs}}
+                            "outputs": {o.name: {"task": o.task, "target": o.target.name, "loss": o.loss}
+                                        for o in outputs}}
     info.update(infos["all"] if not opts.separate else {"separate": infos})
     return preds, info, excluded
 
