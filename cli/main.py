@@ -25,6 +25,7 @@ COMMANDS = {
     "permutation": "cli.cmd_permutation",
     "bench": "cli.cmd_bench",
     "recipes": "cli.cmd_recipes",
+    "compare": "cli.cmd_compare",
 }
 
 log = logging.getLogger("cli")
