@@ -26,6 +26,7 @@ COMMANDS = {
     "bench": "cli.cmd_bench",
     "recipes": "cli.cmd_recipes",
     "compare": "cli.cmd_compare",
+    "run": "cli.cmd_run",
 }
 
 log = logging.getLogger("cli")
