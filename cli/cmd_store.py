@@ -132,14 +132,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from extract.export import ExportError, export_matrix
-    from heads.features import FeatureError, resolve_field
+    from heads.features import FeatureError, find_set, request_checks, resolve_field
 
     store = _store(args.workdir)
     try:
-        header = store.find(args.features)
-    except KeyError as exc:
-        raise UsageError(exc.args[0]) from exc
-    try:
+        header = find_set(store, args.features, request_checks(args.field, args.layer, args.pooling))
         field, index, layer = resolve_field(header, args.field, args.layer, args.pooling)
     except FeatureError as exc:
         raise UsageError(str(exc)) from exc

@@ -27,6 +27,8 @@ COMMANDS = {
     "bench": "cli.cmd_bench",
     "recipes": "cli.cmd_recipes",
     "predict": "cli.cmd_predict",
+    "compare": "cli.cmd_compare",
+    "run": "cli.cmd_run",
 }
 
 log = logging.getLogger("cli")
@@ -73,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}{pick_set_hint(exc, sys.argv[1:] if argv is None else argv)}",
+              file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted: finished rows were flushed to the store; rerun the same command to "
@@ -85,6 +88,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def pick_set_hint(exc: BaseException, argv: Sequence[str]) -> str:
+    """For an ambiguous ``--features`` value: this very command once per candidate set, with
+    the value replaced by the set's key (empty when the error is another one)."""
+    import shlex
+
+    store_mod = sys.modules.get("extract.store")
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if store_mod is not None and isinstance(cause, store_mod.AmbiguousSet):
+            break
+        cause = cause.__cause__ or cause.__context__
+    if cause is None or cause.spec not in argv:  # type: ignore[attr-defined]
+        return ""
+    lines = [" ".join(shlex.quote(a) for a in
+                      ["python", "run_pipeline.py", *[key if a == cause.spec else a for a in argv]])
+             for key in cause.keys]  # type: ignore[attr-defined]
+    return "\nRun one of:\n  " + "\n  ".join(lines)
 
 
 def explain(exc: BaseException, workdir: str | None = None) -> str | None:

@@ -36,7 +36,7 @@ import numpy as np
 from data.audio import AudioError, clip_seconds, file_hash, load_audio, segment_hash
 from data.corpus import Corpus
 from extract.base import (SAMPLE_RATE, ExtractOptions, Extractor, build_extractor, config_hash)
-from extract.store import SCHEMA_VERSION, FeatureStore, SetHeader
+from extract.store import SCHEMA_VERSION, FeatureStore, SetHeader, config_differences
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,7 @@ def extract_corpus(
     # Batched extractors flush whole batches only, and plan batches over every clip (done or
     # not), so a rerun after a kill computes each batch with exactly the clips an uninterrupted
     # run would have: the stored values are then identical, not merely close.
+    _note_siblings(store, header)
     batched = ex.mode == "batched"
     universe = [c for c in sorted(paths) if c in hashes] if batched else todo
     with store.writer(header, flush_rows=flush_rows, auto_flush=not batched) as writer:
@@ -360,6 +361,19 @@ def extract_corpus(
         # in ..."): the request flag, not the exception, decides.
         _stop_point(f"compacting {header.key}")
     return summary
+
+
+def _note_siblings(store: FeatureStore, header: SetHeader) -> None:
+    """Log that a new set shares its spec with stored ones (another pooling or layer of the
+    same model is another set) and how commands tell them apart."""
+    others = [h for k, h in store.headers().items() if k != header.key and h.spec == header.spec]
+    if not others or header.key in store.headers():
+        return
+    differ = config_differences([header, *others])
+    log.info("%s is stored already as %s; this extraction (%s) is a set of its own, %s. Commands "
+             "pick the set that holds what they ask for (--pooling, --layer), or take a key.",
+             header.spec, ", ".join(h.key for h in others),
+             ", ".join(f"{k}={json.dumps(header.config.get(k))}" for k in differ), header.key)
 
 
 def _run_per_clip(ex: Extractor, spec: str, options: ExtractOptions, todo: list[str],

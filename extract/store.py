@@ -16,6 +16,16 @@ it) is an optimisation that a kill can interrupt without loss.
 Within a set the newest record of a clip wins: a part is newer than the compacted file, and
 parts are ordered by their name (a nanosecond timestamp, the pid and a counter). A record is
 either a row of values or a failure with its reason.
+
+Another pooling or layer of the same model is another set, with its own key: a set's header
+(its fields and their shapes) is written once and checked on every write, and a record holds
+every field of its clip. Letting new poolings join a stored set would mean records holding
+only some fields, a header whose fields change while readers and killed writers see it, and
+keys that no longer cover every stored value; each is a way to lose the guarantee that a stored
+row is never deleted, overwritten or silently mixed. So the sets stay apart, and
+:meth:`FeatureStore.find` resolves a spec by what is asked (``--pooling std`` picks the set
+that stores it); when several sets still qualify, the error shows only the config fields that
+differ between them and asks for a key.
 """
 from __future__ import annotations
 
@@ -28,7 +38,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +71,46 @@ class SchemaMismatch(StoreError):
 
 class ConfigMismatch(StoreError):
     """A feature set's stored configuration differs from the one requested."""
+
+
+class AmbiguousSet(KeyError):
+    """Several stored sets match a spec or name and serve what was asked.
+
+    The message shows only the configuration fields that differ between them.
+
+    Attributes:
+        spec: the spec or name that was asked for.
+        keys: the candidates' keys, sorted.
+    """
+
+    def __init__(self, spec: str, headers: Sequence[SetHeader]) -> None:
+        headers = sorted(headers, key=lambda h: h.key)
+        self.spec = spec
+        self.keys = [h.key for h in headers]
+        differ = config_differences(headers)
+        lines = [f"{h.key}: " + ", ".join(f"{k}={json.dumps(h.config.get(k), sort_keys=True)}"
+                                          for k in differ) for h in headers]
+        super().__init__(
+            f"{len(headers)} feature sets match {spec!r} and hold what was asked; they differ in "
+            f"{', '.join(differ) or 'nothing but their key'}:\n  " + "\n  ".join(lines)
+            + f"\nName one by its key, e.g. --features {self.keys[0]}")
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+def config_differences(headers: Sequence[SetHeader]) -> list[str]:
+    """The config fields whose values are not the same in every header, sorted.
+
+    Example:
+        >>> a = SetHeader("a-1", "a", "k:a", {"m": 1, "poolings": ["mean"]}, "1", {})
+        >>> b = SetHeader("a-2", "a", "k:a", {"m": 1, "poolings": ["std"]}, "2", {})
+        >>> config_differences([a, b])
+        ['poolings']
+    """
+    names = sorted({k for h in headers for k in h.config})
+    return [k for k in names
+            if len({json.dumps(h.config.get(k), sort_keys=True) for h in headers}) > 1]
 
 
 @dataclass(frozen=True)
@@ -425,11 +475,19 @@ class FeatureStore:
             raise KeyError(f"no feature set {key!r} in {self.workdir}; stored: {sorted(hs) or 'none'}")
         return hs[key]
 
-    def find(self, spec_or_key: str) -> SetHeader:
+    def find(self, spec_or_key: str, *,
+             usable: Sequence[Callable[[SetHeader], str | None]] = ()) -> SetHeader:
         """The one set matching a key, a spec (``opensmile:eGeMAPSv02``) or a name.
 
+        Several sets can share a spec: extracting another pooling or layer of the same model
+        makes another set (see the module docstring). ``usable`` resolves the name by what the
+        caller asks for: each test returns None when a set serves the request, or why it does
+        not. The tests are tried in order (the strictest first); the first one that some
+        matching sets pass decides among them.
+
         Raises:
-            KeyError: nothing matches (lists what is stored) or several match (lists them).
+            KeyError: nothing matches (lists what is stored).
+            AmbiguousSet: several sets serve the request (names the config fields that differ).
         """
         hs = self.headers()
         if spec_or_key in hs:
@@ -443,10 +501,26 @@ class FeatureStore:
                 f"no feature set matches {spec_or_key!r} in {self.workdir}. Stored sets:\n  {stored}\n"
                 f"Run `extract --workdir {self.workdir} --features {spec_or_key} ...` first."
             )
-        raise KeyError(
-            f"{len(hits)} feature sets match {spec_or_key!r}; name one by key:\n  "
-            + "\n  ".join(f"{h.key}  {json.dumps(h.config, sort_keys=True)}" for h in hits)
-        )
+        reasons: dict[str, str] = {}
+        for test in usable:
+            fit = []
+            for h in hits:
+                why = test(h)
+                if why is None:
+                    fit.append(h)
+                else:
+                    reasons.setdefault(h.key, why)
+            if len(fit) == 1:
+                return fit[0]
+            if fit:
+                hits = fit
+                break
+        else:
+            if usable:  # no set serves the request: say what each one lacks
+                raise KeyError(
+                    f"{len(hits)} feature sets match {spec_or_key!r} in {self.workdir}, none holds "
+                    f"what was asked:\n  " + "\n  ".join(f"{h.key}: {reasons[h.key]}" for h in hits))
+        raise AmbiguousSet(spec_or_key, hits)
 
     def register(self, header: SetHeader) -> None:
         """Record a set's header in the journal, or check it against the stored one.

@@ -48,7 +48,7 @@ import pandas as pd
 from data.tasks import class_name, parse_tasks, resolve_task
 from extract.store import FeatureStore
 from heads.classical import RIDGE_ALPHAS
-from heads.features import find_set, resolve_field
+from heads.features import find_set, request_checks, resolve_field
 from heads.probe import (ProbeData, fit_ridge_task, load_probe_data, standardise,
                          write_text_atomic)
 from heads.scoring import HEADLINE_TEXT, score_task
@@ -265,7 +265,7 @@ def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str
     t0 = time.perf_counter()
     _check(cfg)
     store = FeatureStore(cfg.workdir)
-    header = find_set(store, cfg.features)
+    header = find_set(store, cfg.features, request_checks(None, cfg.layer, cfg.pooling))
     field, index, layer = resolve_field(header, None, cfg.layer, cfg.pooling)
     tasks = parse_tasks(cfg.task)
     if len(tasks) != 1:

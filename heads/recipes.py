@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from heads.config import ExperimentConfig, TrainOptions, parse_loss_spec
-from heads.features import FeatureError, find_set, resolve_field
+from heads.features import AmbiguousFeatures, FeatureError, find_set, request_checks, resolve_field
 from heads.registry import get_head, head_names
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -529,9 +529,12 @@ def check_features(cfg: ExperimentConfig) -> None:
         cmd = extract_command(cfg.workdir, spec, layer=cfg.layer, pooling=cfg.pooling,
                               frames_field=frames_field if sequence else None)
         try:
-            header = find_set(store, spec)
+            header = find_set(store, spec, (lambda h: choose_frames_field([h], frames_field, cfg.layer))
+                              if sequence else request_checks(None, cfg.layer, cfg.pooling))
             if not sequence:
                 resolve_field(header, None, cfg.layer, cfg.pooling)
+        except AmbiguousFeatures:
+            raise
         except FeatureError as exc:
             why = re.sub(r"\s*Run `extract[^`]*` first\.", "", str(exc)).strip()
             raise FeatureError(f"features {spec!r} are not in the store of {cfg.workdir} as this run "

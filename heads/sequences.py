@@ -192,7 +192,8 @@ def load_sequences(store: FeatureStore, features: Sequence[str], ids: Sequence[s
     Raises:
         FeatureError: a set is not in the store or holds no suitable frame field.
     """
-    headers = [find_set(store, f) for f in features]
+    headers = [find_set(store, f, lambda h: choose_frames_field([h], frames_field, layer))
+               for f in features]
     header, field = choose_frames_field(headers, frames_field, layer)
     spec = header.fields[field]
     dim = int(np.prod(spec.shape)) if spec.shape else 1

@@ -190,7 +190,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
     t0 = time.perf_counter()
     _check_config(cfg)
     store = FeatureStore(cfg.workdir)
-    header = find_set(store, cfg.features)
+    header = find_set(store, cfg.features, lambda h: layer_fields(h, cfg.poolings))
     stored_layers, fields = layer_fields(header, cfg.poolings)
     poolings = list(fields)
     layers = list(stored_layers) if cfg.layers is None else list(cfg.layers)
