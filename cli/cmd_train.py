@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a head on cached features (fit on Train, select on Val)",
         description="Fits on Train, selects hyper-parameters (classical heads) or the epoch (torch "
-                    "heads) on Val, reports Val scores with a bootstrap 95 %% CI and writes Test "
+                    "heads) on Val, reports Val scores with a bootstrap 95 % CI and writes Test "
                     "predictions in the challenge submission format to WORKDIR/runs/<run-name>/. "
                     "With --recipe NAME the settings come from recipes/NAME.toml (see `recipes`); "
                     "flags given explicitly override them.")

@@ -28,7 +28,7 @@ from heads.probe.data import ProbeData, layer_fields, load_probe_data, standardi
 from heads.probe.ridge import best_index, fit_ridge_task, train_counts
 from heads.probe.weighted_sum import WeightedSumConfig, fit_weighted_sum
 from heads.registry import get_head
-from heads.rundir import jsonable, run_dir
+from heads.rundir import jsonable, make_run_dir, run_dir
 from heads.rundir import write_text as write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
     data = load_probe_data(store, header, corpus, task)
     name = cfg.name or default_probe_name(cfg, header)
     probe_dir = Path(cfg.workdir) / PROBES_DIR / name
-    probe_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(probe_dir, result="probe.json")
     resamples = ValResamples(len(data.rows("Val")), cfg.n_boot, cfg.boot_seed)
     items = [(p, fields[p], stored_layers.index(l)) for p in poolings for l in layers]
     total = len(items) + (cfg.seeds * len(poolings) if cfg.weighted_sum else 0)
