@@ -156,12 +156,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"options {sorted(cfg.options)} apply to torch heads only; head {cfg.head!r} "
                          f"is classical")
     try:
+        from heads.recipes import check_features
+
         if torch_head:
             from heads.config import TrainOptions
-            from heads.recipes import check_features
 
             TrainOptions.from_dict(cfg.options)
-            check_features(cfg)
+        check_features(cfg)  # a missing set, layer or pooling: the whole extract command
         result = run_experiment(cfg)
     except (FeatureError, TaskError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc

@@ -50,8 +50,13 @@ def load_corpus_ref(workdir: str | os.PathLike) -> dict | None:
         if not isinstance(ref, dict) or "root" not in ref or "layout" not in ref:
             raise ValueError("needs 'root' and 'layout'")
     except ValueError as exc:
-        raise ValueError(f"{p} is damaged ({exc}); rerun `extract --corpus ROOT --layout L "
-                         f"--workdir {workdir} ...`, which rewrites it") from None
+        from data.hints import command  # not extract_command: it reads this file
+
+        again = command("extract", "--corpus", "ROOT", "--layout", "LAYOUT", "--workdir",
+                        str(workdir), "--features", "SPEC")
+        raise ValueError(f"{p} is damaged ({exc}); rerun `{again}` "
+                         f"with the corpus ROOT, its LAYOUT and a stored SPEC (`list` shows them), "
+                         f"which rewrites it") from None
     return ref
 
 
@@ -62,12 +67,14 @@ def open_corpus(workdir: str | os.PathLike):
         FileNotFoundError: the workdir has no corpus reference (run ``extract`` first).
     """
     from data.corpora import read_corpus
+    from data.hints import extract_command
 
     ref = load_corpus_ref(workdir)
     if ref is None:
         raise FileNotFoundError(
-            f"{workdir} has no {CORPUS_FILE}: run `extract --corpus ROOT --layout L --workdir "
-            f"{workdir} ...` first, which records the corpus")
+            f"{workdir} has no {CORPUS_FILE}: run "
+            f"`{extract_command(workdir, 'opensmile:eGeMAPSv02')}` first (ROOT: the corpus "
+            f"folder, LAYOUT: avb, exvo, iemocap, csv, audformat or hf), which records the corpus")
     return read_corpus(ref["root"], ref["layout"], labels=ref.get("labels"), table=ref.get("table"),
                        column=ref.get("column"), text_column=ref.get("text_column"),
                        workdir=workdir)

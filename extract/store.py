@@ -344,6 +344,16 @@ class _SetView:
 
 
 # --------------------------------------------------------------------------------------------
+def extract_hint(workdir: Path, spec_or_key: str) -> str:
+    """``Run `<the extract command>` first.`` for a missing set (data.hints)."""
+    from data.hints import extract_command, is_spec
+
+    if is_spec(spec_or_key):
+        return f"Run `{extract_command(workdir, spec_or_key)}` first."
+    return (f"{spec_or_key!r} is no extractor spec; to compute a set, run "
+            f"`{extract_command(workdir, 'SPEC')}` first, SPEC being e.g. opensmile:eGeMAPSv02.")
+
+
 class FeatureStore:
     """The feature store of one workdir.
 
@@ -441,7 +451,7 @@ class FeatureStore:
         if not hits:
             raise KeyError(
                 f"no feature set matches {spec_or_key!r} in {self.workdir}. Stored sets:\n  {stored}\n"
-                f"Run `extract --workdir {self.workdir} --features {spec_or_key} ...` first."
+                + extract_hint(self.workdir, spec_or_key)
             )
         raise KeyError(
             f"{len(hits)} feature sets match {spec_or_key!r}; name one by key:\n  "
