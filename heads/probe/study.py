@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data.hints import extract_command
 from data.tasks import parse_tasks, resolve_task
 from extract.store import FeatureStore, SetHeader
 from heads.base import FitOptions
@@ -197,7 +198,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
     missing = [l for l in layers if l not in stored_layers]
     if missing:
         raise FeatureError(f"layer(s) {missing} are not stored in {header.key}; stored layers: "
-                           f"{stored_layers}. Extract them with --layers.")
+                           f"{stored_layers}. Extract them with `{extract_command(cfg.workdir, header.spec, layers=missing, poolings=poolings)}`.")
     tasks = parse_tasks(cfg.task)
     if len(tasks) != 1:
         raise ValueError(f"a probe studies one task, got {[t.name for t in tasks]}; run one "
