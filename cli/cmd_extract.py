@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir)
     split_record, split = _split_record(args, corpus, workdir)
     if split_record is None and not any(corpus.summary()[s] for s in ("Train", "Val", "Test")):
-        from data.workdir import split_command
+        from data.hints import split_command
 
         ref = {"root": str(root.resolve()), "layout": args.layout,
                "labels": str(Path(args.labels).resolve()) if args.labels else None,

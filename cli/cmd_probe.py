@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "probe", help="layer probing: a head per (layer, pooling) of cached SSL features",
         description="Fits a head on every stored layer and pooling of an SSL feature set "
                     "(cached features only: nothing is extracted), over several seeds. Writes "
-                    "WORKDIR/probes/<name>/probe.json, probe.csv (layer x pooling: score, 95 %% "
+                    "WORKDIR/probes/<name>/probe.json, probe.csv (layer x pooling: score, 95 % "
                     "CI, std over seeds) and probe.png (score against layer, one line per "
                     "pooling, CI band), and names the best layer on Val with its Test score (when Test "
                     "has labels); it is starred (*) only when its CI does not overlap the next "

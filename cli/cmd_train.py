@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a head on cached features (fit on Train, select on Val)",
         description="Fits on Train, selects hyper-parameters (classical heads) or the epoch (torch "
-                    "heads) on Val, reports Val scores with a bootstrap 95 %% CI and writes Test "
+                    "heads) on Val, reports Val scores with a bootstrap 95 % CI and writes Test "
                     "predictions in the challenge submission format to WORKDIR/runs/<run-name>/. "
                     "With --recipe NAME the settings come from recipes/NAME.toml (see `recipes`); "
                     "flags given explicitly override them.")
@@ -160,12 +160,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"options {sorted(cfg.options)} apply to torch heads only; head {cfg.head!r} "
                          f"is classical")
     try:
+        from heads.recipes import check_features
+
         if torch_head:
             from heads.config import TrainOptions
-            from heads.recipes import check_features
 
             TrainOptions.from_dict(cfg.options)
-            check_features(cfg)
+        check_features(cfg)  # a missing set, layer or pooling: the whole extract command
         if recipe_use is not None and recipe_use[1].dropped:
             recipe, use = recipe_use
             say(f"recipe {recipe.name} on --task {use.task} (its own: {recipe.task}); "

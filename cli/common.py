@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -17,18 +18,111 @@ class UsageError(Exception):
     """A command-line or configuration error: printed without a traceback, exit code 2."""
 
 
+PROGRESS_LINE_INTERVAL_S = 15.0
+"""Off a terminal (a log file, a pipe), progress is a plain log line at most this often."""
+
+QUIET_LIBRARY_ENV = {
+    # transformers' and huggingface_hub's own tqdm bars ("Loading weights", "Writing model
+    # shards", downloads) would interleave with ours; their advisory warnings go too
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def quiet_libraries(verbosity: int) -> None:
+    """Silence the bars and chatter of transformers / huggingface_hub (before they are
+    imported; a variable the user set is kept). At -vv (debug) they stay as they are."""
+    if verbosity >= 2:
+        return
+    for name, value in QUIET_LIBRARY_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+class BarAwareHandler(logging.StreamHandler):
+    """Writes log lines so that they never run into a progress bar.
+
+    Every line goes through ``tqdm.write``, which clears the live bars of the terminal, writes
+    the line and redraws them. A record that carries ``extra={"progress": {...}}`` (library
+    code reporting steps: ``key``, ``done``, ``total``, ``unit``) moves a bar on a terminal
+    instead of becoming a line; off a terminal it becomes a line at most every
+    :data:`PROGRESS_LINE_INTERVAL_S` seconds and when it is done.
+    """
+
+    def __init__(self, stream: Any = None, *, tty: bool | None = None,
+                 show_every_step: bool = False) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.show_every_step = show_every_step
+        self.bars: dict[str, Any] = {}
+        self.last_line: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            progress = getattr(record, "progress", None)
+            if isinstance(progress, dict) and not self.show_every_step:
+                self._progress(record, progress)
+                return
+            write_line(self.format(record), self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+    def _progress(self, record: logging.LogRecord, progress: dict[str, Any]) -> None:
+        key = str(progress.get("key", record.name))
+        done, total = int(progress.get("done", 0)), progress.get("total")
+        finished = bool(progress.get("finished")) or (total is not None and done >= int(total))
+        if self.tty:
+            from tqdm import tqdm
+
+            bar = self.bars.get(key)
+            if bar is None:
+                bar = self.bars[key] = tqdm(total=total, desc=key, unit=progress.get("unit", "it"),
+                                            file=self.stream, dynamic_ncols=True, leave=False)
+            bar.update(done - bar.n)
+            if finished:
+                bar.close()
+                del self.bars[key]
+            return
+        now = time.monotonic()
+        first = key not in self.last_line
+        if finished or first or now - self.last_line[key] >= PROGRESS_LINE_INTERVAL_S:
+            self.last_line[key] = now
+            write_line(self.format(record), self.stream)
+        if finished:
+            self.last_line.pop(key, None)
+
+
+def write_line(text: str, stream: Any = None) -> None:
+    """One line on ``stream`` (stderr by default), clearing and redrawing live bars around it."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=stream if stream is not None else sys.stderr)
+
+
 def setup_logging(verbosity: int) -> None:
-    level = logging.WARNING - 10 * verbosity
-    logging.basicConfig(level=max(logging.DEBUG, level),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    for noisy in ("matplotlib", "h5py", "urllib3", "filelock", "PIL"):
+    """Log lines on stderr (``-q`` 0: warnings, default 1: info, ``-vv`` 2: debug), written
+    around progress bars (:class:`BarAwareHandler`); Python warnings become log lines."""
+    level = max(logging.DEBUG, logging.WARNING - 10 * verbosity)
+    handler = BarAwareHandler(sys.stderr, show_every_step=verbosity >= 2)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                                           datefmt="%H:%M:%S"))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, BarAwareHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    for noisy in ("matplotlib", "h5py", "urllib3", "filelock", "PIL", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def say(*parts: Any) -> None:
-    """User-facing output of the command line (the only place that prints)."""
-    print(*parts, flush=True)
+    """User-facing output of the command line (the only place that prints); written around
+    live progress bars so that neither breaks the other."""
+    from tqdm import tqdm
+
+    tqdm.write(" ".join(str(p) for p in parts), file=sys.stdout)
+    sys.stdout.flush()
 
 
 def add_workdir(p: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -37,28 +131,54 @@ def add_workdir(p: argparse.ArgumentParser, *, required: bool = True) -> None:
 
 
 class Progress:
-    """A tqdm bar counting clips, with audio seconds per second and ETA in the postfix."""
+    """Progress of clips, with audio seconds per second and the ETA.
+
+    On a terminal: a tqdm bar (log lines are written around it by :class:`BarAwareHandler`).
+    Off a terminal: no carriage-return redraws, a plain log line at most every
+    :data:`PROGRESS_LINE_INTERVAL_S` seconds and one when it closes.
+    """
 
     def __init__(self, total: int, total_audio_s: float, desc: str, *, enabled: bool = True) -> None:
-        from tqdm import tqdm
-
+        self.total, self.desc, self.enabled = int(total), desc, enabled
         self.total_audio_s = total_audio_s
         self.audio_s = 0.0
+        self.done = 0
         self.t0 = time.perf_counter()
-        tty = sys.stderr.isatty()
-        self.bar = tqdm(total=total, desc=desc, unit="clip", disable=not enabled,
-                        dynamic_ncols=True, file=sys.stderr, smoothing=0.1,
-                        mininterval=0.2 if tty else 15.0)
+        self.last_line = self.t0
+        self.tty = sys.stderr.isatty()
+        self.bar = None
+        if enabled and self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="clip", dynamic_ncols=True,
+                            file=sys.stderr, smoothing=0.1, mininterval=0.2)
 
     def __call__(self, clips: int, audio_s: float) -> None:
         self.audio_s += audio_s
-        el = max(1e-9, time.perf_counter() - self.t0)
-        rate = self.audio_s / el
-        self.bar.set_postfix_str(f"{rate:,.1f} audio-s/s", refresh=False)
-        self.bar.update(clips)
+        self.done += clips
+        now = time.perf_counter()
+        rate = self.audio_s / max(1e-9, now - self.t0)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{rate:,.1f} audio-s/s", refresh=False)
+            self.bar.update(clips)
+        elif self.enabled and now - self.last_line >= PROGRESS_LINE_INTERVAL_S:
+            self.last_line = now
+            self._line(now, rate)
+
+    def _line(self, now: float, rate: float) -> None:
+        el = now - self.t0
+        left = (self.total_audio_s - self.audio_s) / rate if rate > 0 else float("nan")
+        eta = f", ETA {left:,.0f} s" if self.done < self.total and left == left else ""
+        logging.getLogger("cli.progress").info(
+            "%s: %d/%d clips in %.1f s, %.1f audio-s/s%s", self.desc, self.done, self.total,
+            el, rate, eta)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled and self.done:
+            now = time.perf_counter()
+            self._line(now, self.audio_s / max(1e-9, now - self.t0))
 
 
 def parse_int_list(text: str | None, what: str) -> tuple[int, ...] | None:

@@ -6,9 +6,10 @@ import importlib
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Sequence
 
-from cli.common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, setup_logging
+from cli.common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, quiet_libraries, setup_logging
 
 # sub-command -> module in cli/ with add_parser(subparsers) and run(args) -> int
 COMMANDS = {
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=1,
                         help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print the version of vocal-probe and of its main libraries, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     seen = set()
     for name, module in COMMANDS.items():
@@ -53,6 +56,47 @@ def build_parser() -> argparse.ArgumentParser:
         seen.add(module)
         mod.add_parser(sub)
     return parser
+
+
+ROOT = Path(__file__).resolve().parents[1]
+VERSIONED_LIBRARIES = ("torch", "transformers", "opensmile", "h5py", "numpy", "scikit-learn")
+
+
+def project_version() -> str:
+    """The version in pyproject.toml of this checkout, else that of the installed package."""
+    from importlib import metadata
+
+    pyproject = ROOT / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    return metadata.version("vocal-probe")
+
+
+def version_text() -> str:
+    """``vocal-probe 0.1.0 (Python 3.11.7; torch 2.x, ...)``: read from package metadata,
+    without importing the libraries."""
+    import platform
+    from importlib import metadata
+
+    libs = []
+    for name in VERSIONED_LIBRARIES:
+        try:
+            libs.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            libs.append(f"{name} not installed")
+    return f"vocal-probe {project_version()} (Python {platform.python_version()}; {', '.join(libs)})"
+
+
+class _Version(argparse.Action):
+    """``--version``: one unwrapped line on stdout, exit 0."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        print(version_text())
+        parser.exit(0)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -69,25 +113,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    setup_logging(0 if args.quiet else args.verbose)
+    verbosity = 0 if args.quiet else args.verbose
+    quiet_libraries(verbosity)
+    setup_logging(verbosity)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
     except UsageError as exc:
+        _discard_unfinished()
         print(f"error: {exc}{pick_set_hint(exc, sys.argv[1:] if argv is None else argv)}",
               file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        _discard_unfinished(keep_files=True)
         print("interrupted: finished rows were flushed to the store; rerun the same command to "
               "continue", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001  # known failures become messages, others stay loud
+        _discard_unfinished()
         message = explain(exc, getattr(args, "workdir", None))
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    return rc
+
+
+def _discard_unfinished(*, keep_files: bool = False) -> None:
+    """A failed command leaves no empty or half-written run folder (heads.rundir)."""
+    rundir = sys.modules.get("heads.rundir")  # not imported: no run folder was made
+    if rundir is not None:
+        rundir.discard_unfinished(keep_files=keep_files)
 
 
 def pick_set_hint(exc: BaseException, argv: Sequence[str]) -> str:

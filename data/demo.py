@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import shutil
@@ -229,14 +230,29 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}"
 
 
+DEMO_MARKER = "SYNTHETIC_DEMO.json"
+"""Written at the root of a generated corpus: what made it. Reports read it
+(:func:`synthetic_info`) so that its numbers are never taken for results on real data."""
+
+
+def synthetic_info(root: str | os.PathLike) -> dict | None:
+    """The :data:`DEMO_MARKER` record of a corpus root, or ``None`` for a real corpus."""
+    path = Path(root) / DEMO_MARKER
+    try:
+        info = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return {"generator": "data.demo", "note": f"{path} is unreadable"}
+    return info if isinstance(info, dict) else None
+
+
 def make_demo_corpus(
     out_dir: str | os.PathLike, *, n_clips: int = 320, seed: int = 0, overwrite: bool = False
 ) -> Path:
     """Write a synthetic corpus in the A-VB 2022 layout.
 
-    Writes ``audio/wav/<id>.wav`` (16 kHz mono 16-bit, 0.5 to 3 s) and the five label files
-    ``labels/{data,high,two,culture,type}_info.csv`` with bracketed ``File_ID`` s;
-    ``data_info.csv`` also has ``Subject_ID`` and ``Age``. Same ``seed`` and ``n_clips`` give the
+    Writes ``audio/wav/<id>.wav`` (16 kHz mono 16-bit, 0.5 to 3 s), the five label files
+    ``labels/{data,high,two,culture,type}_info.csv`` with bracketed ``File_ID`` s
+    (``data_info.csv`` also has ``Subject_ID`` and ``Age``) and :data:`DEMO_MARKER`. Same ``seed`` and ``n_clips`` give the
     same bytes.
 
     Args:
@@ -314,5 +330,9 @@ def make_demo_corpus(
     _write_csv(label_dir / "two_info.csv", key_cols + list(TWO_COLUMNS), rows["two"])
     _write_csv(label_dir / "culture_info.csv", key_cols + list(CULTURE_COLUMNS), rows["culture"])
     _write_csv(label_dir / "type_info.csv", key_cols + ["Voc_Type"], rows["type"])
+    (root / DEMO_MARKER).write_text(json.dumps({
+        "generator": "data.demo.make_demo_corpus", "n_clips": n_clips, "seed": seed,
+        "what": "synthetic vocal bursts whose labels are known functions of the sound, in the "
+                "A-VB 2022 layout; not recordings of people"}, indent=2))
     logger.info("demo corpus: %d clips, %d subjects, seed %d -> %s", n_clips, n_subjects, seed, root)
     return root

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 from pathlib import Path
 
 CORPUS_FILE = "corpus.json"
@@ -59,40 +58,14 @@ def load_corpus_ref(workdir: str | os.PathLike) -> dict | None:
         if not isinstance(ref, dict) or "root" not in ref or "layout" not in ref:
             raise ValueError("needs 'root' and 'layout'")
     except ValueError as exc:
-        raise ValueError(f"{p} is damaged ({exc}); rerun `extract --corpus ROOT --layout L "
-                         f"--workdir {workdir} ...`, which rewrites it") from None
+        from data.hints import command  # not extract_command: it reads this file
+
+        again = command("extract", "--corpus", "ROOT", "--layout", "LAYOUT", "--workdir",
+                        str(workdir), "--features", "SPEC")
+        raise ValueError(f"{p} is damaged ({exc}); rerun `{again}` "
+                         f"with the corpus ROOT, its LAYOUT and a stored SPEC (`list` shows them), "
+                         f"which rewrites it") from None
     return ref
-
-
-def corpus_args(workdir: str | os.PathLike, ref: dict | None = None) -> list[str]:
-    """The ``extract`` arguments that read this workdir's corpus again: ``--corpus``,
-    ``--layout``, ``--labels`` and the reader options, then ``--workdir`` (placeholders ROOT and
-    LAYOUT when the workdir has no corpus reference)."""
-    ref = load_corpus_ref(workdir) if ref is None else ref
-    ref = ref or {}
-    parts = ["--corpus", ref.get("root") or "ROOT", "--layout", ref.get("layout") or "LAYOUT"]
-    if ref.get("labels"):
-        parts += ["--labels", ref["labels"]]
-    for key in READER_REF_KEYS:
-        if ref.get(key) is not None:
-            parts += [f"--{key.replace('_', '-')}", str(ref[key])]
-    return parts + ["--workdir", str(workdir)]
-
-
-def split_command(workdir: str | os.PathLike, ref: dict | None = None) -> str:
-    """The command that writes an automatic split of this workdir (``extract ... --split auto``;
-    without ``--features`` it reads no audio), with the seed, fractions and stratification
-    column of the split the workdir records, if any."""
-    ref = load_corpus_ref(workdir) if ref is None else ref
-    split = (ref or {}).get("split") or {}
-    parts = ["python", "run_pipeline.py", "extract", *corpus_args(workdir, ref), "--split", "auto"]
-    if split.get("seed"):
-        parts += ["--split-seed", str(split["seed"])]
-    if split.get("fractions"):
-        parts += ["--split-fractions", ",".join(f"{f:g}" for f in split["fractions"])]
-    if split.get("stratify"):
-        parts += ["--split-stratify", str(split["stratify"])]
-    return " ".join(shlex.quote(p) for p in parts)
 
 
 def open_corpus(workdir: str | os.PathLike, *, need_split: bool = False):
@@ -110,13 +83,15 @@ def open_corpus(workdir: str | os.PathLike, *, need_split: bool = False):
             that makes a split.
     """
     from data.corpora import read_corpus
+    from data.hints import extract_command, split_command
     from data.splits import apply_split, check_split, read_split
 
     ref = load_corpus_ref(workdir)
     if ref is None:
         raise FileNotFoundError(
-            f"{workdir} has no {CORPUS_FILE}: run `extract --corpus ROOT --layout L --workdir "
-            f"{workdir} ...` first, which records the corpus")
+            f"{workdir} has no {CORPUS_FILE}: run "
+            f"`{extract_command(workdir, 'opensmile:eGeMAPSv02')}` first (ROOT: the corpus "
+            f"folder, LAYOUT: avb, exvo, iemocap, csv, audformat or hf), which records the corpus")
     corpus = read_corpus(ref["root"], ref["layout"], labels=ref.get("labels"),
                          workdir=workdir, **{k: ref.get(k) for k in READER_REF_KEYS})
     split = ref.get("split") or {}

@@ -46,6 +46,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from data.hints import extract_command, is_spec, workdir_command
 from extract.base import FieldSpec
 
 log = logging.getLogger(__name__)
@@ -394,6 +395,14 @@ class _SetView:
 
 
 # --------------------------------------------------------------------------------------------
+def extract_hint(workdir: Path, spec_or_key: str) -> str:
+    """``Run `<the extract command>` first.`` for a missing set (data.hints)."""
+    if is_spec(spec_or_key):
+        return f"Run `{extract_command(workdir, spec_or_key)}` first."
+    return (f"{spec_or_key!r} is no extractor spec; to compute a set, run "
+            f"`{extract_command(workdir, 'SPEC')}` first, SPEC being e.g. opensmile:eGeMAPSv02.")
+
+
 class FeatureStore:
     """The feature store of one workdir.
 
@@ -429,7 +438,7 @@ class FeatureStore:
         except OSError as exc:
             raise StoreError(
                 f"{self.path} cannot be opened by HDF5 ({exc}); the file is damaged. Rows in "
-                f"{self.journal} are intact: run `verify --repair --workdir {self.workdir}` to "
+                f"{self.journal} are intact: run `{workdir_command('verify', self.workdir, '--repair')}` to "
                 f"rebuild the store from what can still be read."
             ) from exc
         if version is None or int(version) != SCHEMA_VERSION:
@@ -499,7 +508,7 @@ class FeatureStore:
         if not hits:
             raise KeyError(
                 f"no feature set matches {spec_or_key!r} in {self.workdir}. Stored sets:\n  {stored}\n"
-                f"Run `extract --workdir {self.workdir} --features {spec_or_key} ...` first."
+                + extract_hint(self.workdir, spec_or_key)
             )
         reasons: dict[str, str] = {}
         for test in usable:
@@ -536,8 +545,9 @@ class FeatureStore:
                 raise ConfigMismatch(
                     f"feature set {header.key} is stored with a different configuration "
                     f"(field {diff!r} differs). Refusing to mix them; extract into a new "
-                    f"--workdir, or remove the stored set first with `verify --workdir "
-                    f"{self.workdir} --drop {header.key}` (its rows are deleted)."
+                    f"--workdir, or remove the stored set first with "
+                    f"`{workdir_command('verify', self.workdir, '--drop', header.key)}` (its rows "
+                    f"are deleted)."
                 )
             # Same configuration: nothing is written (a no-op rerun touches nothing); the run's
             # provenance is recorded with its rows (update_provenance).
@@ -651,7 +661,7 @@ class FeatureStore:
                     s.close()
                 if attempt == 4:
                     raise StoreError(f"cannot read feature set {key} in {self.workdir}: {exc}; "
-                                     f"run `verify --workdir {self.workdir}`") from exc
+                                     f"run `{workdir_command('verify', self.workdir)}`") from exc
                 # A compaction absorbed parts while we listed them: look again.
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.hints import extract_command, storage_flags, workdir_command
 from extract.store import FeatureStore, SetHeader, StoreError, open_read
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 class SetCheck:
     key: str
     spec: str
+    storage: dict = field(default_factory=dict)  # extract flags that store it again (data.hints)
     rows: int = 0
     missing: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -74,8 +76,8 @@ class VerifyReport:
                 for cid, reason in sorted(s.failed.items())[:max_list]:
                     out.append(f"    {cid}: {reason}")
             if s.missing or s.failed or s.stale or s.unreadable:
-                out.append(f"  fix: rerun `extract` with the same --features ({s.spec}); only "
-                           f"missing, failed and stale clips are computed")
+                out.append(f"  fix: `{extract_command(self.workdir, s.spec, **s.storage)}` "
+                           f"(only missing, failed and stale clips are computed)")
         return out
 
 
@@ -100,7 +102,8 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True, deep: bool =
                 pass
         except OSError as exc:
             report.store_problems.append(
-                f"{store.path} cannot be opened by HDF5 ({exc}); `verify --repair` moves it aside "
+                f"{store.path} cannot be opened by HDF5 ({exc}); "
+                f"`{workdir_command('verify', store.workdir, '--repair')}` moves it aside "
                 f"and recomputes every set from the journal and the audio")
             report.damaged_store = True
             return report
@@ -109,7 +112,8 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True, deep: bool =
             with open_read(p) as f:
                 f["ids"][()]
         except (OSError, KeyError) as exc:
-            report.store_problems.append(f"journal part {p} is damaged ({exc}); `verify --repair` "
+            report.store_problems.append(f"journal part {p} is damaged ({exc}); "
+                                         f"`{workdir_command('verify', store.workdir, '--repair')}` "
                                          f"moves it aside and recomputes its rows")
             report.damaged_parts.append(p)
     corpus = None
@@ -131,7 +135,7 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True, deep: bool =
     problem = store.catalog_problem()
     if problem:
         report.catalog_problem = problem
-        report.store_problems.append(f"{problem}; `verify --repair --workdir {store.workdir}` "
+        report.store_problems.append(f"{problem}; `{workdir_command('verify', store.workdir, '--repair')}` "
                                      f"rewrites it from the store")
     try:
         keys = store.keys()
@@ -140,7 +144,7 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True, deep: bool =
         return report
     for key in keys:
         h = store.header(key)
-        chk = SetCheck(key, h.spec)
+        chk = SetCheck(key, h.spec, storage_flags(h.config))
         try:
             done, failed = store.status(key)
         except StoreError as exc:
@@ -259,10 +263,17 @@ def repair_store(store: FeatureStore, report: VerifyReport, *, workers: int | No
     try:
         corpus = open_corpus(store.workdir)
     except Exception as exc:  # noqa: BLE001  # any reason: say it, touch nothing
+        try:  # re-extracting a stored set computes nothing but records the corpus
+            first = next(iter(store.catalog().values()), None)
+        except Exception:  # noqa: BLE001
+            first = None
+        again = (extract_command(store.workdir, first.spec, root="NEW_ROOT",
+                                 **storage_flags(first.config)) if first is not None else
+                 extract_command(store.workdir, "opensmile:eGeMAPSv02", root="NEW_ROOT"))
         out.refused = (f"the corpus of {store.workdir} cannot be read ({exc}); nothing was moved "
-                       f"or recomputed. Restore it, or run `extract --corpus ROOT --layout L "
-                       f"--workdir {store.workdir} ...` with its new place, then `verify --repair` "
-                       f"again")
+                       f"or recomputed. Restore it, or record its new place (NEW_ROOT) by running "
+                       f"`{again}`, "
+                       f"then `{workdir_command('verify', store.workdir, '--repair')}` again")
         return out
     found: dict[str, SetHeader] = {}
     for k, h in store.catalog().items():
@@ -304,7 +315,8 @@ def repair_store(store: FeatureStore, report: VerifyReport, *, workers: int | No
     for k in sorted(lost_keys - set(found)):
         out.skipped[k] = ("its header was only in the damaged store and sets.json does not "
                           "have it, so its configuration is unknown; extract it again with "
-                          "`extract --features SPEC` (the name says which extractor)")
+                          f"`{extract_command(store.workdir, 'SPEC')}` (SPEC: the extractor "
+                          "spec its name tells, e.g. opensmile:eGeMAPSv02)")
     for key in sorted(needs):
         header = found.get(key)
         if header is None:

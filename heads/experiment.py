@@ -168,7 +168,7 @@ def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = Non
     run_name = cfg.run_name or default_run_name(cfg)
     cfg = replace(cfg, run_name=run_name)
     run_dir = rundir.run_dir(cfg.workdir, run_name)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.make_run_dir(run_dir)
     fit_options = replace(fit_options, run_config=asdict(cfg))
 
     per_task: dict[str, Any] = {}

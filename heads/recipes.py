@@ -55,7 +55,6 @@ import dataclasses
 import datetime as _dt
 import os
 import re
-import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -493,19 +492,12 @@ def extract_command(workdir: str | os.PathLike, spec: str, *, layer: int | None 
         >>> extract_command("/nowhere", "ssl:facebook/wav2vec2-base", layer=12, frames_field="frames_l12")
         'python run_pipeline.py extract --corpus ROOT --layout LAYOUT --workdir /nowhere --features ssl:facebook/wav2vec2-base --layers 12 --poolings mean --frames-layers 12'
     """
-    from data.workdir import corpus_args, load_corpus_ref
+    from data.hints import extract_command as hint
 
-    ref = load_corpus_ref(workdir) or {"layout": layout}
-    parts = ["python", "run_pipeline.py", "extract", *corpus_args(workdir, ref), "--features", spec]
-    if spec.startswith("ssl:"):
-        if layer is not None:
-            parts += ["--layers", str(layer)]
-        parts += ["--poolings", pooling]
-        if frames_field and frames_field.startswith("frames_l"):
-            parts += ["--frames-layers", frames_field[len("frames_l"):]]
-    elif spec.startswith("opensmile:") and frames_field == "lld":
-        parts += ["--level", "lld"]
-    return " ".join(shlex.quote(p) for p in parts)
+    frames = (int(frames_field[len("frames_l"):]) if frames_field and frames_field.startswith("frames_l")
+              and frames_field[len("frames_l"):].isdigit() else None)
+    return hint(workdir, spec, layers=layer, poolings=pooling, frames_layers=frames,
+                level="lld" if frames_field == "lld" else None, layout=layout)
 
 
 def check_features(cfg: ExperimentConfig) -> None:
@@ -526,27 +518,62 @@ def check_features(cfg: ExperimentConfig) -> None:
         frames_field = f"frames_l{cfg.layer}"
     headers = []
     for spec in cfg.features:
-        cmd = extract_command(cfg.workdir, spec, layer=cfg.layer, pooling=cfg.pooling,
-                              frames_field=frames_field if sequence else None)
         try:
             header = find_set(store, spec, (lambda h: choose_frames_field([h], frames_field, cfg.layer))
                               if sequence else request_checks(None, cfg.layer, cfg.pooling))
-            if not sequence:
-                resolve_field(header, None, cfg.layer, cfg.pooling)
         except AmbiguousFeatures:
             raise
         except FeatureError as exc:
-            why = re.sub(r"\s*Run `extract[^`]*` first\.", "", str(exc)).strip()
+            why = re.sub(r"\s*Run `[^`]*` first\.", "", str(exc)).strip()
             raise FeatureError(f"features {spec!r} are not in the store of {cfg.workdir} as this run "
-                               f"needs them: {why}\nRun:\n  {cmd}") from None
+                               f"needs them: {why}\n{_extract_hint(cfg, spec, frames_field if sequence else None)}"
+                               ) from None
+        if not sequence:
+            try:
+                resolve_field(header, None, cfg.layer, cfg.pooling)
+            except FeatureError as exc:
+                raise FeatureError(f"features {spec!r} are not in the store of {cfg.workdir} as this "
+                                   f"run needs them: {exc}\n{_extract_hint(cfg, header.spec, None)}"
+                                   ) from None
         headers.append(header)
     if sequence:
         try:
             choose_frames_field(headers, cfg.options.get("frames_field"), cfg.layer)
         except FeatureError as exc:
-            cmd = extract_command(cfg.workdir, cfg.features[0], layer=cfg.layer,
-                                  pooling=cfg.pooling, frames_field=frames_field)
-            raise FeatureError(f"head {cfg.head!r} needs frame sequences: {exc}\nRun:\n  {cmd}") from None
+            header = headers[0]
+            layer = cfg.layer if cfg.layer is not None else _last_layer(header)
+            field = frames_field or (f"frames_l{layer}" if layer is not None else None)
+            cmd = extract_command(cfg.workdir, header.spec, layer=layer, pooling=cfg.pooling,
+                                  frames_field=field)
+            then = (f"\nthen train again with --layer {layer} (and, if {header.spec} then names two "
+                    f"sets, --features set to the new set's key, which extract prints)"
+                    if layer is not None and cfg.layer is None else "")
+            raise FeatureError(f"head {cfg.head!r} needs frame sequences: {exc}\nRun:\n  {cmd}{then}"
+                               ) from None
+
+
+def _extract_hint(cfg: ExperimentConfig, spec: str, frames_field: str | None) -> str:
+    """``Run: <extract command>`` for a spec; for a set name (which extract cannot take) the
+    command with an ``ssl:MODEL``-style placeholder and what to put there."""
+    from data.hints import is_spec
+
+    if is_spec(spec):
+        cmd = extract_command(cfg.workdir, spec, layer=cfg.layer, pooling=cfg.pooling,
+                              frames_field=frames_field)
+        return f"Run:\n  {cmd}"
+    cmd = extract_command(cfg.workdir, "SPEC", layer=cfg.layer, pooling=cfg.pooling,
+                          frames_field=frames_field)
+    return (f"{spec!r} is not a spec that extract can compute; run, with SPEC an extractor "
+            f"spec such as opensmile:eGeMAPSv02 or ssl:facebook/wav2vec2-base:\n  {cmd}")
+
+
+def _last_layer(header: Any) -> int | None:
+    """The last stored SSL layer of a set (from its pooled fields), or None."""
+    for spec in header.fields.values():
+        layers = spec.attrs.get("layers")
+        if layers:
+            return int(layers[-1])
+    return None
 
 
 __all__ = ["Recipe", "RecipeReuse", "Published", "Fidelity", "FidelityRow", "FIDELITY_ASPECTS", "STATUSES", "RecipeError", "RECIPES_DIR", "TRAIN_KEYS", "load_recipe",

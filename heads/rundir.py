@@ -8,12 +8,19 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import logging
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 RUNS_DIR = "runs"
+
+log = logging.getLogger(__name__)
+
+_CREATED: dict[Path, str] = {}
+"""Result folders this process created -> the file that marks them finished (make_run_dir)."""
 
 
 def safe_name(name: str) -> str:
@@ -37,6 +44,48 @@ def default_run_name(task: str, head: str, features: Sequence[str], layer: int |
 def run_dir(workdir: str | os.PathLike, run_name: str) -> Path:
     """``WORKDIR/runs/<run_name>``."""
     return Path(workdir) / RUNS_DIR / run_name
+
+
+def make_run_dir(path: str | os.PathLike, *, result: str = "metrics.json") -> Path:
+    """Create a run's folder (a run, a probe, a study) and remember it until ``result`` is
+    written in it, so that a failed command leaves no empty or half-written folder behind
+    (:func:`discard_unfinished`). A folder that already exists is used as it is and never
+    removed: it may hold earlier results."""
+    path = Path(path)
+    if path.exists():
+        path.mkdir(parents=True, exist_ok=True)  # a file in the way raises here
+        return path
+    path.mkdir(parents=True)
+    _CREATED[path] = result
+    return path
+
+
+def discard_unfinished(*, keep_files: bool = False) -> list[Path]:
+    """Remove the folders :func:`make_run_dir` created in this process whose result file was
+    never written (the command failed). Called by the command line when a command fails.
+
+    Args:
+        keep_files: remove only the empty ones (an interrupted run keeps its curves and
+            checkpoints for a look).
+
+    Returns:
+        The folders removed.
+    """
+    removed = []
+    for path, result in list(_CREATED.items()):
+        del _CREATED[path]
+        if (path / result).exists() or not path.is_dir():
+            continue
+        if any(path.iterdir()):
+            if keep_files:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.rmdir()
+        log.info("removed the unfinished folder %s (its command failed; nothing in it was a "
+                 "result)", path)
+        removed.append(path)
+    return removed
 
 
 def jsonable(x: Any) -> Any:

@@ -150,14 +150,14 @@ def choose_frames_field(headers: Sequence[SetHeader], frames_field: str | None,
             and how to store frames).
     """
     stored = {h.key: ragged_fields(h) for h in headers}
-    hint = ("store frame sequences with `extract ... --frames-layers 12` (SSL), "
-            "`--level lld` (openSMILE) or `--features logmel:128`")
+    hint = ("Frame sequences are stored by extract with --frames-layers (SSL), --level lld "
+            "(openSMILE) or a logmel:N spec")
     if frames_field is not None:
         for h in headers:
             if frames_field in stored[h.key]:
                 return h, frames_field
         raise FeatureError(f"no requested feature set has the frame field {frames_field!r}; ragged "
-                           f"fields stored: {stored}. To get it, {hint}.")
+                           f"fields stored: {stored}. {hint}.")
     if layer is not None:
         for h in headers:
             if f"frames_l{layer}" in stored[h.key]:
@@ -169,7 +169,7 @@ def choose_frames_field(headers: Sequence[SetHeader], frames_field: str | None,
             raise FeatureError(f"set {h.key} has several frame fields {stored[h.key]}; choose one "
                                f"with --frames-field")
     raise FeatureError(f"a sequence head needs frame sequences, but the requested sets have none "
-                       f"(ragged fields: {stored}); {hint}.")
+                       f"(ragged fields: {stored}). {hint}.")
 
 
 def load_sequences(store: FeatureStore, features: Sequence[str], ids: Sequence[str], *,

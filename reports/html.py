@@ -11,7 +11,13 @@
 * ``{"kind": "figure", "path": Path, "caption": ...}``: a PNG; embedded in the HTML as a
   base64 data URI, linked from the markdown;
 * ``{"kind": "list", "items": [...], "summary": ...}``: a bullet list, folded under
-  ``summary`` in the HTML when given.
+  ``summary`` in the HTML when given;
+* ``{"kind": "banner", "text": ...}``: a warning that must not be missed (a synthetic corpus):
+  a framed box in the HTML, a quoted paragraph in the markdown.
+
+Table columns align ``l`` (text, wraps), ``r`` (numbers, never wrap) or ``k`` (identifiers
+such as set keys, never wrap); a table with ``"class": "fields"`` is a two-column
+name / value list (no header row).
 
 The page needs nothing from outside (no scripts, fonts or image files).
 """
@@ -40,13 +46,19 @@ h3 { font-size: 17px; margin: 26px 0 8px; color:#27313d; }
 p { margin: 8px 0; }
 .meta { color: var(--muted); font-size: 13.5px; }
 code { font: 12.5px/1.4 "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace;
-       background:#f1f3f6; padding: 1px 4px; border-radius: 3px; word-break: break-all; }
+       background:#f1f3f6; padding: 1px 4px; border-radius: 3px; overflow-wrap: anywhere; }
 nav.toc { background:#f5f7fa; border:1px solid var(--line); border-radius:6px; padding:8px 16px;
           margin: 14px 0 6px; font-size: 14px; }
 nav.toc ul { margin: 4px 0; padding-left: 18px; columns: 2; }
 nav.toc a { color: var(--accent); text-decoration: none; }
 .tablewrap { overflow-x: auto; margin: 10px 0 14px; }
-table { border-collapse: collapse; font-size: 13px; min-width: 50%; }
+table { border-collapse: collapse; font-size: 13px; min-width: 50%; max-width: 100%; }
+td.l { overflow-wrap: anywhere; }
+td.k, th.k { white-space: nowrap; }
+td.k code { overflow-wrap: normal; }
+table.fields td:first-child { color: var(--muted); white-space: nowrap; width: 11em; }
+.banner { border: 3px solid #c0392b; background: #fdecea; color: #7b1d12; border-radius: 6px;
+          padding: 12px 16px; margin: 12px 0; font-size: 15.5px; }
 th, td { padding: 5px 9px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background:#eef2f6; text-align:left; font-weight:600; white-space: nowrap; }
 td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
@@ -96,13 +108,16 @@ def _table_html(block: Block) -> str:
     headers: Sequence[str] = block["headers"]
     align: Sequence[str] = block.get("align") or ["l"] * len(headers)
     classes: Sequence[str | None] = block.get("row_class") or []
-    head = "".join(f'<th class="{a}">{inline(h)}</th>' for h, a in zip(headers, align))
+    fields = block.get("class") == "fields"
+    head = "" if fields else "".join(f'<th class="{a}">{inline(h)}</th>' for h, a in zip(headers, align))
     body = []
     for i, row in enumerate(block["rows"]):
         cls = classes[i] if i < len(classes) and classes[i] else ""
         cells = "".join(f'<td class="{a}">{inline(c)}</td>' for c, a in zip(row, align))
         body.append(f'<tr class="{cls}">{cells}</tr>' if cls else f"<tr>{cells}</tr>")
-    return (f'<div class="tablewrap"><table><thead><tr>{head}</tr></thead>'
+    thead = f"<thead><tr>{head}</tr></thead>" if head else ""
+    cls = ' class="fields"' if fields else ""
+    return (f'<div class="tablewrap"><table{cls}>{thead}'
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
@@ -128,6 +143,8 @@ def render_html(blocks: Iterable[Block], *, title: str) -> str:
         elif kind == "p":
             cls = f' class="{b["class"]}"' if b.get("class") else ""
             out.append(f"<p{cls}>{inline(b['text'])}</p>")
+        elif kind == "banner":
+            out.append(f'<div class="banner" role="alert">{inline(b["text"])}</div>')
         elif kind == "table":
             out.append(_table_html(b))
         elif kind == "figure":
@@ -158,6 +175,8 @@ def render_markdown(blocks: Iterable[Block], *, base: str | os.PathLike) -> str:
             out += ["#" * int(b.get("level", 2)) + " " + b["text"], ""]
         elif kind == "p":
             out += [b["text"], ""]
+        elif kind == "banner":
+            out += ["> **!!** " + b["text"], ""]
         elif kind == "table":
             align = b.get("align") or ["l"] * len(b["headers"])
             out.append("| " + " | ".join(_md_cell(h) for h in b["headers"]) + " |")

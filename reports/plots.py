@@ -23,6 +23,16 @@ DPI = 110
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f", "#bcbd22")
 """Line / bar colours, in order."""
+POOLING_COLOURS = {"mean": "#1f77b4", "last": "#d62728", "first": "#2ca02c", "max": "#ff7f0e",
+                   "std": "#9467bd"}
+"""One colour per pooling, the same in every report (a pooling outside it: a stable pick)."""
+
+
+def pooling_colour(pooling: str) -> str:
+    """The fixed colour of a pooling (:data:`POOLING_COLOURS`; others by a stable hash)."""
+    import zlib
+
+    return POOLING_COLOURS.get(pooling) or PALETTE[5 + zlib.crc32(pooling.encode()) % (len(PALETTE) - 5)]
 
 
 def _style(ax: Any) -> None:
@@ -36,7 +46,7 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=DPI, format="png")
+    fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight")  # legends outside the axes kept
     plt.close(fig)
     os.replace(tmp, path)
     return path
@@ -67,7 +77,7 @@ def plot_layer_curve(probe: Mapping[str, Any], path: str | os.PathLike) -> Path:
                       key=lambda r: r["layer"])
         if not rows:
             continue
-        color = PALETTE[i % len(PALETTE)]
+        color = pooling_colour(pooling)
         x = np.array([r["layer"] for r in rows])
         y = _finite([r["score"] for r in rows])
         lo = _finite([r["ci"][0] for r in rows])
@@ -108,7 +118,7 @@ def plot_layer_weights(probe: Mapping[str, Any], path: str | os.PathLike) -> Pat
         x = np.arange(len(layers)) + (i - (len(poolings) - 1) / 2) * width
         ax.bar(x, entry["weights"], width=width, yerr=entry.get("weights_std"), capsize=2,
                error_kw={"elinewidth": 0.8, "ecolor": "#555555"},
-               color=PALETTE[i % len(PALETTE)], label=f"{pooling} (Val {entry['score']:.3f})")
+               color=pooling_colour(pooling), label=f"{pooling} (Val {entry['score']:.3f})")
     if poolings:
         layers = ws[poolings[0]]["layers"]
         ax.axhline(1.0 / len(layers), color="grey", linestyle=":", linewidth=1,
@@ -182,14 +192,14 @@ def plot_per_column(per_run: Mapping[str, Mapping[str, float]], path: str | os.P
     for r in runs:
         columns += [c for c in per_run[r] if c not in columns]
     n_cols = max(1, len(columns))
-    fig_w = min(16.0, max(7.0, 0.55 * n_cols * max(1, len(runs)) ** 0.5 + 2))
+    fig_w = min(14.0, max(6.0, 0.45 * n_cols * max(1, len(runs)) ** 0.5 + 2))
     fig, ax = plt.subplots(figsize=(fig_w, 4.2))
     width = 0.8 / max(1, len(runs))
     x = np.arange(len(columns))
     for i, r in enumerate(runs):
         vals = _finite([per_run[r].get(c) for c in columns])
         ax.bar(x + (i - (len(runs) - 1) / 2) * width, np.nan_to_num(vals), width=width,
-               color=PALETTE[i % len(PALETTE)], label=_short(r, 60))
+               color=PALETTE[i % len(PALETTE)], label=_short(r, 48))
     ax.set_xticks(x)
     ax.set_xticklabels(columns, rotation=45 if n_cols > 6 else 0, ha="right" if n_cols > 6 else "center",
                        fontsize=8)
@@ -197,8 +207,8 @@ def plot_per_column(per_run: Mapping[str, Mapping[str, float]], path: str | os.P
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_title(title, fontsize=10)
     _style(ax)
-    ax.legend(fontsize=7, frameon=False, ncol=1 if len(runs) <= 4 else 2,
-              loc="upper center", bbox_to_anchor=(0.5, -0.28 if n_cols > 6 else -0.12))
+    # one run per legend line, right of the axes: long run names never overlap the ticks
+    ax.legend(fontsize=8, frameon=False, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 

@@ -40,9 +40,40 @@ MAX_CONFUSIONS_PER_TASK = 6
 """Confusion matrices drawn per task and target (best runs first)."""
 
 NOTE = ("Scores are on the Val split unless marked Test; CCC is the population form "
-        "(= `audmetric.concordance_cc`); UAR is macro-averaged recall; intervals are 95 % "
-        "percentile bootstrap over Val clips. Rows marked *published* are numbers from the "
-        "papers (on the real HUME-VB data), shown for reference, not computed here.")
+        "(= `audmetric.concordance_cc`); UAR is macro-averaged recall; MAE is in the label's "
+        "unit (lower is better); intervals are 95 % percentile bootstrap over Val clips.")
+PUBLISHED_NOTE = ("Rows marked *published* are the papers' numbers on their own data (the "
+                  "HUME-VB recordings of the A-VB 2022 and ExVo 2022 challenges), one row per "
+                  "system with its Val and Test numbers; they are shown for reference and not "
+                  "computed here.")
+LAYOUT_TEXT = {"avb": "A-VB 2022 layout", "exvo": "ExVo 2022 layout", "iemocap": "IEMOCAP release",
+               "csv": "a CSV table of files and labels", "audformat": "an audformat database",
+               "hf": "a Hugging Face dataset (save_to_disk)"}
+MAX_RECALL_RUNS = 6
+"""Runs shown side by side in a per-class recall table (best first)."""
+
+
+def corpus_info(workdir: str | os.PathLike) -> dict[str, Any]:
+    """What the workdir's corpus is, from ``WORKDIR/corpus.json``: root, layout, its own name
+    and version (audformat meta), and whether it is a generated demo corpus."""
+    from data.demo import synthetic_info
+    from data.workdir import load_corpus_ref
+
+    try:
+        ref = load_corpus_ref(workdir)
+    except ValueError as exc:
+        return {"known": False, "problem": str(exc)}
+    if ref is None:
+        return {"known": False, "problem": f"{workdir} has no corpus.json"}
+    meta = ref.get("meta") or {}
+    name = meta.get("name") or Path(ref["root"]).name
+    if meta.get("version"):
+        name = f"{name} {meta['version']}"
+    synthetic = synthetic_info(ref["root"])
+    if synthetic:
+        name = f"a SYNTHETIC demo corpus ({name})"
+    return {"known": True, "root": ref["root"], "layout": ref["layout"], "labels": ref.get("labels"),
+            "name": name, "meta": meta, "synthetic": synthetic}
 
 
 @dataclass
@@ -109,8 +140,21 @@ def results_rows(runs: list[RunSummary]) -> list[dict[str, Any]]:
                          "features": _features_text(r.metrics), "metric": val.get("metric"),
                          "val": val.get("score"), "val_std": val.get("score_std"),
                          "ci": val.get("ci"), "seeds": len(val.get("seed_scores", [])) or 1,
-                         "test": entry.get("test", {}).get("score"), "n_val": val.get("n")})
+                         "test": entry.get("test", {}).get("score"), "n_val": val.get("n"),
+                         "test_reason": _test_reason(r.metrics, entry)})
     return rows
+
+
+def _test_reason(metrics: dict[str, Any], entry: dict[str, Any]) -> str | None:
+    """Why a run has no Test score (None when it has one)."""
+    if entry.get("test", {}).get("score") is not None:
+        return None
+    n_test = (metrics.get("n_clips") or {}).get("Test")
+    if n_test == 0:
+        return "no Test split"
+    if n_test:
+        return "no Test labels"
+    return "not scored"
 
 
 def store_rows(workdir: Path) -> list[dict[str, Any]]:
@@ -231,7 +275,7 @@ def build_report(workdir: str | os.PathLike) -> dict[str, Any]:
     tasks = sorted({r["task"] for r in rows})
     published = {t: [p.__dict__ for p in published_for(t)] for t in tasks}
     return {"workdir": str(wd), "generated": _dt.datetime.now().isoformat(timespec="seconds"),
-            "note": NOTE, "results": rows, "published": published,
+            "corpus": corpus_info(wd), "note": NOTE, "results": rows, "published": published,
             "feature_sets": store_rows(wd),
             "runs": [{"name": r.name, "metrics": r.metrics, "config": r.config,
                       "curves": load_curves(r.path)} for r in runs],
@@ -265,17 +309,21 @@ def _fig(path: Path | None, caption: str) -> list[dict[str, Any]]:
 
 def report_blocks(report: dict[str, Any], figures: _Figures) -> list[dict[str, Any]]:
     """The report as blocks (see :mod:`reports.html`), drawing its figures on the way."""
+    corpus = report.get("corpus") or {"known": False}
     b: list[dict[str, Any]] = [
-        {"kind": "h", "level": 1, "text": f"Results for `{report['workdir']}`"},
-        {"kind": "p", "class": "meta", "text": f"Generated {report['generated']}. {report['note']}"},
-    ]
+        {"kind": "h", "level": 1, "text": f"Results on {corpus['name']}" if corpus.get("known")
+         else f"Results for `{report['workdir']}`"}]
+    b += _corpus_blocks(corpus, report["workdir"])
+    b.append({"kind": "p", "class": "meta", "text": f"Generated {report['generated']}. {report['note']}"})
     rows = report["results"]
     if not rows:
         b.append({"kind": "p", "text": "No runs yet: `run_pipeline.py train --workdir ...` writes them."})
     runs_by_name = {r["name"]: r for r in report["runs"]}
+    synthetic = bool(corpus.get("synthetic"))
     for task in sorted({r["task"] for r in rows}):
         b += _task_blocks(task, [r for r in rows if r["task"] == task],
-                          report["published"].get(task, []), runs_by_name, figures)
+                          report["published"].get(task, []), runs_by_name, figures,
+                          synthetic=synthetic)
     b += _curve_blocks(report["runs"], figures)
     b += _probe_blocks(report["probes"], figures)
     b += _permutation_blocks(report["permutation"], figures)
@@ -283,30 +331,98 @@ def report_blocks(report: dict[str, Any], figures: _Figures) -> list[dict[str, A
     return b
 
 
+def _corpus_blocks(corpus: dict[str, Any], workdir: str) -> list[dict[str, Any]]:
+    """Which corpus the numbers are on, and an unmissable banner for a synthetic one."""
+    if not corpus.get("known"):
+        return [{"kind": "p", "text": f"Workdir `{workdir}`; its corpus is not recorded "
+                                      f"({corpus.get('problem')})."}]
+    layout = LAYOUT_TEXT.get(corpus["layout"], corpus["layout"])
+    text = f"Corpus `{corpus['root']}` ({layout}"
+    if corpus.get("labels"):
+        text += f", labels `{corpus['labels']}`"
+    meta = {k: v for k, v in (corpus.get("meta") or {}).items() if k not in ("name", "version")}
+    if meta:
+        text += "; " + ", ".join(f"{k}: {v}" for k, v in sorted(meta.items()))
+    b: list[dict[str, Any]] = []
+    syn = corpus.get("synthetic")
+    if syn:
+        b.append({"kind": "banner", "text":
+                  "**SYNTHETIC DEMO CORPUS: these numbers are not results.** The clips were "
+                  f"generated by `{syn.get('generator', 'data.demo')}` ({syn.get('what', 'synthetic sound')}; "
+                  f"seed {syn.get('seed', '?')}, {syn.get('n_clips', '?')} clips). Scores only show "
+                  "that the pipeline works; they cannot be compared with numbers published on "
+                  "real recordings."})
+    b.append({"kind": "p", "text": text + f"), workdir `{workdir}`."})
+    return b
+
+
+def merge_published(published: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per published system and metric, with its Val and Test numbers (either may be
+    absent) and the sources of each."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for p in published:
+        m = merged.setdefault((p["system"], p["metric"]), {
+            "system": p["system"], "metric": p["metric"], "val": None, "test": None, "sources": {}})
+        m[p["split"]] = p["score"]
+        m["sources"][p["split"]] = p["source"]
+    out = []
+    for m in merged.values():
+        srcs = m["sources"]
+        m["source"] = (next(iter(srcs.values())) if len(set(srcs.values())) == 1 else
+                       "; ".join(f"{k}: {v}" for k, v in srcs.items()))
+        out.append(m)
+    return out
+
+
+def _split_per_column(entry: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """(CCC per label column, MAE per target) of a task entry's Val scores: MAE targets (exvo's
+    Age) never sit among CCC bars."""
+    val = entry.get("val") or {}
+    targets = val.get("targets") or {}
+    if not targets:
+        return (dict(val.get("per_column") or {}) if val.get("metric") == "ccc" else {}), {}
+    ccc: dict[str, float] = {}
+    mae: dict[str, float] = {}
+    for tname, t in targets.items():
+        if t.get("metric") == "ccc":
+            ccc.update(t.get("per_column") or {})
+        elif t.get("metric") == "mae":
+            mae[tname] = t.get("score")
+    return ccc, mae
+
+
 def _task_blocks(task: str, rows: list[dict[str, Any]], published: list[dict[str, Any]],
-                 runs: dict[str, Any], figures: _Figures) -> list[dict[str, Any]]:
+                 runs: dict[str, Any], figures: _Figures, *, synthetic: bool = False
+                 ) -> list[dict[str, Any]]:
     b: list[dict[str, Any]] = [{"kind": "h", "level": 2, "text": task, "id": f"task-{_safe(task)}"}]
     table_rows, classes = [], []
     for r in rows:
         ci = r["ci"] or [None, None]
         val = _fmt(r["val"]) + (f" ± {_fmt(r['val_std'])}" if r.get("val_std") else "")
+        test = _fmt(r["test"]) if r["test"] is not None else (r.get("test_reason") or "-")
         table_rows.append([r["run"], r["head"] or "", r["features"], r["metric"] or "", val,
-                           f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", str(r["seeds"]), _fmt(r["test"])])
+                           f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", str(r["seeds"]), test])
         classes.append(None)
-    for p in published:
-        val = p["score"] if p["split"] == "val" else None
-        test = p["score"] if p["split"] == "test" else None
+    pubs = merge_published(published)
+    for p in pubs:
         table_rows.append([f"*published*: {p['system']}", "", f"({p['source']})", p["metric"],
-                           _fmt(val), "", "", _fmt(test)])
+                           _fmt(p["val"]) if p["val"] is not None else "not published", "", "",
+                           _fmt(p["test"]) if p["test"] is not None else "not published"])
         classes.append("published")
     b.append({"kind": "table",
               "headers": ["run", "head", "features", "metric", "Val", "95 % CI", "seeds", "Test"],
               "rows": table_rows, "row_class": classes,
               "align": ["l", "l", "l", "l", "r", "r", "r", "r"]})
+    if pubs:
+        b.append({"kind": "p", "class": "meta", "text": PUBLISHED_NOTE + (
+            " **This corpus is synthetic: our rows cannot be compared with them.**"
+            if synthetic else "")})
 
     entries = [(name, runs[name]["metrics"]["tasks"][task]) for name in dict.fromkeys(r["run"] for r in rows)
                if name in runs and task in runs[name]["metrics"].get("tasks", {})]
-    per_col = {name: e["val"].get("per_column") for name, e in entries if e["val"].get("per_column")}
+    split = {name: _split_per_column(e) for name, e in entries}
+    per_col = {name: ccc for name, (ccc, _) in split.items() if ccc}
+    per_mae = {name: mae for name, (_, mae) in split.items() if mae}
     if per_col:
         for name, cols in per_col.items():
             if len(cols) <= 12:
@@ -315,6 +431,12 @@ def _task_blocks(task: str, rows: list[dict[str, Any]], published: list[dict[str
         path = figures.draw(f"{task}-per-column", plots.plot_per_column, per_col,
                             title=f"{task}: Val CCC per label column")
         b += _fig(path, f"{task}: Val CCC of each label column, one bar per run.")
+    if per_mae:
+        path = figures.draw(f"{task}-mae", plots.plot_per_column, per_mae,
+                            title=f"{task}: Val MAE (lower is better)", metric="MAE")
+        b += _fig(path, f"{task}: Val MAE of each MAE-scored target (in the label's unit; lower "
+                        f"is better), one bar per run; kept apart from the CCC bars.")
+    b += _classification_blocks(task, entries)
     # confusion matrices of classification targets, best runs first
     by_target: dict[str, list[tuple[float, str, dict[str, Any]]]] = {}
     for name, e in entries:
@@ -332,6 +454,58 @@ def _task_blocks(task: str, rows: list[dict[str, Any]], published: list[dict[str
         if len(items) > MAX_CONFUSIONS_PER_TASK:
             b.append({"kind": "p", "text": f"({len(items) - MAX_CONFUSIONS_PER_TASK} more runs "
                                            f"of {tname} not drawn.)"})
+    return b
+
+
+EXTRA_CLASSIFICATION = (("wa", "WA"), ("macro_f1", "macro-F1"))
+
+
+def _recall_map(t: dict[str, Any]) -> dict[str, float]:
+    """``per_class_recall`` as class -> recall (a dict, or a list aligned with ``classes``)."""
+    pcr = t.get("per_class_recall")
+    if isinstance(pcr, dict):
+        return {str(k): v for k, v in pcr.items()}
+    if isinstance(pcr, list) and len(pcr) == len(t.get("classes") or []):
+        return dict(zip((str(c) for c in t["classes"]), pcr))
+    return {}
+
+
+def _classification_blocks(task: str, entries: list[tuple[str, dict[str, Any]]]
+                           ) -> list[dict[str, Any]]:
+    """WA, macro-F1 and per-class recall, where a run's result JSON has them (``wa``,
+    ``macro_f1``, ``per_class_recall``, on a target or on the task's Val entry)."""
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    for name, e in entries:
+        val = e.get("val") or {}
+        targets = val.get("targets") or {}
+        scopes = list(targets.items()) or [(task, val)]
+        for tname, t in scopes:
+            if any(k in t for k, _ in EXTRA_CLASSIFICATION) or "per_class_recall" in t:
+                found.append((name, tname, t))
+    if not found:
+        return []
+    b: list[dict[str, Any]] = [{"kind": "h", "level": 3, "text": f"{task}: classification metrics"}]
+    b.append({"kind": "table",
+              "headers": ["run", "target", "headline", *[h for _, h in EXTRA_CLASSIFICATION]],
+              "rows": [[name, tname, f"{t.get('metric', '')} {_fmt(t.get('score'))}".strip(),
+                        *[_fmt(t.get(k)) if k in t else "not in result" for k, _ in EXTRA_CLASSIFICATION]]
+                       for name, tname, t in found],
+              "align": ["k", "l", "r", "r", "r"]})
+    for tname in dict.fromkeys(tn for _, tn, _ in found):
+        recalls = [(name, _recall_map(t), _num(t.get("score"))) for name, tn, t in found
+                   if tn == tname and _recall_map(t)]
+        if not recalls:
+            continue
+        recalls.sort(key=lambda x: -x[2] if math.isfinite(x[2]) else math.inf)
+        shown = recalls[:MAX_RECALL_RUNS]
+        classes = list(dict.fromkeys(c for _, m, _ in shown for c in m))
+        b.append({"kind": "p", "text": f"Per-class recall of {tname} on Val (rows: true class; "
+                                       f"one column per run, best first"
+                                       + (f"; {len(recalls) - len(shown)} more runs not shown"
+                                          if len(recalls) > len(shown) else "") + "):"})
+        b.append({"kind": "table", "headers": ["class", *[f"`{n}`" for n, _, _ in shown]],
+                  "rows": [[c, *[_fmt(m.get(c), 3) for _, m, _ in shown]] for c in classes],
+                  "align": ["l", *["r"] * len(shown)]})
     return b
 
 
@@ -448,7 +622,6 @@ def _store_blocks(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                 "id": "feature-sets"}]
     if not sets:
         return b + [{"kind": "p", "text": "No feature store in this workdir."}]
-    rows = []
     for fs in sets:
         prov, cfg = fs["provenance"], fs.get("config") or {}
         last = prov.get("last_run") or {}
@@ -460,15 +633,16 @@ def _store_blocks(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if last else "-")
         device = str(prov.get("device", "?")) + (f" ({prov['compute_dtype']})"
                                                  if prov.get("compute_dtype") else "")
-        rows.append([f"`{fs['key']}`", fs["spec"], str(model), str(fs["rows"]), str(len(fs["failed"])),
-                     device, str(cfg.get("dtype") or prov.get("dtype") or "?"),
-                     versions, f"{last.get('date', '-')}" + (f" ({last.get('workers')} workers)"
-                                                              if last.get("workers") else ""), rate])
-    b.append({"kind": "table",
-              "headers": ["key", "spec", "model", "rows", "failed", "device (compute)",
-                          "stored dtype", "versions",
-                          "last run", "throughput"],
-              "rows": rows, "align": ["l", "l", "l", "r", "r", "l", "l", "l", "l", "r"]})
+        when = f"{last.get('date', '-')}" + (f" ({last.get('workers')} workers)"
+                                            if last.get("workers") else "")
+        # one narrow two-column table per set: a key never wraps, no column is squeezed
+        b.append({"kind": "h", "level": 3, "text": f"`{fs['key']}`"})
+        b.append({"kind": "table", "headers": ["", ""], "rows": [
+            ["spec", f"`{fs['spec']}`"], ["model", str(model)],
+            ["rows", f"{fs['rows']} ({len(fs['failed'])} failed)"],
+            ["device (compute)", device], ["stored dtype", str(cfg.get("dtype") or prov.get("dtype") or "?")],
+            ["versions", versions or "-"], ["last run", when], ["throughput", rate]],
+            "align": ["k", "l"], "class": "fields"})
     failed_any = False
     for fs in sets:
         failed = fs["failed"]

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import socket
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,6 +32,11 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 HASH_BLOCK = 8 << 20
+HUB_PROBE_TIMEOUT_S = 3.0
+"""How long the connectivity probe waits for the hub (or its proxy) to accept a connection:
+without it, huggingface_hub retries an unreachable hub for about 25 s before failing."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,13 +77,32 @@ def hub_offline() -> bool:
     return env_true("HF_HUB_OFFLINE") or env_true("TRANSFORMERS_OFFLINE") or constants.HF_HUB_OFFLINE
 
 
+def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the hub cannot be reached (one TCP connection to it, or to the proxy the
+    environment names, with a short timeout), or ``None`` when it answers."""
+    from huggingface_hub import constants
+
+    url = urllib.parse.urlsplit(constants.ENDPOINT)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        purl = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = purl.hostname or "", purl.port or 80
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{host}:{port} did not answer within {timeout:g} s ({exc})"
+    return None
+
+
 def how_to_provide(model: str) -> str:
     """The three ways to make a checkpoint available, as one sentence for error messages."""
     return (
         f"To provide {model!r}: (1) pass a local folder, ssl:/path/to/folder, holding config.json "
         f"and the weights written by save_pretrained; or (2) on a machine with network run "
-        f"`huggingface-cli download {model}` and copy ~/.cache/huggingface (or set HF_HOME) "
-        f"here; or (3) go online (unset HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."
+        f"`hf download {model}` (huggingface_hub's command line) and copy ~/.cache/huggingface "
+        f"(or the folder HF_HOME names) here, or point HF_HOME at the copy; or (3) go online "
+        f"(unset HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."
     )
 
 
@@ -152,8 +180,16 @@ def locate(arg: str) -> Source:
             f"model {arg!r} is not in the local Hugging Face cache and the hub is offline "
             f"(HF_HUB_OFFLINE=1). " + how_to_provide(arg)
         )
-    from huggingface_hub import hf_hub_download
+    why = hub_unreachable()
+    if why is not None:  # offline at once, instead of the hub client's retries
+        raise ExtractorUnavailable(
+            f"model {arg!r} is not in the local Hugging Face cache and the hub cannot be reached: "
+            f"{why}. " + how_to_provide(arg)
+        )
+    from huggingface_hub import constants, hf_hub_download
 
+    log.info("%s is not in the local Hugging Face cache: downloading it from %s", arg,
+             constants.ENDPOINT)
     try:
         config_path = Path(hf_hub_download(arg, "config.json"))
     except Exception as exc:  # noqa: BLE001 - unreachable hub, unknown repo, gated, ...

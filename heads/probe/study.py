@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data.hints import extract_command
 from data.tasks import parse_tasks, resolve_task
 from extract.store import FeatureStore, SetHeader
 from heads.base import FitOptions
@@ -27,7 +28,7 @@ from heads.probe.summary import summarise_seeds
 from heads.probe.ridge import best_index, fit_ridge_task, train_counts
 from heads.probe.weighted_sum import WeightedSumConfig, fit_weighted_sum
 from heads.registry import get_head
-from heads.rundir import jsonable, run_dir
+from heads.rundir import jsonable, make_run_dir, run_dir
 from heads.rundir import write_text as write_text_atomic
 from heads.scoring import CI_LEVEL, HEADLINE_TEXT, Resamples
 
@@ -197,7 +198,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
     missing = [l for l in layers if l not in stored_layers]
     if missing:
         raise FeatureError(f"layer(s) {missing} are not stored in {header.key}; stored layers: "
-                           f"{stored_layers}. Extract them with --layers.")
+                           f"{stored_layers}. Extract them with `{extract_command(cfg.workdir, header.spec, layers=missing, poolings=poolings)}`.")
     tasks = parse_tasks(cfg.task)
     if len(tasks) != 1:
         raise ValueError(f"a probe studies one task, got {[t.name for t in tasks]}; run one "
@@ -207,7 +208,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
     data = load_probe_data(store, header, corpus, task)
     name = cfg.name or default_probe_name(cfg, header)
     probe_dir = Path(cfg.workdir) / PROBES_DIR / name
-    probe_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(probe_dir, result="probe.json")
     resamples = Resamples(len(data.rows("Val")), cfg.n_boot, cfg.boot_seed)
     items = [(p, fields[p], stored_layers.index(l)) for p in poolings for l in layers]
     total = len(items) + (cfg.seeds * len(poolings) if cfg.weighted_sum else 0)

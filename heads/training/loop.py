@@ -17,6 +17,10 @@ What a fit does:
    patience; the best state is restored and saved to ``model_seed<k>.pt``
    (:mod:`heads.training.checkpoint`).
 
+Logging: one INFO line per net when it is trained; each epoch's line is a progress record
+(``extra={"progress": {"key", "done", "total", "unit", "finished"}}``), which the command line
+draws as a bar on a terminal (every line at ``-vv``), and libraries see as an ordinary record.
+
 Same seed, same data, CPU: the same numbers (``torch.manual_seed`` for the weights, a
 ``torch.Generator`` for the batch order). CUDA is used when present (``device="auto"``); on
 the CPU, training uses ``n_jobs`` intra-op threads (``train --jobs``, default 1: on a busy
@@ -221,7 +225,7 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
     class_weights = train_class_weights(outputs, ds, train_rows, device, opts.class_weights)
     generator = torch.Generator().manual_seed(seed)
     eval_batch = EVAL_BATCH_VECTORS if inputs.kind == "vector" else max(64, 2 * opts.batch_size)
-    log.info("%s %s: %d parameters, %d Train / %d Val clips, %d steps per epoch, device %s",
+    log.debug("%s %s: %d parameters, %d Train / %d Val clips, %d steps per epoch, device %s",
              head, tag, sum(p.numel() for p in net.parameters()), len(train_rows),
              len(val_rows), steps_per_epoch, device)
 
@@ -270,10 +274,6 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
             curves["task_weights"][n].append(float(w))
         curves["lr"].append(optimizer.param_groups[0]["lr"])
         curves["seconds"].append(round(time.perf_counter() - t0, 3))
-        log.info("epoch %d/%d %s: loss %s | Val %s | weights %s", epoch + 1, opts.epochs, tag,
-                 " ".join(f"{n} {v:.4f}" for n, v in zip(names, epoch_losses)),
-                 " ".join(f"{n} {s:.4f}" for n, (s, _) in scores.items()),
-                 " ".join(f"{n} {w:.3f}" for n, w in zip(names, task_weights)))
         if best_score is None or selection > best_score:
             best_score, best_epoch, bad_epochs = selection, epoch, 0
             best_state = {"net": copy.deepcopy(net.state_dict()),
@@ -282,15 +282,27 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
             bad_epochs += 1
         curves["best_epoch"] = best_epoch
         write_json(run_dir / f"curves_{tag}.json", curves, indent=1)
-        if opts.patience > 0 and bad_epochs >= opts.patience:
-            log.info("%s: no better Val score for %d epochs; stopping after epoch %d (best %d)",
-                     tag, opts.patience, epoch + 1, best_epoch + 1)
+        stop = opts.patience > 0 and bad_epochs >= opts.patience
+        # a progress record (see the module docstring): a bar on a terminal, not a line each
+        log.info("epoch %d/%d %s: loss %s | Val %s | weights %s", epoch + 1, opts.epochs, tag,
+                 " ".join(f"{n} {v:.4f}" for n, v in zip(names, epoch_losses)),
+                 " ".join(f"{n} {s:.4f}" for n, (s, _) in scores.items()),
+                 " ".join(f"{n} {w:.3f}" for n, w in zip(names, task_weights)),
+                 extra={"progress": {"key": f"{head} {tag}", "done": epoch + 1,
+                                     "total": opts.epochs, "unit": "epoch", "finished": stop}})
+        if stop:
+            log.debug("%s: no better Val score for %d epochs; stopping after epoch %d (best %d)",
+                      tag, opts.patience, epoch + 1, best_epoch + 1)
             break
 
     # ---- restore the best state, predict every row, save the checkpoint
     if opts.restore_best and best_state is not None:
         net.load_state_dict(best_state["net"])
         weighting.load_state_dict(best_state["weighting"])
+    log.info("%s %s: %d epoch(s)%s, best epoch %d (Val selection score %.4f), %.1f s on %s",
+             head, tag, epochs_run, " (stopped early)" if epochs_run < opts.epochs else "",
+             best_epoch + 1, best_score if best_score is not None else float("nan"),
+             time.perf_counter() - t0, device)
     raw = predict_raw(net, inputs, np.arange(len(ds.ids)), eval_batch)
     final_weights = dict(zip(names, (float(w) for w in weighting.weights())))
     info = {"best_epoch": best_epoch, "epochs_run": epochs_run,

@@ -397,7 +397,7 @@ def test_offline_missing_model_says_how_to_provide_it(monkeypatch: pytest.Monkey
         ext.resolve()
     message = str(info.value)
     assert "no-such-org/no-such-ssl-model" in message and "local folder" in message
-    assert "huggingface-cli download" in message
+    assert "`hf download no-such-org/" in message
 
 
 def test_missing_folder_and_folder_without_weights(tmp_path: Path) -> None:

@@ -196,7 +196,7 @@ def test_offline_missing_whisper_says_how_to_provide_it(monkeypatch: pytest.Monk
         ext.resolve()
     message = str(info.value)
     assert "no-such-org/no-such-whisper-small" in message and "local folder" in message
-    assert "huggingface-cli download" in message
+    assert "`hf download no-such-org/" in message
 
 
 def test_finetuned_whisper_folder_loads_the_encoder(folders: dict, tmp_path: Path) -> None:

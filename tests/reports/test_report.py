@@ -25,7 +25,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 
 def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +166,52 @@ def test_html_is_self_contained_and_every_image_decodes(workdir):
     assert {"results", "probes", "permutation", "feature_sets"} <= set(report)
 
 
-@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (Debian: apt-get "
-                                                  "install chromium)")
+NO_CHROMIUM = "Chromium is not installed (Debian: apt-get install chromium)"
+
+# measured by Chromium itself after layout: the widest table against the page's content box,
+# and the tallest table cell in lines of its own line height
+LAYOUT_PROBE = (
+    "<script>window.addEventListener('load',function(){var main=document.querySelector('main');"
+    "var cs=getComputedStyle(main);var inner=main.getBoundingClientRect().width-"
+    "parseFloat(cs.paddingLeft)-parseFloat(cs.paddingRight);var wide=0,tall=0,where='';"
+    "Array.prototype.forEach.call(document.querySelectorAll('table'),function(t){"
+    "wide=Math.max(wide,t.scrollWidth-inner);});"
+    "Array.prototype.forEach.call(document.querySelectorAll('td,th'),function(c){"
+    "var s=getComputedStyle(c);var lh=parseFloat(s.lineHeight)||1.5*parseFloat(s.fontSize);"
+    "var lines=(c.clientHeight-parseFloat(s.paddingTop)-parseFloat(s.paddingBottom))/lh;"
+    "if(lines>tall){tall=lines;where=c.textContent.slice(0,60);}});"
+    "document.body.setAttribute('data-overflow',Math.round(wide));"
+    "document.body.setAttribute('data-tallest',tall.toFixed(2));"
+    "document.body.setAttribute('data-tallest-cell',where.replace(/[^A-Za-z0-9_. :-]/g,''));"
+    "});</script></body>")
+MAX_CELL_LINES = 4
+
+
+def chromium_layout(page, tmp_path, width: int = 1280) -> dict[str, str]:
+    """Open ``page`` (a report.html) in headless Chromium at ``width`` px and return the
+    measurements of :data:`LAYOUT_PROBE` (overflow in px, tallest cell in lines)."""
+    exe = _chromium()
+    checked = tmp_path / "layout.html"
+    checked.write_text(page.read_text().replace("</body>", LAYOUT_PROBE))
+    dom = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                          f"--window-size={width},2000", "--virtual-time-budget=10000",
+                          "--dump-dom", checked.as_uri()],
+                         capture_output=True, text=True, timeout=90, check=False).stdout
+    body = re.search(r"<body[^>]*>", dom)
+    assert body is not None, dom[:500]
+    return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(0)))
+
+
+@pytest.mark.skipif(_chromium() is None, reason=NO_CHROMIUM)
+def test_page_layout_no_table_wider_than_the_page_no_tall_cells(workdir, tmp_path):
+    _, paths = workdir
+    m = chromium_layout(paths["html"], tmp_path)
+    assert int(m["overflow"]) <= 1, f"a table is {m['overflow']} px wider than the page"
+    assert float(m["tallest"]) <= MAX_CELL_LINES, (
+        f"a cell is {m['tallest']} lines tall: {m.get('tallest-cell')!r}")
+
+
+@pytest.mark.skipif(_chromium() is None, reason=NO_CHROMIUM)
 def test_html_renders_in_headless_chromium_without_broken_images(workdir, tmp_path):
     from PIL import Image
 
@@ -196,3 +240,37 @@ def test_html_renders_in_headless_chromium_without_broken_images(workdir, tmp_pa
     body = re.search(r"<body[^>]*>", dom)
     assert body is not None, dom[:500]
     assert 'data-images="6"' in body.group(0) and 'data-broken="0"' in body.group(0), body.group(0)
+
+
+def _drawn(monkeypatch, fn, *args, **kwargs):
+    """The matplotlib figure a plot function would save."""
+    captured = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: captured.setdefault("fig", fig))
+    fn(*args, "unused.png", **kwargs)
+    return captured["fig"]
+
+
+def test_probe_line_colours_belong_to_the_pooling_not_its_position(monkeypatch):
+    def probe(poolings):
+        return {"task": "t", "metric": "ccc", "poolings": poolings,
+                "results": [{"layer": i, "pooling": p, "score": 0.1 * i, "ci": [0, 0.5]}
+                            for p in poolings for i in range(3)], "best": None}
+
+    colours = []
+    for order in (["mean", "last"], ["last", "std", "mean"]):
+        fig = _drawn(monkeypatch, plots.plot_layer_curve, probe(order))
+        colours.append({ln.get_label(): ln.get_color() for ln in fig.axes[0].get_lines()})
+    assert colours[0]["mean pooling"] == colours[1]["mean pooling"] == plots.POOLING_COLOURS["mean"]
+    assert colours[0]["last pooling"] == colours[1]["last pooling"] == plots.POOLING_COLOURS["last"]
+    assert len({plots.pooling_colour(p) for p in ("mean", "last", "first", "max", "std")}) == 5
+
+
+def test_per_column_legend_sits_beside_the_bars(monkeypatch):
+    runs = {f"a-rather-long-run-name-number-{i}-ridge-eGeMAPSv02": {f"c{j}": 0.1 * j for j in range(10)}
+            for i in range(6)}
+    fig = _drawn(monkeypatch, plots.plot_per_column, runs, title="t")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert legend.x0 >= ax.get_window_extent().x1  # right of the axes: never over the ticks
+    assert len(ax.get_legend().get_texts()) == 6
