@@ -298,7 +298,7 @@ def test_known_failures_are_messages_not_tracebacks(tmp_path, corpus):
     (wd / "features.h5").write_bytes(data[: len(data) // 2])
     p = cli(*train, check=2)
     no_traceback(p)
-    assert "verify --repair" in p.stderr
+    assert f"python run_pipeline.py verify --workdir {wd} --repair" in p.stderr
     # verify --repair with the labels gone: nothing is moved aside
     labels = sorted((corpus / "labels").glob("*.csv"))
     away = tmp_path / "labels-away"
