@@ -44,6 +44,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples for the Val CI")
     p.add_argument("--run-name", help="folder name under WORKDIR/runs (default: settings + time)")
     p.add_argument("--jobs", type=int, default=1, help="CPU threads for heads that use them")
+    cv = p.add_argument_group(
+        "cross-validation", "one run per fold (WORKDIR/runs/<run-name>/<fold>/), then the scores "
+        "over folds (mean ± std, and pooled over every fold's Test predictions) in cv.json / cv.csv")
+    cv.add_argument("--cv", metavar="PROTOCOL",
+                    help="leave-one-out:COLUMN (IEMOCAP: leave-one-out:session, 5 folds, or "
+                         "leave-one-out:speaker, 10), test-group:[COLUMN=]VALUE, emobox:FOLDER")
+    cv.add_argument("--test-group", metavar="VALUE",
+                    help="one fold holding out one speaker (or COLUMN=VALUE): --cv test-group:VALUE "
+                         "(paper 004: --test-group 01F)")
+    cv.add_argument("--cv-val", default="partner", metavar="RULE",
+                    help="Val of each fold: partner (default: the held-out speaker's session "
+                         "partner; the next session when the whole session is held out), "
+                         "next-session, next-group, none")
 
     g = p.add_argument_group("torch heads", "training options of the torch heads (heads/training/)")
     g.add_argument("--weighting", metavar="SPEC",
@@ -173,8 +186,18 @@ def run(args: argparse.Namespace) -> int:
                 "no longer applies:")
             for line in use.dropped:
                 say(f"  {line}")
-        result = run_experiment(cfg, recipe=None if recipe_use is None else
-                                recipe_use[0].run_record(recipe_use[1]))
+        record = None if recipe_use is None else recipe_use[0].run_record(recipe_use[1])
+        protocol = _protocol(args)
+        if protocol is not None:
+            from heads.crossval import run_cross_validation
+
+            study = run_cross_validation(
+                cfg, protocol, val=args.cv_val, recipe=record,
+                on_fold=lambda i, n, f: say(f"fold {i + 1}/{n} {f.name}: "
+                                            + ", ".join(f"{k} {v}" for k, v in f.counts().items())))
+            print_cv(study.summary, study.folder)
+            return EXIT_OK
+        result = run_experiment(cfg, recipe=record)
     except (FeatureError, TaskError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     print_result(result.metrics, result.run_dir)
@@ -186,6 +209,37 @@ def run(args: argparse.Namespace) -> int:
         if not use.same_task:
             say(f"  published numbers not shown: they are for {recipe.task}")
     return EXIT_OK
+
+
+def _protocol(args: argparse.Namespace) -> str | None:
+    """The fold protocol of --cv / --test-group (one of them), or None for one plain run."""
+    cv, group = getattr(args, "cv", None), getattr(args, "test_group", None)
+    if cv and group:
+        raise UsageError("give --cv PROTOCOL or --test-group VALUE, not both "
+                         f"(--test-group {group} is --cv test-group:{group})")
+    return cv or (f"test-group:{group}" if group else None)
+
+
+def print_cv(summary: dict, folder) -> None:
+    """Per task and split: the headline per fold, mean ± std over folds, and for classification
+    targets WA / UA / macro-F1 over folds and pooled."""
+    names = [f["name"] for f in summary["folds"]]
+    say(f"{len(names)} fold(s) of {summary['protocol']} (Val: {summary['val_rule']}): "
+        + ", ".join(names))
+    for task, entry in summary["tasks"].items():
+        for split, block in entry.items():
+            s = block["score"]
+            folds = ", ".join(f"{x:.4f}" for x in s["folds"])
+            say(f"{task}: {split.capitalize()} {block['metric']} = {s['mean']:.4f} ± {s['std']:.4f} "
+                f"(mean ± std over {len(s['folds'])} folds: {folds})")
+            for tg, t in block.get("targets", {}).items():
+                p = t["pooled"]
+                say(f"  {tg}: WA {t['wa']['mean']:.4f} ± {t['wa']['std']:.4f}, UA "
+                    f"{t['uar']['mean']:.4f} ± {t['uar']['std']:.4f}, macro-F1 "
+                    f"{t['macro_f1']['mean']:.4f} ± {t['macro_f1']['std']:.4f} (over folds); "
+                    f"pooled over {p['n']} clips: WA {p['wa']:.4f}, UA {p['uar']:.4f}, "
+                    f"macro-F1 {p['macro_f1']:.4f}")
+    say(f"written to {folder} (cv.json, cv.csv; one run folder per fold)")
 
 
 def _is_torch_head(head: str) -> bool:

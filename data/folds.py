@@ -212,15 +212,18 @@ def _available(corpus: Corpus) -> list[str]:
 def column_values(corpus: Corpus, column: str) -> pd.Series:
     """Text value of ``column`` for every clip (``''`` where missing).
 
-    ``column`` is a label column, or ``group`` (the clip table's speaker/subject column).
+    ``column`` is a label column, or ``group`` (the clip table's speaker/subject column);
+    ``speaker`` names the group where the speakers are no label column (a csv corpus's
+    ``speaker`` column becomes its group).
 
     Raises:
         FoldError: no such column (names the available ones).
     """
     if column in corpus.labels.columns:
         raw = corpus.labels[column].reindex(corpus.clips.index)
-    elif column == "group":
-        raw = corpus.clips["group"]
+    elif column == "group" or (column == SPEAKER_COLUMN and "group" in corpus.clips.columns
+                               and corpus.clips["group"].astype(str).str.strip().ne("").any()):
+        raw = corpus.clips["group"]  # a csv speaker column is the clips' group, not a label
     else:
         raise FoldError(
             f"no column {column!r} to make folds from in the {corpus.layout} corpus at "

@@ -138,13 +138,14 @@ def _clipping(chosen: dict[str, Any], task: Task, seed: int, per_task: bool) -> 
             if isinstance(p, dict) and "clipping" in p}
 
 
-def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = None
-                   ) -> ExperimentResult:
+def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = None,
+                   corpus: Corpus | None = None) -> ExperimentResult:
     """Fit, select, score and write a run directory.
 
     ``recipe`` (:meth:`heads.recipes.Recipe.run_record`) is recorded as ``recipe`` in
     metrics.json and config.json: which recipe, what of it did not apply, the published numbers
-    that do.
+    that do. ``corpus`` replaces the workdir's corpus (a cross-validation fold, with its own
+    Train / Val / Test: :mod:`heads.crossval`).
 
     Raises:
         FeatureError: features missing from the store (says which extract to run).
@@ -153,7 +154,8 @@ def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = Non
     """
     t0 = time.perf_counter()
     store = FeatureStore(cfg.workdir)
-    corpus = open_corpus(cfg.workdir, need_split=True)
+    if corpus is None:
+        corpus = open_corpus(cfg.workdir, need_split=True)
     tasks = [resolve_task(t, corpus.labels) for t in parse_tasks(cfg.task)]
     head = get_head(cfg.head)
     check_seeds(cfg)
