@@ -473,6 +473,9 @@ def test_recipe_on_another_task_drops_what_no_longer_applies(demo: dict, capsys:
     assert r.reuse("avb-two", given={"loss"}).options["loss"] == "mse,age=mse"  # a flag is kept
     w = next(x for x in RECIPES if str(load_recipe(x).options.get("weighting", "")).startswith("fixed:"))
     assert "weighting" not in load_recipe(w).reuse("avb-two").options, w  # 3 weights, 1 target
+    years = load_recipe("exvo-resnet18").reuse("avb-high")  # age in years: no age in avb-high
+    assert years.options["unscaled"] == [] and any(d.startswith("unscaled age: age not a target") for d in years.dropped)
+    assert load_recipe("exvo-resnet18").reuse("exvo,avb-high").options["unscaled"] == ["age"]
     chain = load_recipe("hcmlab-mtl-2of3").reuse("avb-high,avb-two")
     assert "chain" not in chain.options and any(d.startswith("chain 'country,type'") for d in chain.dropped)
 
