@@ -579,3 +579,18 @@ def test_train_recipe_conformer_autopool_windows_frames_and_keeps_age_in_years(
     curves = json.loads((run / "curves_seed0.json").read_text())
     assert {k: [round(w, 6) for w in v] for k, v in curves["task_weights"].items()} == {
         "emotion": [5.0], "country": [0.05], "age": [0.05]}
+
+
+def test_an_age_in_years_recipe_runs_on_a_task_without_age(demo: dict, capsys: pytest.CaptureFixture) -> None:
+    """exvo-resnet18 trains age unscaled; on avb-high (no age) that no longer applies and the
+    run trains instead of failing on an unknown unscaled name."""
+    from cli.main import main
+
+    rc = main(["-q", "train", "--workdir", str(demo["workdir"]), "--recipe", "exvo-resnet18", "--task",
+               "avb-high", "--features", "logmel:16", "--net", "width=4", "--epochs", "1", "--seeds",
+               "1", "--n-boot", "0", "--run-name", "years-elsewhere"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "unscaled age: age not a target of avb-high; none" in out
+    config = json.loads((demo["workdir"] / "runs" / "years-elsewhere" / "config.json").read_text())
+    assert list(config["options"]["unscaled"]) == []
