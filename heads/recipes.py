@@ -268,6 +268,14 @@ class Recipe:
                 dropped.append(f"weighting {weighting!r}: one weight per target of {self.task}, "
                                f"not of {task} ({len(targets)} target(s)); using equal")
                 del options["weighting"]
+        if options.get("unscaled") and "unscaled" not in given:
+            entries = options["unscaled"]
+            entries = [e.strip() for e in (entries.split(",") if isinstance(entries, str) else entries)]
+            kept = [e for e in entries if e in names]
+            if len(kept) < len(entries):
+                dropped.append(f"unscaled {', '.join(entries)}: {', '.join(e for e in entries if e not in names)} "
+                               f"not a target of {task}; " + (f"using {', '.join(kept)}" if kept else "none"))
+                options["unscaled"] = kept
         if options.get("chain") and "chain" not in given:
             entries = [e.strip() for e in str(options["chain"]).split(",") if e.strip()]
             gone = [e for e in entries if e not in names]

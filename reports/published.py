@@ -57,6 +57,7 @@ PUBLISHED: tuple[Published, ...] = (
     Published("exvo", "Conformer multitask (seed 001)", "val", 0.424, "exvo", "seed paper 001, Table 1"),
     Published("exvo", "ResNet18 single-task (seed 001)", "val", 0.416, "exvo", "seed paper 001, Table 1"),
     Published("exvo", "ResNet34 single-task (seed 001)", "val", 0.414, "exvo", "seed paper 001, Table 1"),
+    Published("exvo", "ResNet50 single-task (seed 001)", "val", 0.412, "exvo", "seed paper 001, Table 1"),
     Published("exvo", "DRUW multi-exit CNN (seed 003)", "val", 0.423, "exvo", "seed paper 003, Table 1"),
     Published("exvo", "DRUW multi-exit CNN (seed 003)", "test", 0.394, "exvo", "seed paper 003, Table 1"),
     Published("exvo", "single-task multi-exit CNN (seed 003)", "val", 0.418, "exvo", "seed paper 003, Table 1"),

@@ -281,7 +281,8 @@ def test_window_evaluation_averages_windows_covering_the_clip() -> None:
 
 # -- recipes ----------------------------------------------------------------------------------
 CNN_RECIPES = ["exvo-cnn-equal", "exvo-cnn-uw", "exvo-cnn-ruw", "exvo-cnn-rruw", "exvo-cnn-dwa",
-               "exvo-cnn-druw", "exvo-resnet18", "exvo-resnet18-mtl", "exvo-resnet34"]
+               "exvo-cnn-druw", "exvo-resnet18", "exvo-resnet18-mtl", "exvo-resnet34",
+               "exvo-resnet34-mtl", "exvo-resnet50", "exvo-resnet50-mtl"]
 
 
 def test_recipes_state_paper_numbers_and_build_the_full_nets() -> None:
@@ -305,7 +306,7 @@ def test_recipes_state_paper_numbers_and_build_the_full_nets() -> None:
                 assert opts.optimizer == "adamw" and opts.batch_size == 32 and opts.epochs == 60
                 assert n_mels == 64 and net.config.crop_frames == 512  # the paper's 64 x 512
             else:
-                assert opts.weighting == ("equal" if opts.separate else "fixed:5,0.05,18.05") and opts.lr == 3e-4
+                assert opts.weighting == ("equal" if opts.separate else "fixed:5,0.05,0.05") and opts.lr == 3e-4
                 assert opts.batch_size == 64 and n_mels == 128 and net.config.output == "linear"
     recipes = {n: load_recipe(n) for n in CNN_RECIPES}
     assert recipes["exvo-cnn-druw"].reproduces[0].scores["exvo"] == 0.423

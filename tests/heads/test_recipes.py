@@ -96,7 +96,7 @@ def _overrides(recipe, demo: dict) -> dict:
     out["features"] = tuple(features)
     if recipe.head == "lstm":
         out["net"] = {**recipe.options.get("net", {}), "hidden": 16}
-    if recipe.head in ("resnet18", "resnet34"):
+    if recipe.head in ("resnet18", "resnet34", "resnet50"):
         out["net"] = {**recipe.options.get("net", {}), "width": 4}
     if recipe.head == "cnn-exits":
         out["net"] = {**recipe.options.get("net", {}), "channels": (4, 4, 4, 4, 4)}
@@ -112,6 +112,7 @@ def test_recipe_files_cover_the_reproduced_systems() -> None:
     for head in ("fc128", "lstm128", "netvlad", "autopool", "mean3"):
         assert {f"conformer-{head}", f"conformer-{head}-st"} <= names
     assert {f"exvo-mlp-{w}" for w in ("equal", "uw", "ruw", "rruw", "dwa", "druw")} <= names
+    assert {"exvo-resnet50", "exvo-resnet50-mtl"} <= names
     assert {"exvo-cnn-st", "exvo-resnet34-mtl", "hcmlab-mtl-b960h", "slabcnu-lstm-lv60k",
             "slabcnu-lstm-xlsr53"} <= names
     recipes = {r.name: r for r in list_recipes()}
@@ -271,11 +272,14 @@ def test_published_numbers_are_the_papers_tables() -> None:
     assert _scores("exvo-cnn-druw", "test") == {"exvo": 0.394}
     assert _scores("exvo-cnn-st") == {"exvo": 0.418, "emotion CCC": 0.645, "country UAR": 0.588, "age MAE": 3.926}
     seed001 = {"exvo-resnet18": 0.416, "exvo-resnet18-mtl": 0.377, "exvo-resnet34": 0.414,
-               "exvo-resnet34-mtl": 0.379, "conformer-mean3": 0.424, "conformer-fc128": 0.421,
+               "exvo-resnet34-mtl": 0.379, "exvo-resnet50": 0.412, "exvo-resnet50-mtl": 0.385,
+               "conformer-mean3": 0.424, "conformer-fc128": 0.421,
                "conformer-lstm128": 0.392, "conformer-netvlad": 0.419, "conformer-autopool": 0.417,
                "conformer-mean3-st": 0.432}
     for name, hm in seed001.items():
         assert _scores(name)["exvo"] == hm
+    assert _scores("exvo-resnet50") == {"exvo": 0.412, "emotion CCC": 0.620, "country UAR": 0.540, "age MAE": 3.818}
+    assert _scores("exvo-resnet50-mtl") == {"exvo": 0.385, "emotion CCC": 0.569, "country UAR": 0.513, "age MAE": 4.093}
     for head in ("fc128", "lstm128", "netvlad", "autopool"):  # no single-task row in Table 1
         assert _scores(f"conformer-{head}-st") == {}
     assert _scores("hcmlab-mtl-no-two-clamp", "test") == {"avb-high": 0.685, "avb-culture": 0.515, "avb-type": 0.586}
@@ -469,6 +473,9 @@ def test_recipe_on_another_task_drops_what_no_longer_applies(demo: dict, capsys:
     assert r.reuse("avb-two", given={"loss"}).options["loss"] == "mse,age=mse"  # a flag is kept
     w = next(x for x in RECIPES if str(load_recipe(x).options.get("weighting", "")).startswith("fixed:"))
     assert "weighting" not in load_recipe(w).reuse("avb-two").options, w  # 3 weights, 1 target
+    years = load_recipe("exvo-resnet18").reuse("avb-high")  # age in years: no age in avb-high
+    assert years.options["unscaled"] == [] and any(d.startswith("unscaled age: age not a target") for d in years.dropped)
+    assert load_recipe("exvo-resnet18").reuse("exvo,avb-high").options["unscaled"] == ["age"]
     chain = load_recipe("hcmlab-mtl-2of3").reuse("avb-high,avb-two")
     assert "chain" not in chain.options and any(d.startswith("chain 'country,type'") for d in chain.dropped)
 
@@ -491,3 +498,99 @@ def test_recipe_on_another_task_drops_what_no_longer_applies(demo: dict, capsys:
     assert rc == 0 and "published test: exvo 0.314" in capsys.readouterr().out
     m = json.loads((wd / "runs" / "own" / "metrics.json").read_text())
     assert m["recipe"]["same_task"] and {"split": "test", "scores": {"exvo": 0.314}, "note": r.reproduces[1].note} in m["recipe"]["published"]
+
+
+# -- paper 001: 2.5 s windows, age in years, the paper's task weights (issue 12) ----------------
+CONFORMERS = [f"conformer-{h}{s}" for h in ("fc128", "lstm128", "netvlad", "autopool", "mean3") for s in ("", "-st")]
+PAPER_001 = CONFORMERS + [f"exvo-resnet{d}{s}" for d in (18, 34, 50) for s in ("", "-mtl")]
+
+
+def test_conformer_recipes_run_their_nets_on_2_5_s_window_means() -> None:
+    """Every Conformer recipe's net averages 125-frame windows first: its output on 300 frames
+    equals the same net (window_frames 0) on the three window means computed here by hand."""
+    from heads.config import TrainOptions
+    from heads.nets import build_net
+
+    tasks = [("emotion", "regression", 10), ("country", "classification", 4), ("age", "regression", 1)]
+    torch.manual_seed(0)
+    x = torch.randn(2, 300, 8)
+    lengths = torch.tensor([300, 130])
+    x[1, 130:] = 0.0
+    by_hand = torch.stack([x[0, :125].mean(0), x[0, 125:250].mean(0), x[0, 250:].mean(0)])
+    short = torch.stack([x[1, :125].mean(0), x[1, 125:130].mean(0), torch.zeros(8)])
+    for name in CONFORMERS:
+        r = load_recipe(name)
+        opts = TrainOptions.from_dict(r.options)
+        assert opts.net["window_frames"] == 125, name
+        net = build_net(r.head, 8, tasks, **dict(opts.net)).eval()
+        assert net.config.window_frames == 125
+        if r.head == "fc128":
+            assert net.config.order == "pool-fc"  # the FC on the averaged feature
+        if r.head == "autopool":
+            assert net.config.pool == "features" and net.alpha.shape == (8,)
+        plain = build_net(r.head, 8, tasks, **{**dict(opts.net), "window_frames": 0}).eval()
+        plain.load_state_dict(net.state_dict())
+        with torch.no_grad():
+            got, want = net(x, lengths), plain(torch.stack([by_hand, short]), torch.tensor([3, 2]))
+        for task in got:
+            torch.testing.assert_close(got[task], want[task], atol=1e-5, rtol=1e-5)
+
+
+def test_paper_001_recipes_train_age_in_years_with_the_papers_weights() -> None:
+    from data.tasks import parse_tasks
+    from heads.config import TrainOptions
+    from heads.training.weighting import build_weighting
+
+    assert [tg.name for t in parse_tasks("exvo") for tg in t.targets] == ["emotion", "country", "age"]
+    for name in PAPER_001:
+        r = load_recipe(name)
+        opts = TrainOptions.from_dict(r.options)
+        assert opts.unscaled == ("age",) and opts.output == "linear", name
+        text = (RECIPES_DIR / f"{name}.toml").read_text()
+        assert "18.05" not in text and "next wave" not in text, name
+        if opts.separate:
+            assert opts.weighting == "equal"
+            continue
+        weights = build_weighting(opts.weighting, 3).weights()
+        assert [round(float(w), 6) for w in weights] == [5.0, 0.05, 0.05], name
+        assert {row.detail: row.status for row in r.fidelity.rows}["age target"] == "match"
+
+
+def test_train_recipe_conformer_autopool_windows_frames_and_keeps_age_in_years(
+        demo: dict, capsys: pytest.CaptureFixture) -> None:
+    """`train --recipe conformer-autopool` through the command line: the saved net pools the
+    features over 2.5 s windows, age's label range is the identity (years), and the task
+    weights are the paper's 5 / 0.05 / 0.05."""
+    from cli.main import main
+
+    wd = demo["workdir"]
+    if demo["ssl"] is None:
+        pytest.skip("needs extract.ssl layer-12 frames")
+    rc = main(["-q", "train", "--workdir", str(wd), "--recipe", "conformer-autopool", "--features",
+               demo["ssl"], "--epochs", "1", "--seeds", "1", "--n-boot", "0", "--run-name", "autopool"])
+    assert rc == 0, capsys.readouterr().err
+    run = wd / "runs" / "autopool"
+    ckpt = torch.load(run / "model_seed0.pt", weights_only=False)
+    assert ckpt["head"] == "autopool" and ckpt["weighting_spec"] == "fixed:5,0.05,0.05"
+    assert ckpt["net_config"]["window_frames"] == 125 and ckpt["net_config"]["pool"] == "features"
+    assert tuple(ckpt["options"]["unscaled"]) == ("age",)
+    outputs = {o["name"]: o for o in ckpt["outputs"]}
+    assert outputs["age"]["lo"] == (0.0,) and outputs["age"]["hi"] == (1.0,)  # years, not [0, 1]
+    curves = json.loads((run / "curves_seed0.json").read_text())
+    assert {k: [round(w, 6) for w in v] for k, v in curves["task_weights"].items()} == {
+        "emotion": [5.0], "country": [0.05], "age": [0.05]}
+
+
+def test_an_age_in_years_recipe_runs_on_a_task_without_age(demo: dict, capsys: pytest.CaptureFixture) -> None:
+    """exvo-resnet18 trains age unscaled; on avb-high (no age) that no longer applies and the
+    run trains instead of failing on an unknown unscaled name."""
+    from cli.main import main
+
+    rc = main(["-q", "train", "--workdir", str(demo["workdir"]), "--recipe", "exvo-resnet18", "--task",
+               "avb-high", "--features", "logmel:16", "--net", "width=4", "--epochs", "1", "--seeds",
+               "1", "--n-boot", "0", "--run-name", "years-elsewhere"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "unscaled age: age not a target of avb-high; none" in out
+    config = json.loads((demo["workdir"] / "runs" / "years-elsewhere" / "config.json").read_text())
+    assert list(config["options"]["unscaled"]) == []
