@@ -89,10 +89,15 @@ def plot_layer_curve(probe: Mapping[str, Any], path: str | os.PathLike) -> Path:
             ax.axhline(ws["score"], color=color, linestyle="--", linewidth=1.2,
                        label=f"weighted sum ({pooling}): {ws['score']:.3f}")
     best = probe.get("best")
-    if best:
-        ax.plot([best["layer"]], [best["score"]], marker="*", markersize=16, color="black",
-                zorder=5, linestyle="none",
-                label=f"best: layer {best['layer']} ({best['pooling']}) {best['score']:.3f}")
+    if best:  # a star only when the best layer's CI lies clear of the runner-up's
+        separated = best.get("separated", True)
+        ax.plot([best["layer"]], [best["score"]], marker="*" if separated else "o",
+                markersize=16 if separated else 11, color="black", zorder=5, linestyle="none",
+                fillstyle="full" if separated else "none",
+                label=(f"best: layer {best['layer']} ({best['pooling']}) {best['score']:.3f}"
+                       if separated else
+                       f"highest: layer {best['layer']} ({best['pooling']}) {best['score']:.3f}, "
+                       f"CI overlaps the next"))
     ax.set_xlabel("layer (hidden-state index; 0 = CNN features)")
     ax.set_ylabel(f"Val {probe.get('metric', 'score')}")
     layers = sorted({r["layer"] for r in probe["results"]})

@@ -175,8 +175,8 @@ def test_config_mismatch_advice_is_a_command_that_works(tmp_path):
     with pytest.raises(ConfigMismatch) as err:
         store.writer(other)
     advice = str(err.value).split("`")[1]
-    assert advice.startswith("verify ")
-    p = subprocess.run([sys.executable, str(root / "run_pipeline.py"), *shlex.split(advice)],
+    assert advice.startswith("python run_pipeline.py verify ")  # the whole command
+    p = subprocess.run([sys.executable, str(root / "run_pipeline.py"), *shlex.split(advice)[2:]],
                        cwd=root, capture_output=True, text=True)
     assert p.returncode == 0 and "dropped toy-abc (2 rows)" in p.stdout, p.stdout + p.stderr
     assert store.keys() == []
