@@ -218,8 +218,7 @@ def test_report_shows_the_analysis_with_its_figures_and_best_layer(analysis_wd):
     md = (wd / "report.md").read_text()
     section = md[md.index("## Layer analyses (training-free)"):]
     section = section[section.index("### for-report"):]
-    section = section[:section.find("\n## ", 1) % (len(section) + 1)]  # this study only
-    section = section.split("\n### ")[0]
+    section = section.split("\n### ")[0].split("\n## ")[0]  # this study only
     assert f"**Highest: layer {SIGNAL_LAYER}** (its CI lies above every other layer's)" in section
     rows = [line for line in section.splitlines() if line.startswith("|")]
     cca_rows = [r for r in rows if r.count("|") == 7]  # layer, mean, CI, first, shrinkage, group
