@@ -12,6 +12,10 @@ Sources, all written by other commands (this module only formats; scores come fr
 Published numbers are shown beside ours, labelled as published, with their source
 (:mod:`reports.published`). Figures are PNG files in ``WORKDIR/report_files/``: linked from
 report.md, embedded (base64) in report.html, which is therefore one self-contained file.
+
+One concept, at length: the report of a workdir (what it gathers and the sections on
+results, curves and the store); the study sections are in :mod:`reports.studies`, the shared
+pieces in :mod:`reports.blocks`.
 """
 from __future__ import annotations
 
