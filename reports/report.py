@@ -6,6 +6,7 @@ Sources, all written by other commands (this module only formats; scores come fr
 * ``probes/<name>/probe.json`` (``probe``);
 * ``permutation/<name>/permutation.json`` (``permutation``);
 * ``analyses/<name>/analysis.json`` (``analyze``);
+* the recipe files of runs made from a recipe (their fidelity to the paper, :mod:`reports.fidelity`);
 * the feature store's set headers (provenance: model, versions, device, throughput) and its
   failed clips.
 
@@ -32,6 +33,7 @@ from typing import Any
 
 from reports import plots
 from reports.blocks import Figures, figure, fmt, is_untrained_spec, safe_name
+from reports.fidelity import fidelity_blocks, load_fidelity, run_recipes
 from reports.html import render_html
 from reports.studies import analysis_blocks, permutation_blocks, probe_blocks
 from reports.html import render_markdown as render_blocks_markdown
@@ -268,11 +270,12 @@ def build_report(workdir: str | os.PathLike) -> dict[str, Any]:
     rows = results_rows(runs)
     tasks = sorted({r["task"] for r in rows})
     published = {t: [p.__dict__ for p in published_for(t)] for t in tasks}
+    run_dicts = [{"name": r.name, "metrics": r.metrics, "config": r.config,
+                  "curves": load_curves(r.path)} for r in runs]
     return {"workdir": str(wd), "generated": _dt.datetime.now().isoformat(timespec="seconds"),
             "corpus": corpus_info(wd), "note": NOTE, "results": rows, "published": published,
-            "feature_sets": store_rows(wd),
-            "runs": [{"name": r.name, "metrics": r.metrics, "config": r.config,
-                      "curves": load_curves(r.path)} for r in runs],
+            "feature_sets": store_rows(wd), "runs": run_dicts,
+            "fidelity": load_fidelity(run_recipes(run_dicts).values()),
             "probes": load_probes(wd), "permutation": load_studies(wd),
             "analyses": load_analyses(wd)}
 
@@ -293,7 +296,7 @@ def report_blocks(report: dict[str, Any], figures: Figures) -> list[dict[str, An
     for task in sorted({r["task"] for r in rows}):
         b += _task_blocks(task, [r for r in rows if r["task"] == task],
                           report["published"].get(task, []), runs_by_name, figures,
-                          synthetic=synthetic)
+                          synthetic=synthetic, fidelity=report.get("fidelity", {}))
     b += _curve_blocks(report["runs"], figures)
     b += probe_blocks(report["probes"], figures)
     b += permutation_blocks(report["permutation"], figures)
@@ -363,8 +366,8 @@ def _split_per_column(entry: dict[str, Any]) -> tuple[dict[str, float], dict[str
 
 
 def _task_blocks(task: str, rows: list[dict[str, Any]], published: list[dict[str, Any]],
-                 runs: dict[str, Any], figures: Figures, *, synthetic: bool = False
-                 ) -> list[dict[str, Any]]:
+                 runs: dict[str, Any], figures: Figures, *, synthetic: bool = False,
+                 fidelity: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     b: list[dict[str, Any]] = [{"kind": "h", "level": 2, "text": task, "id": f"task-{safe_name(task)}"}]
     table_rows, classes = [], []
     for r in rows:
@@ -388,6 +391,7 @@ def _task_blocks(task: str, rows: list[dict[str, Any]], published: list[dict[str
         b.append({"kind": "p", "class": "meta", "text": PUBLISHED_NOTE + (
             " **This corpus is synthetic: our rows cannot be compared with them.**"
             if synthetic else "")})
+    b += fidelity_blocks(dict.fromkeys(r["run"] for r in rows), runs, fidelity or {})
 
     entries = [(name, runs[name]["metrics"]["tasks"][task]) for name in dict.fromkeys(r["run"] for r in rows)
                if name in runs and task in runs[name]["metrics"].get("tasks", {})]
