@@ -42,13 +42,14 @@ FRAME_NETS_HINT = ("lstm, lstm128, fc128 with --net order=fc-pool, autopool with
 
 
 def check_auxiliary(head: str, opts: TrainOptions, net: HeadNet | None = None) -> None:
-    """Refuse auxiliary heads a net cannot carry.
+    """Refuse auxiliary heads a net cannot carry (before the net is built: by its input kind;
+    with ``net``: by whether it taps frames).
 
     Raises:
         ValueError: ``ctc`` with a net without frames (names those that have them).
     """
-    if opts.ctc is not None and net is not None and not net.hidden_frames:
-        kind = NETS[head].input_kind
+    kind = NETS[head].input_kind
+    if opts.ctc is not None and (kind == "vector" or (net is not None and not net.hidden_frames)):
         why = "it reads pooled vectors" if kind == "vector" else "its representation is pooled"
         raise ValueError(f"--ctc {opts.ctc}: head {head} has no per-frame representation for a CTC "
                          f"head ({why}); use a sequence head with frames: {FRAME_NETS_HINT}")
