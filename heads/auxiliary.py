@@ -70,7 +70,7 @@ def auxiliary_columns(corpus: Corpus, ids: Sequence[str], opts: TrainOptions) ->
                 f"--adversary {opts.adversary}: the {corpus.layout} corpus at {corpus.root} has no "
                 f"column {column!r}; use speaker (the clips' speaker/group column) or one of the "
                 f"label columns {list(corpus.labels.columns)}")
-        cleaned = [None if v is None or (isinstance(v, float) and v != v) or str(v).strip() == ""
+        cleaned = [None if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == ""
                    else str(v).strip() for v in values.tolist()]
         if not any(c is not None for c in cleaned):
             raise ValueError(
@@ -152,13 +152,13 @@ def speaker_probe(hidden: np.ndarray, codes: np.ndarray, train_rows: np.ndarray)
     from sklearn.linear_model import LogisticRegression
 
     fit, scored = probe_halves(codes, train_rows)
-    out: dict[str, Any] = {"n_fit": int(len(fit)), "n_scored": int(len(scored))}
+    out: dict[str, Any] = {"n_fit": len(fit), "n_scored": len(scored)}
     if len(fit) == 0 or len(scored) == 0 or len(np.unique(codes[fit])) < 2:
         return {**out, "score": float("nan"), "majority": float("nan")}
-    X = np.asarray(hidden, dtype=np.float64)  # noqa: N806
+    X = np.asarray(hidden, dtype=np.float64)
     mean, std = X[fit].mean(axis=0), X[fit].std(axis=0)
     std[std < 1e-8] = 1.0
-    Z = (X - mean) / std  # noqa: N806
+    Z = (X - mean) / std
     model = LogisticRegression(max_iter=2000).fit(Z[fit], codes[fit])
     majority = np.bincount(codes[fit]).argmax()
     return {**out, "score": float(speaker_accuracy_score(codes[scored], model.predict(Z[scored]))),
@@ -195,7 +195,7 @@ def score_adversary(seeds: list[dict[str, Any]], split: np.ndarray, *, spec: str
                                     f"Train {column}s cannot be scored there"}
             continue
         scores = [speaker_accuracy_score(codes[rows], np.asarray(o["predicted"])[rows]) for o in seeds]
-        per_split[s] = {**_mean_over_seeds(scores), "n": int(len(rows))}
+        per_split[s] = {**_mean_over_seeds(scores), "n": len(rows)}
     probe = [o["probe"] for o in seeds]
     return {
         "column": column, "beta": beta, "mode": mode, "classes": list(first["classes"]),

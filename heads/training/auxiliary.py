@@ -182,4 +182,4 @@ class Auxiliary(nn.Module):
         return out
 
 
-__all__ = ["Auxiliary", "VOCAB_FILE", "check_auxiliary"]
+__all__ = ["VOCAB_FILE", "Auxiliary", "check_auxiliary"]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from data.tasks import parse_tasks, resolve_task
-from heads.auxiliary import (probe_halves, score_adversary, speaker_probe, train_classes)
+from heads.auxiliary import probe_halves, score_adversary, speaker_probe, train_classes
 from heads.base import FitOptions
 from heads.config import TrainOptions, parse_adversary
 from heads.dataset import Dataset, SequenceDataset
@@ -140,7 +140,7 @@ def test_loss_is_task_loss_plus_beta_times_speaker_cross_entropy(tmp_path):
     x = torch.as_tensor(ds.X[:10])
     net(x)
     (term,) = aux.losses(net, rows)
-    classes, codes = train_classes(speakers, ds.split)
+    _, codes = train_classes(speakers, ds.split)
     h = net.shared(x)
     want = 0.3 * F.cross_entropy(aux.adversary.classifier(h), torch.as_tensor(codes[:10]))
     torch.testing.assert_close(term, want)
