@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from clitools import ROOT, cli
 
 sys.path.insert(0, str(ROOT / "tests" / "data"))
-from test_iemocap import make_iemocap  # noqa: E402  (the release builder of the reader's tests)
+from test_iemocap import make_iemocap
 
 pytestmark = pytest.mark.slow
 

@@ -203,3 +203,25 @@ def test_sequence_head_trains_with_the_adversary_on_mean_pooled_frames(tmp_path)
     assert out["predicted"].shape == (len(ds.ids),) and 0 <= out["probe"]["score"] <= 1
     ckpt = torch.load(tmp_path / "lstm" / "model_seed0.pt", weights_only=False)
     assert ckpt["auxiliary"]["adversary"]["classes"] == list(train_classes(speakers, ds.split)[0])
+
+
+@pytest.mark.gpu
+def test_adversary_and_ctc_train_on_cuda(tmp_path):
+    """Labels, taps and both auxiliary losses on the GPU (lengths and rows cross devices)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    ds, speakers = confounded(n_per_speaker=10)
+    rng = np.random.default_rng(1)
+    seqs = InMemorySequences.from_arrays(
+        [x[None, :] + 0.1 * rng.normal(size=(int(rng.integers(6, 12)), 12)) for x in ds.X],
+        dtype=np.float32)
+    sds = SequenceDataset(ds.ids, ds.split, np.zeros((len(ds.ids), 0), np.float32), ds.tasks,
+                          ds.truths, [], sequences=seqs)
+    texts = ["ab ba" if i % 2 else "cab" for i in range(len(ds.ids))]
+    res = HEADS["lstm128"].fit(sds, sds.tasks, seed=0, out_dir=tmp_path / "gpu", options=FitOptions(
+        head_options={"epochs": 2, "device": "cuda", "adversary": "speaker:1", "ctc": 0.1,
+                      "net": {"hidden": 8}},
+        columns={"adversary": speakers, "text": texts}))
+    assert res.params["device"].startswith("cuda")
+    assert len(res.auxiliary["text"]["hypotheses"]) == len(ds.ids)
+    assert res.auxiliary["adversary"]["predicted"].shape == (len(ds.ids),)

@@ -70,7 +70,7 @@ def test_every_frozen_recipe_runs_one_epoch_on_the_01F_fold(name, iemocap_wd):
                               device="cpu", features=("logmel:16",), layer=None,
                               frames_field="logmel")
     study = run_cross_validation(cfg, "test-group:01F")
-    ((fold, result),) = study.folds
+    ((_, result),) = study.folds
     m = result.metrics
     beta, mode = FROZEN[name]
     assert m["adversary"]["beta"] == beta and m["adversary"]["mode"] == mode
