@@ -48,6 +48,9 @@ Example:
     >>> r = load_recipe("avb-baseline-egemaps")
     >>> r.head, r.features
     ('mlp-avb', ('opensmile:eGeMAPSv02',))
+
+One concept, at length: a recipe (its file format, validation, fidelity table, reuse on
+other tasks and the configs it yields), read the same way by train, finetune and report.
 """
 from __future__ import annotations
 

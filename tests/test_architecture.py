@@ -158,3 +158,19 @@ def test_no_private_name_imported_across_modules() -> None:
             if any(part.startswith("_") and not part.startswith("__") for part in target.split(".")):
                 bad.append(f"{module} imports the private module {target}")
     assert not bad, "imports of private names across modules:\n" + "\n".join(bad)
+
+
+LONG_MODULE_LINES = 500
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_a_long_module_says_which_one_concept_it_holds(module: str) -> None:
+    """Over ~500 lines a module either splits or its docstring says "One concept" and names it."""
+    path = MODULES[module]
+    text = path.read_text(encoding="utf-8")
+    if text.count("\n") <= LONG_MODULE_LINES:
+        return
+    doc = ast.get_docstring(ast.parse(text)) or ""
+    assert "One concept" in doc, (
+        f"{path.relative_to(ROOT)} has {text.count(chr(10))} lines: split it by concept, or say in "
+        f"its docstring which one concept it holds ('One concept, at length: ...')")

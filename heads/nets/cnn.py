@@ -37,6 +37,9 @@ Example:
     >>> out = net(torch.randn(2, 30, 64), torch.tensor([30, 12]))
     >>> {k: tuple(v.shape) for k, v in out.items()}
     {'emotion': (2, 10), 'country': (2, 4), 'age': (2, 1)}
+
+One concept, at length: spectrogram CNNs whose output never depends on the padding
+(masked convolution, batch-norm and pooling shared by the ResNet trunk and the multi-exit CNN).
 """
 from __future__ import annotations
 

@@ -17,6 +17,10 @@ Build one from a spec string with :func:`build_weighting`:
     5.3
     >>> sorted(WEIGHTINGS)
     ['druw', 'dwa', 'equal', 'exvo', 'fixed', 'rruw', 'ruw', 'uw']
+
+One concept, at length: multitask loss weighting (every strategy the reproduced papers
+use, with their equations, options and the registry) in one place, so that strategies are
+compared on one interface.
 """
 from __future__ import annotations
 
