@@ -15,16 +15,31 @@ from extract.ssl import SSLExtractor
 from heads.finetune.batches import eval_plan
 from heads.finetune.config import MAX_EVAL_CLIPS
 from heads.nets import build_net, length_mask, masked_mean
+from heads.nets.base import finish_outputs
+
+
+class LinearOutputs(nn.Module):
+    """One ``Linear(H, k)`` per output, regression outputs through the output mode (paper 004:
+    "We feed this vector to fully-connected layer, mapping z to logits")."""
+
+    def __init__(self, input_dim: int, specs: Sequence[tuple[str, str, int]], *, output: str) -> None:
+        super().__init__()
+        self.specs, self.output = [tuple(s) for s in specs], output
+        self.linears = nn.ModuleList(nn.Linear(input_dim, k) for _, _, k in self.specs)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # x (B, H)
+        return finish_outputs(self.specs, [lin(x) for lin in self.linears], self.output)
 
 
 class FinetuneHeads(nn.Module):
     """The heads on pooled embeddings: one ``mlp-mtl`` net per output (seed 000's
-    ``Linear(H,256)-GELU-Linear(256,k)`` per task) or one shared net for all outputs.
+    ``Linear(H,256)-GELU-Linear(256,k)`` per task), one shared net for all outputs, or with
+    ``hidden=0`` one linear layer per output.
 
     Args:
         input_dim: embedding width H.
         specs: ``(name, kind, k)`` per output.
-        hidden: width of the hidden layer.
+        hidden: width of the hidden layer; 0: none (:class:`LinearOutputs`).
         output: regression output mode.
         shared: one shared hidden layer instead of one per output.
     """
@@ -33,8 +48,11 @@ class FinetuneHeads(nn.Module):
                  output: str, shared: bool) -> None:
         super().__init__()
         groups = [list(specs)] if shared else [[s] for s in specs]
-        self.nets = nn.ModuleList(build_net("mlp-mtl", input_dim, g, hidden=hidden, output=output)
-                                  for g in groups)
+        if hidden == 0:
+            self.nets = nn.ModuleList([LinearOutputs(input_dim, specs, output=output)])
+        else:
+            self.nets = nn.ModuleList(build_net("mlp-mtl", input_dim, g, hidden=hidden, output=output)
+                                      for g in groups)
         self.tasks = tuple(tuple(s) for s in specs)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # x (B, H)

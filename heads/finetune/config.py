@@ -65,7 +65,7 @@ class FinetuneConfig:
         output: regression output mode (:data:`heads.nets.OUTPUT_MODES`).
         label_smoothing: cross-entropy label smoothing.
         class_weights: normalised inverse Train frequency class weights.
-        head_hidden: width of each head's hidden layer.
+        head_hidden: width of each head's hidden layer; 0: one linear layer per output.
         shared_head: one shared hidden layer for all outputs instead of one per output.
         max_seconds: training crops of longer clips (bounds memory); Val sees whole clips. A
             cropped clip leaves the CTC term of its step (its transcript no longer fits).
@@ -126,7 +126,7 @@ class FinetuneConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first invalid value, what is valid and what to do."""
-        ints = {"frozen_epochs": 0, "epochs": 0, "batch_size": 1, "patience": 0, "head_hidden": 1,
+        ints = {"frozen_epochs": 0, "epochs": 0, "batch_size": 1, "patience": 0, "head_hidden": 0,
                 "workers": 1, "n_boot": 0, "grad_accum": 1}
         for key, low in ints.items():
             value = getattr(self, key)
