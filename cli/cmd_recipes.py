@@ -1,5 +1,6 @@
 """``recipes``: list the reproduced systems, the paper of each (authors, title, venue, arXiv id /
-DOI), the table reproduced, the numbers it published and the ``extract`` / ``train`` commands."""
+DOI), the table reproduced, the numbers it published and the ``extract`` / ``train`` (or, for a
+recipe of the fine-tune stage, ``finetune``) commands."""
 from __future__ import annotations
 
 import argparse
@@ -68,21 +69,40 @@ def run(args: argparse.Namespace) -> int:
         say(f"  reproduces: {r.table}")
         for pub in r.reproduces:
             say(f"    published {pub.text()}")
-        say(f"  runs:       {r.head} on {', '.join(r.features)}{layer}, task {r.task}, {r.seeds} seed(s)")
+        if r.stage == "finetune":
+            protocol, val = r.fold_protocol()
+            ft = r.finetune
+            aux = "".join([f", ctc {ft['ctc']:g}" if ft.get("ctc") else "",
+                           f", adversary {ft['adversary']} {ft.get('adversary_mode', 'reverse')}"
+                           if ft.get("adversary") else ""])
+            fold = f", fold {protocol} (Val: {val})" if protocol else ""
+            say(f"  runs:       finetune (end to end) of {', '.join(r.features)}, task {r.task}{aux}{fold}")
+        else:
+            say(f"  runs:       {r.head} on {', '.join(r.features)}{layer}, task {r.task}, {r.seeds} seed(s)")
         if name:
             workdir = getattr(args, "workdir", None)
             try:
                 commands = r.extract_commands(workdir)
             except ValueError as exc:  # a damaged corpus.json: the message says what to do
                 raise UsageError(str(exc)) from exc
-            corpus = {"avb": "A-VB 2022", "exvo": "ExVo 2022"}.get(r.layout, "the paper's")
-            say(f"  extract:    the features it reads ({corpus} corpus, layout {r.layout or '?'}):")
+            corpus = {"avb": "A-VB 2022", "exvo": "ExVo 2022", "iemocap": "IEMOCAP"}.get(
+                r.layout, "the paper's")
+            if r.stage == "finetune":
+                say(f"  extract:    records the corpus ({corpus}, layout {r.layout or '?'}) and "
+                    "stores the base model's embeddings:")
+            else:
+                say(f"  extract:    the features it reads ({corpus} corpus, layout {r.layout or '?'}):")
             for cmd in commands:
                 say(f"    {cmd}")
-            say(f"  train:      python run_pipeline.py train --workdir {workdir or 'WORKDIR'} "
-                f"--recipe {r.name}")
+            if r.stage == "finetune":
+                say(f"  finetune:   python run_pipeline.py finetune --workdir {workdir or 'WORKDIR'} "
+                    f"--recipe {r.name}")
+            else:
+                say(f"  train:      python run_pipeline.py train --workdir {workdir or 'WORKDIR'} "
+                    f"--recipe {r.name}")
             say(f"  about:      {r.description}")
-            for key, value in sorted(r.options.items()):
+            settings = r.finetune if r.stage == "finetune" else r.options
+            for key, value in sorted(settings.items()):
                 say(f"    {key} = {value}")
             if r.fidelity is not None:
                 say(f"  fidelity:   {', '.join(f'{n} {k}' for k, n in r.fidelity.counts().items())} "
@@ -90,5 +110,6 @@ def run(args: argparse.Namespace) -> int:
             say(f"  file:       {r.path}")
     if not name:
         say(f"{len(recipes)} recipes; train one with "
-            "`python run_pipeline.py train --workdir DIR --recipe NAME`")
+            "`python run_pipeline.py train --workdir DIR --recipe NAME` (those of the fine-tune "
+            "stage: `python run_pipeline.py finetune --workdir DIR --recipe NAME`)")
     return EXIT_OK

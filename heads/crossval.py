@@ -64,7 +64,8 @@ def pooled_classification(confusions: Sequence[Sequence[Sequence[int]]]) -> dict
             "macro_f1": float(f1[seen].mean()), "n": int(total)}
 
 
-def _stats(values: Sequence[float]) -> dict[str, Any]:
+def fold_stats(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and std (ddof=1) over folds of the finite values, and every fold's value."""
     v = np.asarray([x for x in values if x is not None], dtype=np.float64)
     ok = v[np.isfinite(v)]
     return {"mean": float(ok.mean()) if ok.size else float("nan"),
@@ -89,16 +90,16 @@ def summarise(folds: Sequence[Fold], results: Sequence[ExperimentResult]) -> dic
                 continue  # a fold without labels on this split: no aggregate over folds
             first = per_fold[0]
             block: dict[str, Any] = {"metric": first.get("metric"),
-                                     "score": _stats([p["score"] for p in per_fold])}
+                                     "score": fold_stats([p["score"] for p in per_fold])}
             columns = list(first.get("per_column", {}))
-            block["per_column"] = {c: _stats([p["per_column"].get(c) for p in per_fold])
+            block["per_column"] = {c: fold_stats([p["per_column"].get(c) for p in per_fold])
                                    for c in columns}
             targets: dict[str, Any] = {}
             for tg, info in first.get("targets", {}).items():
                 if "confusion" not in info:
                     continue
                 fold_infos = [p["targets"][tg] for p in per_fold]
-                targets[tg] = {k: _stats([f[k] for f in fold_infos]) for k in ("wa", "uar", "macro_f1")}
+                targets[tg] = {k: fold_stats([f[k] for f in fold_infos]) for k in ("wa", "uar", "macro_f1")}
                 targets[tg]["pooled"] = pooled_classification([f["confusion"] for f in fold_infos])
                 targets[tg]["classes"] = info.get("classes")
             if targets:
@@ -108,7 +109,8 @@ def summarise(folds: Sequence[Fold], results: Sequence[ExperimentResult]) -> dic
     return out
 
 
-def _csv(summary: dict[str, Any]) -> str:
+def summary_csv(summary: dict[str, Any]) -> str:
+    """cv.csv: one line per task, split and quantity: mean, std, then each fold's value."""
     lines = ["task,split,quantity,mean,std," + ",".join(f["name"] for f in summary["folds"])]
     for task, entry in summary["tasks"].items():
         for split, block in entry.items():
@@ -159,9 +161,10 @@ def run_cross_validation(cfg: ExperimentConfig, protocol: str, *, val: str = "pa
                               "std": "standard deviation over folds (ddof=1)",
                               "pooled": "every fold's predictions together (summed confusions)"},
                **summarise(folds, results)}
-    rundir.write_text(folder / "cv.csv", _csv(summary))
+    rundir.write_text(folder / "cv.csv", summary_csv(summary))
     rundir.write_json(folder / CV_FILE, rundir.jsonable(summary))
     return CrossValidationResult(folder, list(zip(folds, results)), summary)
 
 
-__all__ = ["CrossValidationResult", "pooled_classification", "run_cross_validation", "summarise"]
+__all__ = ["CrossValidationResult", "fold_stats", "pooled_classification", "run_cross_validation",
+           "summarise", "summary_csv"]

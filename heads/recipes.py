@@ -37,6 +37,19 @@ A recipe file ``recipes/<name>.toml`` has two tables::
     ours = "adam"
     status = "match"                       # match | option: ... | differs: why | not stated
 
+A recipe of the fine-tune stage (paper 004's end-to-end systems, ``ser-mtl*``) has a
+``[finetune]`` table instead of ``[train]``; ``finetune --recipe NAME`` runs it (``train
+--recipe NAME`` refuses it, naming that command)::
+
+    [finetune]                             # what `finetune` runs
+    task = "iemocap4"
+    features = "ssl:facebook/wav2vec2-base"   # the backbone trained end to end
+    test_group = "01F"                     # or cv = "leave-one-out:speaker" (one run per fold)
+    cv_val = "none"                        # the folds' Val rule (data.folds.ValRule)
+    epochs = 100                           # any heads.finetune.FinetuneConfig setting
+    ctc = 0.1
+    adversary = "speaker:1"
+
 Unknown keys fail, naming the key and the valid ones. Command-line flags override a recipe's
 ``[train]`` values; a recipe run on other tasks than its own (``train --recipe R --task T``)
 drops what no longer applies (:meth:`Recipe.reuse`: loss items and chain entries naming targets
@@ -65,6 +78,7 @@ from typing import Any, Iterable
 
 from heads.config import ExperimentConfig, TrainOptions, parse_loss_spec
 from heads.features import AmbiguousFeatures, FeatureError, find_set, request_checks, resolve_field
+from heads.finetune.config import FinetuneConfig
 from heads.registry import get_head, head_names
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -88,6 +102,17 @@ PUBLISHED_KEYS = ("split", "scores", "note")
 EXPERIMENT_KEYS = ("task", "features", "head", "layer", "pooling", "seeds")
 TRAIN_KEYS = EXPERIMENT_KEYS + tuple(f.name for f in dataclasses.fields(TrainOptions))
 SPLITS = ("val", "test")
+STAGES = ("train", "finetune")
+"""``train``: a head on stored features (``[train]``); ``finetune``: the backbone trained end to
+end (``[finetune]``, run by ``finetune --recipe``)."""
+FINETUNE_FOLD_KEYS = ("cv", "test_group", "cv_val")
+_FINETUNE_NOT_IN_RECIPES = ("workdir", "model", "run_name", "device", "workers", "cache_gb",
+                            "eval_batch_seconds", "n_boot")
+FINETUNE_KEYS = ("task", "features", *FINETUNE_FOLD_KEYS) + tuple(
+    f.name for f in dataclasses.fields(FinetuneConfig)
+    if f.name not in _FINETUNE_NOT_IN_RECIPES and f.name != "task")
+"""Keys of a ``[finetune]`` table: the task, the backbone, the fold protocol, and every
+:class:`heads.finetune.FinetuneConfig` setting that defines the trained model."""
 
 
 class RecipeError(ValueError):
@@ -193,6 +218,9 @@ class Recipe:
         options: training options (fields of :class:`heads.config.TrainOptions`).
         fidelity: the paper beside our values, detail by detail (None: the file has none).
         path: the file it was read from.
+        stage: ``train`` or ``finetune`` (:data:`STAGES`).
+        finetune: the ``[finetune]`` table of a fine-tune recipe (settings, ``cv`` /
+            ``test_group`` / ``cv_val``), ``{}`` otherwise.
     """
 
     name: str
@@ -210,6 +238,8 @@ class Recipe:
     fidelity: Fidelity | None = None
     path: Path | None = None
     layout: str = ""
+    stage: str = "train"
+    finetune: dict[str, Any] = field(default_factory=dict)
 
     def citation(self) -> str:
         """The paper as authors, title, venue and arXiv id / DOI (its ``paper`` line without a
@@ -220,6 +250,10 @@ class Recipe:
         """The ``extract`` command of each feature set the recipe reads (layers, poolings and
         frame sequences as it needs them). Without ``workdir`` (or a workdir without a recorded
         corpus) the corpus root is ``ROOT`` and the workdir ``WORKDIR``."""
+        if self.stage == "finetune":  # records the corpus; stores the base model's embeddings
+            return [extract_command(workdir if workdir is not None else "WORKDIR", spec,
+                                    layer=None, pooling="mean", layout=self.layout or None)
+                    for spec in self.features]
         sequence = get_head(self.head).input_kind == "sequence"
         frames = self.options.get("frames_field")
         if sequence and frames is None and self.layer is not None:
@@ -299,8 +333,13 @@ class Recipe:
         (task, features, head, layer, pooling, seeds) or training options.
 
         Raises:
-            RecipeError: an override key is neither (lists the valid ones).
+            RecipeError: an override key is neither (lists the valid ones), or the recipe is
+                one of the fine-tune stage (the message names the ``finetune`` command).
         """
+        if self.stage == "finetune":
+            raise RecipeError(f"recipe {self.name} trains the backbone end to end: run it with "
+                              f"`python run_pipeline.py finetune --workdir {workdir} --recipe "
+                              f"{self.name}` (train runs heads on stored features)")
         unknown = sorted(set(overrides) - set(TRAIN_KEYS))
         if unknown:
             raise RecipeError(f"unknown override(s) {unknown}; valid: {', '.join(TRAIN_KEYS)}")
@@ -315,6 +354,47 @@ class Recipe:
                                 features=tuple(exp["features"]), head=exp["head"],
                                 layer=exp["layer"], pooling=exp["pooling"], seeds=int(exp["seeds"]),
                                 n_boot=n_boot, run_name=run_name, n_jobs=n_jobs, options=options)
+
+    def finetune_config(self, workdir: str | os.PathLike, *, run_name: str | None = None,
+                        **overrides: Any) -> FinetuneConfig:
+        """The :class:`heads.finetune.FinetuneConfig` of a fine-tune recipe; ``overrides``
+        replace its settings (``features`` as ``ssl:MODEL``) or set runtime ones (device,
+        workers, n_boot). Without ``run_name`` the run is ``<time>-<name>``.
+
+        Raises:
+            RecipeError: not a fine-tune recipe, or an unknown / invalid override.
+        """
+        if self.stage != "finetune":
+            raise RecipeError(f"recipe {self.name} trains a head on stored features: run it with "
+                              f"`python run_pipeline.py train --workdir {workdir} --recipe {self.name}`")
+        runtime = ("device", "workers", "cache_gb", "eval_batch_seconds", "n_boot")
+        unknown = sorted(set(overrides) - set(FINETUNE_KEYS) - set(runtime) - set(FINETUNE_FOLD_KEYS))
+        if unknown:
+            raise RecipeError(f"unknown override(s) {unknown}; valid: {', '.join(FINETUNE_KEYS + runtime)}")
+        table = {**self.finetune, **overrides}
+        settings = {k: v for k, v in table.items() if k not in FINETUNE_FOLD_KEYS + ("features",)}
+        spec = str(table["features"])
+        if run_name is None and self.reuse(table.get("task")).same_task:
+            run_name = f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{self.name}"
+        try:
+            cfg = FinetuneConfig(workdir=str(workdir), model=spec[len("ssl:"):], run_name=run_name,
+                                 **settings)
+            cfg.check()
+        except (TypeError, ValueError) as exc:
+            raise RecipeError(f"recipe {self.name}: {exc}") from None
+        return cfg
+
+    def fold_protocol(self, **overrides: Any) -> tuple[str | None, str]:
+        """(protocol, Val rule) of a fine-tune recipe: ``cv`` or ``test-group:<test_group>``
+        (None: the workdir's own split) and ``cv_val`` (default ``partner``); ``overrides``
+        (cv, test_group, cv_val) replace the recipe's."""
+        table = {**self.finetune, **{k: v for k, v in overrides.items() if v is not None}}
+        if overrides.get("cv") is not None:
+            table.pop("test_group", None)
+        if overrides.get("test_group") is not None:
+            table.pop("cv", None)
+        cv, group = table.get("cv"), table.get("test_group")
+        return (cv or (f"test-group:{group}" if group else None)), str(table.get("cv_val", "partner"))
 
     def run_record(self, use: RecipeReuse) -> dict[str, Any]:
         """What a run's metrics.json and config.json record of the recipe it came from."""
@@ -408,10 +488,15 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     Raises:
         RecipeError: unknown or missing keys, bad values (names the key and the valid ones).
     """
-    _check_keys(data, ("recipe", "train", "fidelity"), source)
-    meta, train = data.get("recipe"), data.get("train")
+    _check_keys(data, ("recipe", "train", "finetune", "fidelity"), source)
+    meta = data.get("recipe")
+    if "train" in data and "finetune" in data:
+        raise RecipeError(f"{source}: a recipe has a [train] or a [finetune] table, not both")
+    if isinstance(meta, dict) and isinstance(data.get("finetune"), dict):
+        return _parse_finetune_recipe(data, meta, data["finetune"], source)
+    train = data.get("train")
     if not isinstance(meta, dict) or not isinstance(train, dict):
-        raise RecipeError(f"{source}: needs a [recipe] and a [train] table")
+        raise RecipeError(f"{source}: needs a [recipe] and a [train] (or [finetune]) table")
     _check_keys(meta, RECIPE_KEYS, f"{source} [recipe]")
     _check_keys(train, TRAIN_KEYS, f"{source} [train]")
     for key in ("name", "paper", "table"):
@@ -430,6 +515,17 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
         TrainOptions.from_dict(options)
     except ValueError as exc:
         raise RecipeError(f"{source} [train]: {exc}") from None
+    pubs, fidelity, layout = _common(data, meta, features, source)
+    return Recipe(name=meta["name"], paper=meta["paper"], table=meta["table"], layout=layout,
+                  description=str(meta.get("description", "")), reproduces=pubs,
+                  task=str(train["task"]), features=features, head=str(train["head"]),
+                  layer=train.get("layer"), pooling=str(train.get("pooling", "mean")),
+                  seeds=int(train.get("seeds", 1)), options=options, fidelity=fidelity)
+
+
+def _common(data: dict[str, Any], meta: dict[str, Any], features: tuple[str, ...], source: str
+            ) -> tuple[tuple[Published, ...], Fidelity | None, str]:
+    """The published numbers, the fidelity table and the layout of either kind of recipe."""
     reproduces = meta.get("reproduces", [])
     if isinstance(reproduces, dict):
         reproduces = [reproduces]
@@ -444,11 +540,39 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
         if layout not in LAYOUTS:
             raise RecipeError(f"{source} [recipe]: layout must be one of {sorted(LAYOUTS)}; "
                               f"got {layout!r}")
+    return pubs, fidelity, layout
+
+
+def _parse_finetune_recipe(data: dict[str, Any], meta: dict[str, Any], table: dict[str, Any],
+                           source: str) -> Recipe:
+    """Validate a recipe with a ``[finetune]`` table (see the module docstring)."""
+    from data.folds import FoldError, ValRule
+
+    where = f"{source} [finetune]"
+    _check_keys(meta, RECIPE_KEYS, f"{source} [recipe]")
+    _check_keys(table, FINETUNE_KEYS, where)
+    for key in ("name", "paper", "table"):
+        if not isinstance(meta.get(key), str) or not meta[key]:
+            raise RecipeError(f"{source} [recipe]: {key} (text) is required")
+    for key in ("task", "features"):
+        if key not in table:
+            raise RecipeError(f"{where}: {key} is required")
+    spec = table["features"]
+    if not isinstance(spec, str) or not spec.startswith("ssl:") or not spec[4:].strip():
+        raise RecipeError(f"{where}: features must be one backbone, ssl:<hub id or folder>; got {spec!r}")
+    if table.get("cv") and table.get("test_group"):
+        raise RecipeError(f"{where}: give cv or test_group, not both")
+    try:
+        ValRule.parse(table.get("cv_val", "partner"))
+        settings = {k: v for k, v in table.items() if k not in FINETUNE_FOLD_KEYS + ("features",)}
+        FinetuneConfig(workdir=".", model=spec[4:], **settings).check()
+    except (FoldError, TypeError, ValueError) as exc:
+        raise RecipeError(f"{where}: {exc}") from None
+    pubs, fidelity, layout = _common(data, meta, (spec,), source)
     return Recipe(name=meta["name"], paper=meta["paper"], table=meta["table"], layout=layout,
                   description=str(meta.get("description", "")), reproduces=pubs,
-                  task=str(train["task"]), features=features, head=str(train["head"]),
-                  layer=train.get("layer"), pooling=str(train.get("pooling", "mean")),
-                  seeds=int(train.get("seeds", 1)), options=options, fidelity=fidelity)
+                  task=str(table["task"]), features=(spec,), head="", layer=table.get("layer"),
+                  fidelity=fidelity, stage="finetune", finetune=dict(table))
 
 
 def recipe_path(name: str, directory: Path = RECIPES_DIR) -> Path:
@@ -587,5 +711,5 @@ def _last_layer(header: Any) -> int | None:
     return None
 
 
-__all__ = ["Recipe", "RecipeReuse", "Published", "Fidelity", "FidelityRow", "FIDELITY_ASPECTS", "STATUSES", "RecipeError", "RECIPES_DIR", "TRAIN_KEYS", "load_recipe",
+__all__ = ["Recipe", "RecipeReuse", "Published", "Fidelity", "FidelityRow", "FIDELITY_ASPECTS", "STATUSES", "RecipeError", "RECIPES_DIR", "TRAIN_KEYS", "FINETUNE_KEYS", "STAGES", "load_recipe",
            "list_recipes", "parse_recipe", "recipe_path", "extract_command", "check_features"]

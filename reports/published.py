@@ -61,6 +61,22 @@ PUBLISHED: tuple[Published, ...] = (
     Published("exvo", "DRUW multi-exit CNN (seed 003)", "val", 0.423, "exvo", "seed paper 003, Table 1"),
     Published("exvo", "DRUW multi-exit CNN (seed 003)", "test", 0.394, "exvo", "seed paper 003, Table 1"),
     Published("exvo", "single-task multi-exit CNN (seed 003)", "val", 0.418, "exvo", "seed paper 003, Table 1"),
+    # SER-MTL with speaker normalisation (seed 004), IEMOCAP, one fold: Test speaker 01F, trained
+    # on the other nine. Table II (accuracy = WA), Table III (ablation: wer, accuracy, speaker
+    # accuracy; on which clips speaker accuracy was measured is not stated)
+    Published("iemocap4", "SER-MTL [Ghosh et al.] beta 0 (seed 004)", "test", 0.746, "wa", "seed paper 004, Table II"),
+    Published("iemocap4", "SER-MTL + GRL beta 1 (seed 004)", "test", 0.751, "wa", "seed paper 004, Tables II, III"),
+    Published("iemocap4", "SER-MTL + GRL beta 0.1 (seed 004)", "test", 0.751, "wa", "seed paper 004, Tables II, III"),
+    Published("iemocap4", "SER-MTL forward beta 1 (seed 004)", "test", 0.739, "wa", "seed paper 004, Table III"),
+    Published("iemocap4", "SER-MTL forward beta 0.1 (seed 004)", "test", 0.749, "wa", "seed paper 004, Table III"),
+    Published("iemocap4", "SER-MTL + GRL beta 1 (seed 004)", "test", 0.244, "wer", "seed paper 004, Table III"),
+    Published("iemocap4", "SER-MTL + GRL beta 0.1 (seed 004)", "test", 0.247, "wer", "seed paper 004, Table III"),
+    Published("iemocap4", "SER-MTL forward beta 1 (seed 004)", "test", 0.243, "wer", "seed paper 004, Table III"),
+    Published("iemocap4", "SER-MTL forward beta 0.1 (seed 004)", "test", 0.239, "wer", "seed paper 004, Table III"),
+    Published("iemocap4", "SER-MTL + GRL beta 1 (seed 004)", "test", 0.292, "speaker_accuracy", "seed paper 004, Table III"),
+    Published("iemocap4", "SER-MTL + GRL beta 0.1 (seed 004)", "test", 0.298, "speaker_accuracy", "seed paper 004, Table III"),
+    Published("iemocap4", "SER-MTL forward beta 1 (seed 004)", "test", 0.288, "speaker_accuracy", "seed paper 004, Table III"),
+    Published("iemocap4", "SER-MTL forward beta 0.1 (seed 004)", "test", 0.321, "speaker_accuracy", "seed paper 004, Table III"),
 )
 
 

@@ -43,15 +43,26 @@ Example::
     result = finetune(cfg)
     store_embeddings(result.model_dir, "runs/avb", ExtractOptions(device="auto"))
 
-Modules: ``config`` (FinetuneConfig, names), ``batches`` (decoding, normalisation, batch
-plans), ``backbone`` (the pooled SSL model and the heads), ``stages`` (stage 1 and stage 2),
-``run`` (:func:`finetune`, the folder, :func:`store_embeddings`).
+Paper 004's end-to-end system runs here too: ``ctc`` (alpha) adds a character CTC head on the
+frame outputs and ``adversary`` (``speaker:BETA``) a speaker classifier behind gradient reversal
+on the pooled output (:mod:`heads.finetune.auxiliary`); ``warmup_ratio``, ``schedule`` and
+``grad_accum`` give its schedule (:mod:`heads.finetune.schedule`); a run can hold a Test split and
+no Val (the last epoch is kept), and :func:`finetune_cross_validation` runs one fine-tuning per
+fold (``finetune --cv`` / ``--test-group``).
+
+Modules: ``config`` (FinetuneConfig, names), ``schedule`` (warm-up, decay, accumulation),
+``batches`` (decoding, normalisation, batch plans), ``backbone`` (the SSL model's frames and
+pooled state, the task heads), ``auxiliary`` (CTC and adversary heads, their targets and scores),
+``stages`` (stage 1 and stage 2), ``run`` (:func:`finetune`, the folder, :func:`store_embeddings`),
+``crossval`` (one run per fold, the summary).
 """
 from heads.finetune.backbone import FinetuneHeads
 from heads.finetune.config import (FINETUNED_DIR, MODEL_SUBDIR, FinetuneConfig, FinetuneResult,
                                    default_run_name, model_basename, readable_name)
+from heads.finetune.crossval import FinetuneCrossValidation, finetune_cross_validation
 from heads.finetune.run import finetune, load_finetuned, store_embeddings
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "FinetuneHeads", "finetune", "store_embeddings",
+           "FinetuneCrossValidation", "finetune_cross_validation",
            "load_finetuned", "default_run_name", "model_basename", "readable_name",
            "FINETUNED_DIR", "MODEL_SUBDIR"]

@@ -1,4 +1,5 @@
-"""The SSL backbone with a pooled hidden state, and the heads trained on it."""
+"""The SSL backbone with its frame outputs and their true lengths, the pooled hidden state, and
+the task heads trained on it."""
 from __future__ import annotations
 
 import contextlib
@@ -14,16 +15,31 @@ from extract.ssl import SSLExtractor
 from heads.finetune.batches import eval_plan
 from heads.finetune.config import MAX_EVAL_CLIPS
 from heads.nets import build_net, length_mask, masked_mean
+from heads.nets.base import finish_outputs
+
+
+class LinearOutputs(nn.Module):
+    """One ``Linear(H, k)`` per output, regression outputs through the output mode (paper 004:
+    "We feed this vector to fully-connected layer, mapping z to logits")."""
+
+    def __init__(self, input_dim: int, specs: Sequence[tuple[str, str, int]], *, output: str) -> None:
+        super().__init__()
+        self.specs, self.output = [tuple(s) for s in specs], output
+        self.linears = nn.ModuleList(nn.Linear(input_dim, k) for _, _, k in self.specs)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # x (B, H)
+        return finish_outputs(self.specs, [lin(x) for lin in self.linears], self.output)
 
 
 class FinetuneHeads(nn.Module):
     """The heads on pooled embeddings: one ``mlp-mtl`` net per output (seed 000's
-    ``Linear(H,256)-GELU-Linear(256,k)`` per task) or one shared net for all outputs.
+    ``Linear(H,256)-GELU-Linear(256,k)`` per task), one shared net for all outputs, or with
+    ``hidden=0`` one linear layer per output.
 
     Args:
         input_dim: embedding width H.
         specs: ``(name, kind, k)`` per output.
-        hidden: width of the hidden layer.
+        hidden: width of the hidden layer; 0: none (:class:`LinearOutputs`).
         output: regression output mode.
         shared: one shared hidden layer instead of one per output.
     """
@@ -32,8 +48,11 @@ class FinetuneHeads(nn.Module):
                  output: str, shared: bool) -> None:
         super().__init__()
         groups = [list(specs)] if shared else [[s] for s in specs]
-        self.nets = nn.ModuleList(build_net("mlp-mtl", input_dim, g, hidden=hidden, output=output)
-                                  for g in groups)
+        if hidden == 0:
+            self.nets = nn.ModuleList([LinearOutputs(input_dim, specs, output=output)])
+        else:
+            self.nets = nn.ModuleList(build_net("mlp-mtl", input_dim, g, hidden=hidden, output=output)
+                                      for g in groups)
         self.tasks = tuple(tuple(s) for s in specs)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # x (B, H)
@@ -84,8 +103,9 @@ class Backbone:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def pooled(self, waves: Sequence[np.ndarray]) -> torch.Tensor:
-        """Masked mean over each clip's true frames: ``(B, H)`` float32 (grad as the mode allows).
+    def frames(self, waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hidden state the heads read, for every frame, with each clip's true frame count:
+        ``((B, T, H) float32, (B,) int64)`` on the device (grad as the mode allows).
 
         Args:
             waves: normalised ``(samples,)`` clips, each at least one receptive field long.
@@ -105,27 +125,51 @@ class Backbone:
         h = out.last_hidden_state if self.layer is None else self._grabbed  # (B, T, H)
         assert h is not None, "the hidden-state hook did not fire"
         frames = self.model._get_feat_extract_output_lengths(lengths).clamp(1, h.shape[1])
-        return masked_mean(h.float(), length_mask(frames.to(h.device), h.shape[1]))
+        return h.float(), frames.to(h.device)
+
+    def pooled(self, waves: Sequence[np.ndarray]) -> torch.Tensor:
+        """Masked mean over each clip's true frames: ``(B, H)`` float32 (grad as the mode allows).
+
+        Args:
+            waves: normalised ``(samples,)`` clips, each at least one receptive field long.
+        """
+        h, frames = self.frames(waves)
+        return masked_mean(h, length_mask(frames, h.shape[1]))
 
     @torch.no_grad()
-    def embed(self, waves: Sequence[np.ndarray], *, max_samples: float,
-              done: Callable[[list[int]], None] | None = None) -> torch.Tensor:
-        """Eval-mode embeddings of whole clips ``(n, H)`` on the device, in input order;
-        ``done`` receives the input indices of each finished batch."""
+    def encode(self, waves: Sequence[np.ndarray], *, max_samples: float,
+               done: Callable[[list[int]], None] | None = None,
+               per_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], list[Any]] | None = None
+               ) -> tuple[torch.Tensor, list[Any]]:
+        """Eval-mode embeddings of whole clips ``(n, H)`` on the device, in input order, and
+        what ``per_batch(frames (B, T, H), lengths (B,), pooled (B, H))`` returns per clip
+        (one list entry per clip of the batch; ``[]`` without ``per_batch``). ``done``
+        receives the input indices of each finished batch."""
         was = self.model.training
         self.model.eval()
         try:
             lengths = [len(w) for w in waves]
             out: list[torch.Tensor | None] = [None] * len(waves)
+            extra: list[Any] = [None] * len(waves) if per_batch is not None else []
             for batch in eval_plan(lengths, max_samples=max_samples, max_clips=MAX_EVAL_CLIPS):
-                pooled = self.pooled([waves[i] for i in batch])
+                h, frames = self.frames([waves[i] for i in batch])
+                pooled = masked_mean(h, length_mask(frames, h.shape[1]))
                 for i, row in zip(batch, pooled):
                     out[i] = row
+                if per_batch is not None:
+                    for i, value in zip(batch, per_batch(h, frames, pooled)):
+                        extra[i] = value
                 if done:
                     done(batch)
-            return torch.stack(out)  # type: ignore[arg-type]
+            return torch.stack(out), extra  # type: ignore[arg-type]
         finally:
             self.model.train(was)
+
+    def embed(self, waves: Sequence[np.ndarray], *, max_samples: float,
+              done: Callable[[list[int]], None] | None = None) -> torch.Tensor:
+        """Eval-mode embeddings of whole clips ``(n, H)`` on the device, in input order;
+        ``done`` receives the input indices of each finished batch."""
+        return self.encode(waves, max_samples=max_samples, done=done)[0]
 
 
 def uses_attention_mask(ex: SSLExtractor) -> bool:

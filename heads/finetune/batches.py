@@ -21,10 +21,13 @@ BUCKET_BATCHES = 20
 
 
 class ClipAudio:
-    """Decoded clips on demand (threads ahead of the model), kept in memory when they fit."""
+    """Decoded clips on demand (threads ahead of the model), kept in memory when they fit; a
+    segment clip (``spans``) is read as its span only (:func:`data.audio.load_audio` seeks)."""
 
-    def __init__(self, paths: dict[str, str], *, workers: int, cache: bool) -> None:
+    def __init__(self, paths: dict[str, str], *, workers: int, cache: bool,
+                 spans: dict[str, tuple[float | None, float | None]] | None = None) -> None:
         self.paths, self.workers, self.cache = paths, workers, cache
+        self.spans = spans or {}  # clip id -> (start, end) seconds of a segment
         self._cache: dict[str, np.ndarray] = {}
         self.failed: dict[str, str] = {}
 
@@ -34,7 +37,8 @@ class ClipAudio:
         if cid in self.failed:
             return None
         try:
-            x = load_audio(self.paths[cid], sample_rate=SAMPLE_RATE)
+            start, end = self.spans.get(cid, (None, None))
+            x = load_audio(self.paths[cid], sample_rate=SAMPLE_RATE, start=start, end=end)
         except Exception as exc:  # noqa: BLE001 - one bad clip never sinks the run
             self.failed[cid] = str(exc)
             log.warning("clip %s left out: %s", cid, exc)

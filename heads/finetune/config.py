@@ -16,6 +16,8 @@ from extract.ssl import FINETUNED_FILE
 from heads.nets import OUTPUT_MODES
 from extract.devices import DEVICES
 from heads.config import TrainOptions
+from heads.finetune.schedule import DECAYS
+from heads.grl import ADVERSARY_MODES, BETA_AT
 from heads.training.weighting import WEIGHTINGS
 from heads.training.weighting import parse_spec as parse_weighting
 
@@ -50,15 +52,31 @@ class FinetuneConfig:
         weight_decay: AdamW weight decay of backbone and heads (AdamW default 0.01).
         batch_size: clips per step.
         patience: epochs without a better Val headline before a stage stops; 0 never.
-        warmup: stage 2 epochs of linear warm-up before the cosine decay.
+        warmup: stage 2 epochs of linear warm-up before the decay (used when ``warmup_ratio``
+            is None).
+        warmup_ratio: stage 2 linear warm-up over this fraction of its optimiser steps (paper
+            004: 0.1); None: ``warmup`` epochs.
+        schedule: the decay after the warm-up: cosine (seed 000), linear or constant
+            (:mod:`heads.finetune.schedule`).
+        grad_accum: micro-batches of ``batch_size`` clips per optimiser step (the accumulated
+            batch is ``batch_size * grad_accum`` clips).
         weighting: multitask weighting spec (:func:`heads.training.weighting.build_weighting`).
         loss: regression loss spec (:func:`heads.config.parse_loss_spec`).
         output: regression output mode (:data:`heads.nets.OUTPUT_MODES`).
         label_smoothing: cross-entropy label smoothing.
         class_weights: normalised inverse Train frequency class weights.
-        head_hidden: width of each head's hidden layer.
+        head_hidden: width of each head's hidden layer; 0: one linear layer per output.
         shared_head: one shared hidden layer for all outputs instead of one per output.
-        max_seconds: training crops of longer clips (bounds memory); Val sees whole clips.
+        max_seconds: training crops of longer clips (bounds memory); Val sees whole clips. A
+            cropped clip leaves the CTC term of its step (its transcript no longer fits).
+        ctc: alpha, the weight of a character CTC head on the frame outputs (paper 004: 0.1);
+            0: no CTC head. Vocabulary from the Train transcripts (label column ``text``).
+        adversary: ``COLUMN:BETA`` (``speaker:1``): a classifier of that label column on the
+            pooled output behind gradient reversal, its loss weighted beta; None: none.
+        adversary_mode: ``reverse`` (gradient reversal) or ``forward`` (paper 004's ablation).
+        adversary_at: where beta scales: ``loss`` (paper 004's joint loss) or ``grl`` (Ganin's
+            lambda: the classifier learns at full rate, the encoder gets beta times the
+            gradient; at beta 0 the classifier is a probe that leaves the encoder alone).
         eval_batch_seconds: padded audio per evaluation batch.
         freeze_feature_encoder: keep the CNN feature encoder frozen in stage 2.
         gradient_checkpointing: recompute transformer activations in backward (less memory).
@@ -82,6 +100,9 @@ class FinetuneConfig:
     batch_size: int = 32
     patience: int = 2
     warmup: float = 1.0
+    warmup_ratio: float | None = None
+    schedule: str = "cosine"
+    grad_accum: int = 1
     weighting: str = "uw"
     loss: str = "ccc"
     output: str = "clamp"
@@ -90,6 +111,10 @@ class FinetuneConfig:
     head_hidden: int = 256
     shared_head: bool = False
     max_seconds: float = 8.0
+    ctc: float = 0.0
+    adversary: str | None = None
+    adversary_mode: str = "reverse"
+    adversary_at: str = "loss"
     eval_batch_seconds: float = 64.0
     freeze_feature_encoder: bool = True
     gradient_checkpointing: bool = False
@@ -101,8 +126,8 @@ class FinetuneConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the first invalid value, what is valid and what to do."""
-        ints = {"frozen_epochs": 0, "epochs": 0, "batch_size": 1, "patience": 0, "head_hidden": 1,
-                "workers": 1, "n_boot": 0}
+        ints = {"frozen_epochs": 0, "epochs": 0, "batch_size": 1, "patience": 0, "head_hidden": 0,
+                "workers": 1, "n_boot": 0, "grad_accum": 1}
         for key, low in ints.items():
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -113,9 +138,23 @@ class FinetuneConfig:
         for key in ("lr", "head_lr", "max_seconds", "eval_batch_seconds"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"option {key} must be > 0; got {getattr(self, key)!r}")
-        for key in ("weight_decay", "warmup", "cache_gb"):
+        for key in ("weight_decay", "warmup", "cache_gb", "ctc"):
             if not getattr(self, key) >= 0:
                 raise ValueError(f"option {key} must be >= 0; got {getattr(self, key)!r}")
+        if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"option warmup_ratio must be in [0, 1) (paper 004: 0.1); got "
+                             f"{self.warmup_ratio!r}")
+        if self.schedule not in DECAYS:
+            raise ValueError(f"option schedule must be one of {DECAYS}; got {self.schedule!r}")
+        if self.ctc == float("inf"):
+            raise ValueError("option ctc (alpha) must be finite; got inf")
+        if self.adversary is not None:
+            parse_adversary(self.adversary)
+        if self.adversary_mode not in ADVERSARY_MODES:
+            raise ValueError(f"option adversary_mode must be one of {ADVERSARY_MODES}; got "
+                             f"{self.adversary_mode!r}")
+        if self.adversary_at not in BETA_AT:
+            raise ValueError(f"option adversary_at must be one of {BETA_AT}; got {self.adversary_at!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"option label_smoothing must be in [0, 1); got {self.label_smoothing}")
         if self.output not in OUTPUT_MODES:
@@ -124,7 +163,9 @@ class FinetuneConfig:
             raise ValueError(f"option device must be one of {DEVICES}; got {self.device!r}")
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):
             raise ValueError(f"option layer must be an integer hidden-state index; got {self.layer!r}")
-        if self.run_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", self.run_name):
+        if self.run_name is not None and not all(
+                re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", part)
+                for part in self.run_name.split("/", 1)):
             raise ValueError(f"run name {self.run_name!r} must be a plain folder name (letters, "
                              f"digits, . _ + -)")
         TrainOptions.from_dict({"loss": self.loss})  # names the bad loss
@@ -135,6 +176,38 @@ class FinetuneConfig:
     def settings(self) -> dict[str, Any]:
         """The fields that determine the trained model (a rerun with equal ones reuses it)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RUNTIME_ONLY}
+
+    @property
+    def accumulated_batch(self) -> int:
+        """Clips per optimiser step: ``batch_size * grad_accum``."""
+        return self.batch_size * self.grad_accum
+
+
+def parse_adversary(spec: str) -> tuple[str, float]:
+    """``COLUMN:BETA`` -> (column, beta), e.g. ``speaker:0.1`` -> ``("speaker", 0.1)``.
+
+    Raises:
+        ValueError: not of that form, or beta not a finite number >= 0.
+
+    Example:
+        >>> parse_adversary("speaker:1")
+        ('speaker', 1.0)
+    """
+    column, sep, value = str(spec).partition(":")
+    try:
+        beta = float(value)
+    except ValueError:
+        beta = float("nan")
+    if not sep or not column.strip() or not (0.0 <= beta < float("inf")):
+        raise ValueError(f"--adversary takes COLUMN:BETA with BETA a number >= 0, e.g. "
+                         f"speaker:0.1 (paper 004: beta 0, 0.1 or 1); got {spec!r}")
+    return column.strip(), beta
+
+
+def option_defaults() -> dict[str, Any]:
+    """Every option's default (a run recorded before an option existed ran with its default)."""
+    return {f.name: f.default for f in dataclasses.fields(FinetuneConfig)
+            if f.default is not dataclasses.MISSING}
 
 
 @dataclass
@@ -170,8 +243,9 @@ def default_run_name(cfg: FinetuneConfig) -> str:
 
 def readable_name(model: str, run_name: str) -> str:
     """The set's name part recorded in finetuned.json: ``<base>-ft-<run>`` (the run name alone
-    when it already starts with the base name)."""
+    when it already starts with the base name; a fold's ``study/fold`` joined by ``-``)."""
     base = model_basename(model)
+    run_name = run_name.replace("/", "-")
     return run_name if run_name.lower().startswith(base) else f"{base}-ft-{run_name}"
 
 

@@ -1,0 +1,214 @@
+"""Paper 004's auxiliary heads inside fine-tuning: CTC on the frame outputs and a speaker
+classifier behind gradient reversal on the pooled output; their targets, losses and scores.
+
+The joint loss of one step is ``L = L_tasks + alpha L_CTC + L_adv`` (004, III.D: ``L = L_SER +
+alpha L_ASR + beta L_sid``), where ``L_adv`` is :meth:`heads.grl.AdversaryHead.loss` (beta times
+the cross-entropy, or the cross-entropy with beta at the reversal layer). The heads are the
+public ones of :mod:`heads.ctc` and :mod:`heads.grl`; this module only connects them to the
+backbone's outputs and to the corpus:
+
+* CTC: the Train transcripts (label column ``text``) give the vocabulary
+  (:meth:`heads.ctc.CharVocab.from_texts`, saved as ``vocab.json`` with the run). A clip with an
+  empty transcript cell has no CTC target (left out of the term); a transcript that normalises
+  to nothing (``[LAUGHTER]``) is the empty target (all blanks). A training clip cropped to
+  ``max_seconds`` leaves the term of that step (its transcript no longer fits the audio).
+* Speaker: the classes are the Train clips' values of the column (``speaker``); clips of other
+  values (the held-out speakers) have code -1 and are skipped by the loss and by the accuracy.
+
+Scores: WER and CER (:mod:`heads.scoring.text`, jiwer) of the greedy decodes against the
+normalised transcripts; speaker accuracy (:func:`heads.scoring.speaker_accuracy_score`) on the
+clips whose speaker is a class.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from heads.ctc import CharVocab, CTCConfig, CTCHead, normalise_transcript, pad_targets
+from heads.grl import AdversaryConfig, AdversaryHead
+from heads.scoring import character_error, speaker_accuracy_score, word_error
+
+TEXT_COLUMN = "text"
+VOCAB_FILE = "vocab.json"
+
+
+def _text(value: Any) -> str | None:
+    """A transcript cell: None when empty or missing."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
+@dataclass
+class AuxTargets:
+    """Per dataset row: the raw transcript (None: none) and its CTC target; the adversary's
+    class code (-1: not a Train value) and the classes.
+
+    Attributes:
+        vocab: the CTC vocabulary (None: no CTC head).
+        texts: raw transcript per row.
+        encoded: CTC target per row (None: no transcript).
+        column: the adversary's label column ("" without one).
+        classes: its classes (the Train values, sorted).
+        codes: (n,) class code per row.
+    """
+
+    vocab: CharVocab | None
+    texts: list[str | None]
+    encoded: list[list[int] | None]
+    column: str
+    classes: tuple[str, ...]
+    codes: np.ndarray
+
+    @classmethod
+    def build(cls, labels: pd.DataFrame, ids: Sequence[str], train_rows: np.ndarray, *,
+              ctc: bool, column: str | None) -> AuxTargets:
+        """Targets of ``ids`` from the corpus label table (vocabulary and classes from Train).
+
+        Raises:
+            ValueError: the label table lacks the ``text`` or adversary column, no Train clip
+                has a transcript, or fewer than two classes are in Train.
+        """
+        n = len(ids)
+        texts: list[str | None] = [None] * n
+        encoded: list[list[int] | None] = [None] * n
+        vocab = None
+        if ctc:
+            if TEXT_COLUMN not in labels.columns:
+                raise ValueError(f"the CTC head needs transcripts: the corpus has no {TEXT_COLUMN!r} "
+                                 f"column (layout iemocap has one; csv: extract --text-column COL); "
+                                 f"columns: {sorted(labels.columns)}")
+            texts = [_text(v) for v in labels[TEXT_COLUMN].reindex(list(ids)).tolist()]
+            train_texts = [texts[r] for r in train_rows if texts[r] is not None]
+            if not train_texts:
+                raise ValueError("the CTC head needs transcripts, and no Train clip has one "
+                                 f"(column {TEXT_COLUMN!r} is empty there)")
+            vocab = CharVocab.from_texts(train_texts)
+            encoded = [None if t is None else vocab.encode(t) for t in texts]
+        classes: tuple[str, ...] = ()
+        codes = np.full(n, -1, dtype=np.int64)
+        if column:
+            if column not in labels.columns:
+                raise ValueError(f"--adversary {column}:BETA: the corpus has no label column "
+                                 f"{column!r}; columns: {sorted(labels.columns)}")
+            values = labels[column].reindex(list(ids))
+            values = [None if pd.isna(v) or not str(v).strip() else str(v) for v in values]
+            classes = tuple(sorted({values[r] for r in train_rows if values[r] is not None}))
+            if len(classes) < 2:
+                raise ValueError(f"--adversary {column}: Train holds {len(classes)} value(s) of "
+                                 f"{column!r} ({list(classes)}); a classifier needs at least 2")
+            index = {c: i for i, c in enumerate(classes)}
+            codes = np.array([index.get(v, -1) if v is not None else -1 for v in values], np.int64)
+        return cls(vocab, texts, encoded, column or "", classes, codes)
+
+
+class AuxHeads(nn.Module):
+    """The CTC head (frames) and the adversary (pooled output); either may be absent."""
+
+    def __init__(self, in_dim: int, *, vocab_size: int | None, n_classes: int | None,
+                 beta: float = 0.0, mode: str = "reverse", beta_at: str = "loss") -> None:
+        super().__init__()
+        self.ctc = CTCHead(CTCConfig(in_dim=in_dim, vocab_size=vocab_size)) if vocab_size else None
+        self.adversary = (AdversaryHead(AdversaryConfig(in_dim=in_dim, n_speakers=n_classes,
+                                                        beta=beta, mode=mode, beta_at=beta_at))
+                          if n_classes else None)
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint stores to rebuild the heads."""
+        return {"ctc": None if self.ctc is None else self.ctc.extra_state(),
+                "adversary": None if self.adversary is None else self.adversary.extra_state()}
+
+
+@dataclass
+class AuxLosses:
+    """One micro-batch's auxiliary terms (scalars with their graph) and the speaker hits."""
+
+    ctc: Tensor | None
+    adversary: Tensor | None
+    hits: int = 0
+    scored: int = 0
+
+
+def aux_losses(aux: AuxHeads, targets: AuxTargets, h: Tensor, frames: Tensor, pooled: Tensor,
+               rows: Sequence[int], whole: Sequence[bool]) -> AuxLosses:
+    """The CTC and adversary terms of a micro-batch.
+
+    Args:
+        h: (B, T, H) frame outputs; frames: (B,) their true counts.
+        pooled: (B, H) the masked mean the task heads read.
+        rows: dataset rows of the clips; whole: False for a cropped clip (no CTC term).
+    """
+    ctc = adv = None
+    hits = scored = 0
+    if aux.ctc is not None:
+        keep = [i for i, r in enumerate(rows) if whole[i] and targets.encoded[r] is not None]
+        if keep:
+            idx = torch.as_tensor(keep, device=h.device)
+            logp = aux.ctc(h.index_select(0, idx))  # (b, T, V)
+            tg, tl = pad_targets([targets.encoded[rows[i]] for i in keep])
+            ctc = aux.ctc.loss(logp, frames.index_select(0, idx), tg.to(h.device), tl.to(h.device))
+        else:
+            ctc = h.sum() * 0.0
+    if aux.adversary is not None:
+        codes = torch.as_tensor(targets.codes[np.asarray(rows)], device=pooled.device)
+        logits = aux.adversary(pooled)  # (B, S)
+        adv = aux.adversary.loss(logits, codes)
+        known = codes >= 0
+        scored = int(known.sum())
+        hits = int((logits.argmax(-1)[known] == codes[known]).sum()) if scored else 0
+    return AuxLosses(ctc, adv, hits, scored)
+
+
+@torch.no_grad()
+def aux_predict(aux: AuxHeads, targets: AuxTargets, h: Tensor, frames: Tensor,
+                pooled: Tensor) -> list[dict[str, Any]]:
+    """Per clip of an eval batch: the greedy CTC transcript and the predicted class code."""
+    out: list[dict[str, Any]] = [{} for _ in range(h.shape[0])]
+    if aux.ctc is not None and targets.vocab is not None:
+        decoded = aux.ctc.decode(aux.ctc(h), frames)
+        for d, ids in zip(out, decoded):
+            d["text"] = targets.vocab.decode(ids)
+    if aux.adversary is not None:
+        for d, code in zip(out, aux.adversary(pooled).argmax(-1).tolist()):
+            d["code"] = int(code)
+    return out
+
+
+def aux_scores(targets: AuxTargets, rows: Sequence[int], preds: Sequence[dict[str, Any] | None]
+               ) -> dict[str, Any]:
+    """WER / CER and speaker accuracy of one split's predictions (rows that failed: None).
+
+    Returns:
+        ``{"ctc": {"wer", "cer", "n"} | None, "adversary": {"speaker_accuracy", "n"} | None}``;
+        a score is None when no clip of the split can be scored (no transcript, no speaker of
+        the classes).
+    """
+    out: dict[str, Any] = {"ctc": None, "adversary": None}
+    pairs = [(normalise_transcript(targets.texts[r]), p["text"]) for r, p in zip(rows, preds)
+             if p is not None and "text" in p and targets.texts[r] is not None]
+    if targets.vocab is not None:
+        refs = [a for a, _ in pairs]
+        hyps = [b for _, b in pairs]
+        words = any(r.split() for r in refs)
+        out["ctc"] = {"wer": word_error(refs, hyps) if words else None,
+                      "cer": character_error(refs, hyps) if any(r.strip() for r in refs) else None,
+                      "n": len(pairs)}
+    if targets.classes:
+        got = [(int(targets.codes[r]), p["code"]) for r, p in zip(rows, preds)
+               if p is not None and "code" in p and targets.codes[r] >= 0]
+        out["adversary"] = {
+            "speaker_accuracy": (speaker_accuracy_score([a for a, _ in got], [b for _, b in got])
+                                 if got else None),
+            "n": len(got)}
+    return out
+
+
+__all__ = ["AuxHeads", "AuxLosses", "AuxTargets", "TEXT_COLUMN", "VOCAB_FILE", "aux_losses",
+           "aux_predict", "aux_scores"]
