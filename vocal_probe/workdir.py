@@ -184,8 +184,8 @@ class Workdir:
         """One row per feature set, indexed by key: spec, name, rows, failed, the fixed fields
         (``vectors``), the frame-sequence fields (``frames``) and the SSL layers stored."""
         store = self._store()
-        rows = []
-        for key in store.keys():
+        rows, keys = [], store.keys()
+        for key in keys:
             info = store.info(key)
             fields = info.header.fields
             layers = next((f.attrs["layers"] for f in fields.values()
