@@ -150,6 +150,32 @@ def _training_progress(progress: ProgressCallback | None) -> Iterator[None]:
         logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _quiet_model_loading(specs: Sequence[str]) -> Iterator[None]:
+    """transformers' and huggingface_hub's own progress bars ("Loading weights") off while SSL
+    models load, restored after. (The command line sets their environment variables before
+    they are imported; in a notebook they may be imported already.)"""
+    undo: list[Callable[[], None]] = []
+    if any(s.startswith("ssl:") for s in specs):
+        with contextlib.suppress(ImportError):
+            from transformers.utils import logging as transformers_logging
+
+            if transformers_logging.is_progress_bar_enabled():
+                transformers_logging.disable_progress_bar()
+                undo.append(transformers_logging.enable_progress_bar)
+        with contextlib.suppress(ImportError):
+            from huggingface_hub import utils as hub_utils
+
+            if not hub_utils.are_progress_bars_disabled():
+                hub_utils.disable_progress_bars()
+                undo.append(hub_utils.enable_progress_bars)
+    try:
+        yield
+    finally:
+        for restore in undo:
+            restore()
+
+
 class Workdir:
     """One workdir: its store, corpus, runs. Construct cheaply; each call reads what is there.
 
@@ -327,7 +353,8 @@ class Workdir:
             split_fractions=split_fractions, split_stratify=split_stratify,
             options=extract_options(**options), shard=shard, engine=engine,
             ray_address=ray_address, ray_actors=ray_actors, flush_rows=flush_rows)
-        return extract_workdir(job, listener=_CallbackListener(progress))
+        with _quiet_model_loading(job.features):
+            return extract_workdir(job, listener=_CallbackListener(progress))
 
     def train(self, *, task: str, features: Sequence[str] | str, head: str,
               layer: int | None = None, pooling: str = "mean", seeds: int = 1,

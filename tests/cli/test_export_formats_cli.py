@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.corpora import read_corpus
 from data.demo import make_demo_corpus
+from data.workdir import open_corpus
 from extract.store import FeatureStore
 from tests.extract.conftest import build_tiny_model
 
@@ -32,14 +32,16 @@ PREFIX = {"Train": "train", "Val": "valid", "Test": "test"}
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(corpus, workdir, model): 18 demo clips, a tiny wav2vec2 (layers 2, 3 pooled, layer 3's
-    frames), eGeMAPS functionals."""
+    frames), eGeMAPS functionals; an automatic split (the demo's own Test has no labels, and
+    hear-eval-kit scores Test)."""
     base = tmp_path_factory.mktemp("formats")
     corpus = make_demo_corpus(base / "corpus", n_clips=18, seed=3)
     model = build_tiny_model("wav2vec2-group", base / "tiny-w2v2")
     wd = base / "wd"
     cli("extract", "--corpus", str(corpus), "--layout", "avb", "--workdir", str(wd), "--features",
         f"ssl:{model}", "opensmile:eGeMAPSv02", "--layers", "2,3", "--poolings", "mean",
-        "--frames-layers", "3", "--device", "cpu", "--workers", "1", "--no-progress", env=ENV)
+        "--frames-layers", "3", "--device", "cpu", "--workers", "1", "--no-progress",
+        "--split", "auto", "--split-stratify", "none", env=ENV)
     return corpus, wd, model
 
 
@@ -68,7 +70,7 @@ def test_fairseq_frames_lengths_ids_and_labels_equal_the_store(tmp_path, workdir
     assert "fairseq layout" in p.stdout
     store = FeatureStore(wd)
     key = store.find(f"ssl:{model}").key
-    corpus = read_corpus(corpus_dir, "avb")
+    corpus = open_corpus(wd)  # the automatic split applied
     seen = []
     for split, prefix in PREFIX.items():
         ids = (out / f"{prefix}.ids").read_text().splitlines()
@@ -115,7 +117,7 @@ def test_hear_memmaps_and_label_table_as_hear_eval_kit_reads_them(tmp_path, work
             "--format", "hear", "--label", "Voc_Type", "--out", str(out))
     store = FeatureStore(wd)
     key = store.find(f"ssl:{model}").key
-    corpus = read_corpus(corpus_dir, "avb")
+    corpus = open_corpus(wd)  # the automatic split applied
     metadata = json.loads((out / "task_metadata.json").read_text())
     assert metadata["embedding_type"] == "scene" and metadata["split_mode"] == "trainvaltest"
     vocab = pd.read_csv(out / "labelvocabulary.csv")
