@@ -10,6 +10,8 @@ The README's "From Python (notebooks)" section is a complete, tested example.
 """
 from __future__ import annotations
 
+from extract.job import ExtractJobError
+from heads.features import FeatureError
 from vocal_probe.workdir import ProgressCallback, Workdir, extract_options
 
-__all__ = ["ProgressCallback", "Workdir", "extract_options"]
+__all__ = ["ExtractJobError", "FeatureError", "ProgressCallback", "Workdir", "extract_options"]

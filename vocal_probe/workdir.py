@@ -316,7 +316,8 @@ class Workdir:
                 for cid, s in zip(rows, seqs)}
 
     # ------------------------------------------------------------------ running
-    def extract(self, *, corpus: str | os.PathLike, layout: str, features: Sequence[str] = (),
+    def extract(self, *, corpus: str | os.PathLike, layout: str,
+                features: Sequence[str] | str = (),
                 labels: str | os.PathLike | None = None, table: str | None = None,
                 column: str | None = None, text_column: str | None = None,
                 group_column: str | None = None, split: str | None = None,
@@ -347,7 +348,8 @@ class Workdir:
             TypeError, ValueError: an unknown or invalid option.
         """
         job = ExtractJob(
-            corpus=corpus, layout=layout, workdir=self.path, features=tuple(features),
+            corpus=corpus, layout=layout, workdir=self.path,
+            features=(features,) if isinstance(features, str) else tuple(features),
             labels=labels, table=table, column=column, text_column=text_column,
             group_column=group_column, split=split, split_seed=split_seed,
             split_fractions=split_fractions, split_stratify=split_stratify,

@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def _block() -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split("## From Python (notebooks)", 1)[1].split("\n## ", 1)[0]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 def _cli(cwd: Path, *args: str) -> str:
     p = subprocess.run([sys.executable, str(ROOT / "run_pipeline.py"), "-q", *args], cwd=cwd,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert p.returncode == 0, f"{args}\n{p.stdout}\n{p.stderr}"
     return p.stdout
 

@@ -63,7 +63,7 @@ def _emotion2vec_load(prefix: Path, labels: str | None):
 
 
 def test_fairseq_frames_lengths_ids_and_labels_equal_the_store(tmp_path, workdir):
-    corpus_dir, wd, model = workdir
+    _, wd, model = workdir
     out = tmp_path / "fs"
     p = cli("export", "--workdir", str(wd), "--features", f"ssl:{model}", "--layer", "3",
             "--format", "fairseq", "--label", "Voc_Type,Awe", "--out", str(out))
@@ -111,7 +111,7 @@ def test_fairseq_refuses_a_set_without_frames_and_a_label_with_spaces(tmp_path, 
 
 
 def test_hear_memmaps_and_label_table_as_hear_eval_kit_reads_them(tmp_path, workdir):
-    corpus_dir, wd, model = workdir
+    _, wd, model = workdir
     out = tmp_path / "hear"
     p = cli("export", "--workdir", str(wd), "--features", f"ssl:{model}", "--layer", "2",
             "--format", "hear", "--label", "Voc_Type", "--out", str(out))
@@ -147,7 +147,7 @@ def test_hear_memmaps_and_label_table_as_hear_eval_kit_reads_them(tmp_path, work
 
 
 def test_hear_needs_a_class_column_and_rewrites_its_own_folder_only(tmp_path, workdir):
-    _, wd, model = workdir
+    _, wd, _ = workdir
     base = ["export", "--workdir", str(wd), "--features", "opensmile:eGeMAPSv02",
             "--format", "hear"]
     p = cli(*base, "--out", str(tmp_path / "a"), check=2)

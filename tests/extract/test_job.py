@@ -79,7 +79,6 @@ def test_refusals_write_nothing(tmp_path, corpus):
         extract_workdir(_job(corpus, wd, features=("opensmile:nonsense",)))
     assert not wd.exists()
     wd.mkdir()
-    with WorkdirLock(wd):  # another extraction holds the workdir
-        with pytest.raises(ExtractJobError, match="pid"):
-            extract_workdir(_job(corpus, wd, features=("opensmile:eGeMAPSv02",)))
+    with WorkdirLock(wd), pytest.raises(ExtractJobError, match="pid"):  # another one holds it
+        extract_workdir(_job(corpus, wd, features=("opensmile:eGeMAPSv02",)))
     assert not (wd / "corpus.json").exists()
