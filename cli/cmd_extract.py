@@ -152,190 +152,83 @@ def _torchrun_merge(workdir: Path) -> None:
     dist.destroy_process_group()
 
 
-def _split_record(args: argparse.Namespace, corpus, workdir: Path):
-    """(the split to record in corpus.json or None, the automatic split to write or None)."""
-    from data.splits import DEFAULT_FRACTIONS, SPLIT_FILE, SplitError, auto_split
-    from data.workdir import load_corpus_ref
+def _console_listener(*, progress: bool):
+    """An :class:`extract.job.ExtractListener` that prints what the extraction reports and
+    draws one progress bar per feature set."""
+    from extract.job import ExtractListener
 
-    tuning = [f for f in ("split_seed", "split_fractions", "split_stratify")
-              if getattr(args, f) is not None]
-    if tuning and args.split != "auto":
-        raise UsageError(f"--{tuning[0].replace('_', '-')} goes with --split auto")
-    if args.split is None:
-        try:
-            prior = (load_corpus_ref(workdir) or {}).get("split")
-        except ValueError:
-            prior = None
-        if not prior or prior.get("method") != "auto":
-            return None, None
-        # kept as written: clips added since take part in no run until --split auto is rerun
-        log.info("keeping the workdir's automatic split (%s, seed %s); --split auto makes it "
-                 "again, --split corpus drops it", SPLIT_FILE, prior.get("seed", 0))
-        return prior, None
-    elif args.split == "corpus":
-        return None, None
-    try:
-        fractions = (DEFAULT_FRACTIONS if args.split_fractions is None else
-                     [float(x) for x in str(args.split_fractions).split(",")])
-    except ValueError:
-        raise UsageError(f"--split-fractions takes three numbers TRAIN,VAL,TEST (e.g. "
-                         f"0.7,0.15,0.15), got {args.split_fractions!r}") from None
-    own = {k: v for k, v in corpus.summary().items() if k in ("Train", "Val", "Test") and v}
-    if own and args.split == "auto":
-        say(f"note: the corpus's own split ({', '.join(f'{k} {v}' for k, v in own.items())}) is "
-            "replaced by the automatic one (--split corpus goes back to it)")
-    try:
-        split = auto_split(corpus, seed=args.split_seed or 0, fractions=fractions,
-                           stratify=args.split_stratify)
-    except SplitError as exc:
-        raise UsageError(str(exc)) from exc
-    record = {"method": "auto", "seed": split.seed, "fractions": list(split.fractions),
-              "stratify": split.stratify}
-    return record, split
+    class ConsoleListener(ExtractListener):
+        def __init__(self) -> None:
+            self.bar: Progress | None = None
+
+        def note(self, text: str) -> None:
+            say(f"note: {text}")
+
+        def shard(self, k: int, n: int, n_clips: int, n_total: int, store_dir: Path) -> None:
+            say(f"shard {k}/{n}: {n_clips} of {n_total} clips -> {store_dir}")
+
+        def split_written(self, split, path: Path) -> None:
+            say(f"automatic split written to {path} ({split.describe()}):")
+            for line in split.table().rename_axis(None).to_string().splitlines():
+                say(f"  {line}")
+
+        def set_started(self, spec: str, n_clips: int, audio_seconds: float) -> None:
+            self.bar = Progress(n_clips, audio_seconds, spec, enabled=progress and n_clips > 0)
+
+        def clips_done(self, spec: str, n_clips: int, audio_seconds: float) -> None:
+            if self.bar is not None:
+                self.bar(n_clips, audio_seconds)
+
+        def set_finished(self, spec: str, s) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            if s is None:
+                return
+            say(f"{s.key}: {s.total} clips, {s.reused} reused, {s.computed} computed, "
+                f"{len(s.failed)} failed"
+                + (f", {len(s.kept)} audio missing (stored rows kept)" if s.kept else "")
+                + f", {s.audio_seconds:.1f} audio-s in {s.seconds:.1f} s "
+                f"({s.audio_s_per_s:.1f} audio-s/s)")
+            for cid, w in sorted(s.warnings.items())[:20]:
+                say(f"  warning {cid}: {'; '.join(w)}")
+
+    return ConsoleListener()
 
 
-def _show_split(split, path: Path) -> None:
-    say(f"automatic split written to {path} ({split.describe()}):")
-    for line in split.table().rename_axis(None).to_string().splitlines():
-        say(f"  {line}")
+def job_from_args(args: argparse.Namespace, shard: tuple[int, int] | None, options):
+    """The :class:`extract.job.ExtractJob` of the ``extract`` flags (``options``: their
+    :class:`extract.base.ExtractOptions`)."""
+    from extract.job import ExtractJob
+
+    return ExtractJob(
+        corpus=args.corpus, layout=args.layout, workdir=args.workdir,
+        features=tuple(args.features or ()), labels=args.labels, table=args.table,
+        column=args.column, text_column=args.text_column, group_column=args.group_column,
+        split=args.split, split_seed=args.split_seed, split_fractions=args.split_fractions,
+        split_stratify=args.split_stratify, options=options, shard=shard,
+        engine=args.engine, ray_address=args.ray_address, ray_actors=args.ray_actors,
+        flush_rows=args.flush_rows)
 
 
 def run(args: argparse.Namespace) -> int:
-    from data.corpora import read_corpus
-    from data.corpus import CorpusError
-    from data.splits import SPLIT_FILE, write_split
-    from data.workdir import save_corpus_ref
-    from extract.base import ExtractorUnavailable
-    from extract.lock import WorkdirBusy, WorkdirLock
-    from extract.merge import shard_dir
-    from extract.run import extract_corpus, prepare_extractor, shard_of, stop_requested
-    from extract.store import FeatureStore, StoreError
+    from extract.job import ExtractJobError, extract_workdir
 
     options = _options(args)
-    root = Path(args.corpus)
-    if not root.is_dir():
-        raise UsageError(f"--corpus {root} is not a folder")
-    if not args.features and args.split is None:
-        raise UsageError("extract needs --features SPEC [SPEC ...] (or --split auto|corpus to "
-                         "write only the workdir's split)")
-    try:
-        corpus = read_corpus(root, args.layout, labels=args.labels, table=args.table,
-                             column=args.column, text_column=args.text_column,
-                             group_column=args.group_column, workdir=args.workdir)
-    except (CorpusError, FileNotFoundError) as exc:
-        raise UsageError(str(exc)) from exc
-    for problem in corpus.problems:
-        log.warning("corpus: %s", problem)
-    workdir = Path(args.workdir)
-    split_record, split = _split_record(args, corpus, workdir)
-    if split_record is None and not any(corpus.summary()[s] for s in ("Train", "Val", "Test")):
-        from data.hints import split_command
-
-        ref = {"root": str(root.resolve()), "layout": args.layout,
-               "labels": str(Path(args.labels).resolve()) if args.labels else None,
-               "table": args.table, "column": args.column, "text_column": args.text_column,
-               "group_column": args.group_column}
-        say("note: no clip has a split (Train/Val/Test); before `train`, add a `split` column "
-            "(train/val/test) to the label table or make a speaker-disjoint split with:\n  "
-            + split_command(workdir, ref))
     shard = parse_shard(args.shard)
+    job = job_from_args(args, shard, options)
     under_torchrun = args.shard is None and shard is not None
     if under_torchrun:
         _torchrun_device()
-    ids = None
-    store_dir = workdir
-    if shard is not None:
-        k, n = shard
-        ids = [c for c in corpus.clips.index if shard_of(c, n) == k]
-        store_dir = shard_dir(workdir, k, n)
-        say(f"shard {k}/{n}: {len(ids)} of {len(corpus)} clips -> {store_dir}")
-    # Resolve every extractor before touching the store: a missing model fails here.
-    prepared = []
-    for spec in args.features or ():
-        try:
-            prepared.append(prepare_extractor(spec, options))
-        except (ValueError, ExtractorUnavailable) as exc:
-            raise UsageError(f"{spec}: {exc}") from exc
-    def remember_corpus() -> None:  # only once the lock is held: a refused run writes nothing
-        if split is not None:  # the file first: corpus.json never names a split that is not there
-            _show_split(split, write_split(workdir, split))
-        elif args.split == "corpus" and (workdir / SPLIT_FILE).is_file():
-            (workdir / SPLIT_FILE).unlink()
-        save_corpus_ref(workdir, root, args.layout, args.labels, table=args.table,
-                        column=args.column, text_column=args.text_column,
-                        group_column=args.group_column, split=split_record, meta=corpus.meta)
-
-    if not args.features:  # only the split (and the corpus reference)
-        try:
-            with WorkdirLock(workdir):
-                remember_corpus()
-        except WorkdirBusy as exc:
-            raise UsageError(str(exc)) from exc
-        return EXIT_OK
-
-    if args.engine == "ray":
-        from extract.ray_engine import extract_with_ray
-
-        if shard is not None:
-            raise UsageError("--engine ray shards the work itself; do not combine it with --shard")
-        try:
-            return _report_failures(extract_with_ray(
-                workdir, corpus, prepared, options, address=args.ray_address,
-                actors=args.ray_actors, flush_rows=args.flush_rows, on_locked=remember_corpus))
-        except (WorkdirBusy, StoreError) as exc:
-            raise UsageError(str(exc)) from exc
-    store = FeatureStore(store_dir)
-    failed_any: dict[str, str] = {}
-    kept_any: dict[str, str] = {}
     try:
-        with WorkdirLock(store_dir):
-            store.check_schema()
-            remember_corpus()
-            for ex_header in prepared:
-                if stop_requested():  # a stop that arrived inside native code was swallowed
-                    raise KeyboardInterrupt("stop requested")
-                ex, header = ex_header
-                bar: Progress | None = None
-
-                def on_start(n: int, audio_s: float, _spec: str = header.spec) -> None:
-                    nonlocal bar
-                    bar = Progress(n, audio_s, _spec, enabled=not args.no_progress and n > 0)
-
-                def progress(n: int, audio_s: float) -> None:
-                    if bar is not None:
-                        bar(n, audio_s)
-
-                try:
-                    s = extract_corpus(store, corpus, header.spec, options=options, ids=ids,
-                                       progress=progress, on_start=on_start, prepared=ex_header,
-                                       flush_rows=args.flush_rows)
-                finally:
-                    if bar is not None:
-                        bar.close()
-                say(f"{s.key}: {s.total} clips, {s.reused} reused, {s.computed} computed, "
-                    f"{len(s.failed)} failed"
-                    + (f", {len(s.kept)} audio missing (stored rows kept)" if s.kept else "")
-                    + f", {s.audio_seconds:.1f} audio-s in {s.seconds:.1f} s "
-                    f"({s.audio_s_per_s:.1f} audio-s/s)")
-                for cid, w in sorted(s.warnings.items())[:20]:
-                    say(f"  warning {cid}: {'; '.join(w)}")
-                for cid, reason in sorted(s.failed.items()):
-                    failed_any[f"{header.spec} {cid}"] = reason
-                for cid, reason in sorted(s.kept.items()):
-                    kept_any[f"{header.spec} {cid}"] = reason
-    except WorkdirBusy as exc:
+        result = extract_workdir(job, listener=_console_listener(progress=not args.no_progress))
+    except ExtractJobError as exc:
         raise UsageError(str(exc)) from exc
-    except StoreError as exc:
-        raise UsageError(str(exc)) from exc
-    except OSError as exc:
-        if exc.errno == 28:  # ENOSPC
-            raise UsageError(
-                f"disk full while writing {store_dir}: {exc}. Every row reported done is safe in "
-                f"the store; free space and rerun the same command to finish.") from exc
-        raise
+    if not job.features:
+        return EXIT_OK
     if under_torchrun:
-        _torchrun_merge(workdir)
-    return _report_failures(failed_any, kept_any)
+        _torchrun_merge(Path(args.workdir))
+    return _report_failures(result.failed, result.kept)
 
 
 def _report_failures(failed_any: dict[str, str], kept_any: dict[str, str] | None = None) -> int:

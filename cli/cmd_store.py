@@ -38,7 +38,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="add each clip's split, group and every label column of the corpus "
                         "(csv/parquet: columns before the features; npz: arrays split, group, "
                         "label_columns and label_<column>)")
-    p.add_argument("--out", required=True, metavar="FILE", help="output file: .npz, .csv or .parquet")
+    p.add_argument("--format", choices=["fairseq", "hear"],
+                   help="write a folder (--out DIR) in another tool's layout instead of one file: "
+                        "fairseq: a frame-sequence field (frames_l<layer>, logmel, lld) as "
+                        "<split>.npy (all frames, float32) + <split>.lengths + <split>.ids, one "
+                        "group per split (train, valid, test; all without a split), and one "
+                        "<split>.<COL> file ('<id> <value>' lines) per --label column; hear: a "
+                        "vector field as hear-eval-kit's per-split memmaps "
+                        "(<split>.embeddings.npy, .embedding-dimensions.json, "
+                        ".target-labels.pkl) with labelvocabulary.csv and task_metadata.json "
+                        "for the class column --label")
+    p.add_argument("--label", metavar="COL[,COL..]",
+                   help="with --format: label column(s) to write (fairseq: any number; hear: "
+                        "the one class column of the task, clips without a label left out)")
+    p.add_argument("--out", required=True, metavar="FILE|DIR",
+                   help="output file: .npz, .csv or .parquet; with --format, a folder")
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("verify", help="check every feature set for completeness and readability",
@@ -135,6 +149,13 @@ def run_export(args: argparse.Namespace) -> int:
     from heads.features import FeatureError, find_set, request_checks, resolve_field
 
     store = _store(args.workdir)
+    if args.format is not None:
+        try:
+            return _export_folder(args, store)
+        except ExportError as exc:
+            raise UsageError(str(exc)) from exc
+    if args.label is not None:
+        raise UsageError("--label goes with --format hear")
     try:
         header = find_set(store, args.features, request_checks(args.field, args.layer, args.pooling))
         field, index, layer = resolve_field(header, args.field, args.layer, args.pooling)
@@ -166,6 +187,66 @@ def run_export(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     say(f"wrote {r.path}: {r.n_rows} clips x {r.n_cols} ({header.key}, field {field}"
         + (f", layer {layer}" if layer is not None else "") + ")")
+    return EXIT_OK
+
+
+def _export_folder(args: argparse.Namespace, store) -> int:
+    """``export --format fairseq|hear``: a folder in another tool's layout."""
+    from data.hints import split_command
+    from data.workdir import open_corpus
+    from extract.export_layouts import export_fairseq, export_hear
+    from heads.features import FeatureError, find_set, request_checks, resolve_field
+    from heads.sequences import choose_frames_field
+
+    if args.with_labels:
+        raise UsageError(f"--format {args.format} writes the label columns named by --label "
+                         f"COL[,COL..], not --with-labels")
+    columns = [c.strip() for c in (args.label or "").split(",") if c.strip()]
+    need_corpus = args.format == "hear" or args.split or columns
+    corpus = None
+    try:
+        corpus = open_corpus(args.workdir)
+    except (OSError, ValueError) as exc:
+        if need_corpus:
+            raise UsageError(str(exc)) from exc
+    split_of = None if corpus is None else corpus.clips["split"].to_dict()
+    only = corpus.split_ids(args.split) if args.split else None
+    unknown = [c for c in columns if c not in corpus.labels.columns] if columns else []
+    if unknown:
+        raise UsageError(f"--label {','.join(unknown)}: no such label column; label columns: "
+                         f"{', '.join(map(str, corpus.labels.columns))}")
+    try:
+        if args.format == "fairseq":
+            header = find_set(store, args.features,
+                              lambda h: choose_frames_field([h], args.field, args.layer))
+            _, field = choose_frames_field([header], args.field, args.layer)
+            r = export_fairseq(store, header.key, field, args.out, split_of=split_of, only=only,
+                               labels=corpus.labels[columns] if columns else None)
+            parts = [f"{p} {n} clips / {r.frames[p]} frames" for p, n in r.clips.items()]
+            layer = None
+        else:
+            if args.split:
+                raise UsageError("--format hear writes train, valid and test; drop --split")
+            if len(columns) != 1:
+                raise UsageError("--format hear needs --label COL: the one class column of the "
+                                 f"task (label columns: "
+                                 f"{', '.join(map(str, corpus.labels.columns))})")
+            if not any(corpus.summary()[s] for s in ("Train", "Val", "Test")):
+                raise UsageError("hear-eval-kit needs Train/Val/Test and no clip has a split; "
+                                 f"make one with `{split_command(args.workdir)}`")
+            header = find_set(store, args.features,
+                              request_checks(args.field, args.layer, args.pooling))
+            field, index, layer = resolve_field(header, args.field, args.layer, args.pooling)
+            r = export_hear(store, header.key, field, args.out, split_of=split_of,
+                            label=corpus.labels[columns[0]].to_dict(), index=index,
+                            task_name=f"{Path(args.workdir).name}-{columns[0]}")
+            parts = [f"{p} {n} clips" for p, n in r.clips.items()]
+    except FeatureError as exc:
+        raise UsageError(str(exc)) from exc
+    say(f"wrote {r.path} ({args.format} layout): {', '.join(parts)} x {r.dim} "
+        f"({header.key}, field {field}" + (f", layer {layer}" if layer is not None else "") + ")")
+    for why, n in r.left_out.items():
+        say(f"  left out: {n} clip(s) with {why}")
     return EXIT_OK
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("data", "extract", "heads", "reports", "cli", "benchmarks")
+PACKAGES = ("data", "extract", "heads", "reports", "cli", "benchmarks", "vocal_probe")
 
 # Exceptions to the rules below: none today. A new entry needs a comment saying why.
 MODULES_NOT_DOCUMENTED: set[str] = set()
