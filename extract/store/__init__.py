@@ -45,10 +45,21 @@ from extract.store.compaction import COMPACT_BLOCK_BYTES, row_blocks
 from extract.store.feature_store import FeatureStore, extract_hint
 from extract.store.files import atomic_h5, open_read, reserve_space
 from extract.store.journal import SetWriter, part_name
-from extract.store.schema import (CATALOG_FILE, JOURNAL_DIR, LAYOUT_VERSION, SCHEMA_VERSION,
-                                  SETS_DIR, STORE_FILE, AmbiguousSet, ConfigMismatch,
-                                  SchemaMismatch, SetHeader, SetInfo, StoreError,
-                                  config_differences)
+from extract.store.schema import (
+                                  CATALOG_FILE,
+                                  JOURNAL_DIR,
+                                  LAYOUT_VERSION,
+                                  SCHEMA_VERSION,
+                                  SETS_DIR,
+                                  STORE_FILE,
+                                  AmbiguousSet,
+                                  ConfigMismatch,
+                                  SchemaMismatch,
+                                  SetHeader,
+                                  SetInfo,
+                                  StoreError,
+                                  config_differences,
+)
 from extract.store.view import SetView
 
 __all__ = [

@@ -15,15 +15,36 @@ from pathlib import Path
 from typing import Any
 
 from data.hints import extract_command, is_spec, workdir_command
-from extract.store.catalogue import catalog_path, catalog_problem, read_catalog, write_catalog
+from extract.store.catalogue import (
+    catalog_path,
+    catalog_problem,
+    read_catalog,
+    write_catalog,
+)
 from extract.store.compaction import write_set
-from extract.store.files import (atomic_h5, atomic_write_text, file_size, fsync_dir, open_read,
-                                 remove_empty_dir, temporary_files_in)
+from extract.store.files import (
+    atomic_h5,
+    atomic_write_text,
+    file_size,
+    fsync_dir,
+    open_read,
+    remove_empty_dir,
+    temporary_files_in,
+)
 from extract.store.journal import SetWriter, part_paths
-from extract.store.schema import (JOURNAL_DIR, SCHEMA_VERSION, SETS_DIR, STORE_FILE,
-                                  AmbiguousSet, ConfigMismatch, SchemaMismatch, SetHeader,
-                                  SetInfo, StoreError)
-from extract.store.view import Source, SetView
+from extract.store.schema import (
+    JOURNAL_DIR,
+    SCHEMA_VERSION,
+    SETS_DIR,
+    STORE_FILE,
+    AmbiguousSet,
+    ConfigMismatch,
+    SchemaMismatch,
+    SetHeader,
+    SetInfo,
+    StoreError,
+)
+from extract.store.view import SetView, Source
 
 log = logging.getLogger(__name__)
 
@@ -422,9 +443,10 @@ class FeatureStore:
 
         Only the sets compacted (or dropped) are touched, each alone: one set's file is written
         under a temporary name and renamed over the old one, then the parts it absorbed are
-        deleted. A single-file store (layout 1) is moved into per-set files first, once: each
-        of its sets gets its own file, then ``features.h5`` is deleted. With nothing to fold
-        or drop nothing is written, not even for a single-file store.
+        deleted. A single-file store (layout 1) is moved into per-set files, once: each of its
+        sets gets its own file, then ``features.h5`` is deleted. With nothing to fold or drop
+        nothing is written, not even for a single-file store (a migration that was cut short
+        is finished, though).
 
         Args:
             keys: sets to compact (default: every set with journal entries).
@@ -445,7 +467,9 @@ class FeatureStore:
         keys = [k for k in (with_journal if keys is None else keys)
                 if k not in drop and k in with_journal]
         drop = {k for k in drop if k in all_headers}
-        if not keys and not drop:
+        # set files beside features.h5: a migration was cut short (kill, full disk); finish it
+        migrating = self.path.exists() and bool(self.set_files())
+        if not keys and not drop and not migrating:
             return []
         self.sets_dir.mkdir(parents=True, exist_ok=True)
         for k in keys:

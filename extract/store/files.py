@@ -138,7 +138,7 @@ def _abandon(f: h5py.File | None, tmp: Path) -> None:
                 if f.id.valid:
                     f.close()
                 break
-            except Exception:  # noqa: BLE001  # a close that fails once is retried once
+            except Exception:  # noqa: BLE001, S112  # a close that fails once is retried once
                 continue
     tmp.unlink(missing_ok=True)
 

@@ -12,7 +12,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Self
 
 import h5py
 import numpy as np
@@ -84,10 +84,10 @@ class SetWriter:
         self.rows_written = 0
         self.failures_written = 0
 
-    def __enter__(self) -> SetWriter:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.flush()
 
     def add(self, clip_id: str, content_hash: str, values: dict[str, np.ndarray]) -> None:
@@ -97,7 +97,7 @@ class SetWriter:
             if name not in values:
                 raise ValueError(f"clip {clip_id}: extractor gave no value for field {name!r}")
             a = np.asarray(values[name])
-            expect = spec.shape if not spec.ragged else spec.shape
+            expect = spec.shape  # of a row, or of each frame of a ragged row
             got = a.shape[1:] if spec.ragged else a.shape
             if tuple(got) != tuple(expect):
                 raise ValueError(f"clip {clip_id}: field {name!r} has shape {a.shape}, "
