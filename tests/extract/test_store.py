@@ -283,3 +283,32 @@ def test_row_blocks_plan():
     assert plan[0][0] == 0 and plan[-1][1] == 1000
     assert all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
     assert all(sizes[lo:hi].sum() <= 120 for lo, hi in plan)
+
+
+def test_compaction_memory_is_bounded_by_the_block_bytes_not_the_set(tmp_path, monkeypatch):
+    """tracemalloc peak of a compaction of ~24 MB of values with 1 MB blocks stays a few
+    blocks; were the set gathered whole, the peak would exceed 24 MB."""
+    import tracemalloc
+
+    import extract.store.compaction as st
+
+    budget = 1 << 20
+    monkeypatch.setattr(st, "COMPACT_BLOCK_BYTES", budget)
+    dims, n = 5000, 300  # vec 20 kB a row; pooled (3, 5000) float16 30 kB; frames 20 kB a frame
+    header = _header(dims=dims)
+    store = FeatureStore(tmp_path)
+    with store.writer(header, flush_rows=64) as w:
+        for i in range(n):
+            w.add(f"c{i:03d}", f"h{i}", _values(i, dims=dims, frames=1 + i % 3))
+    total = sum(a.nbytes for i in range(n) for a in _values(i, dims=dims, frames=1 + i % 3).values())
+    assert total > 24 * budget
+    tracemalloc.start()
+    try:
+        store.compact()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * budget, f"compaction peak {peak / 2**20:.1f} MiB for 1 MiB blocks"
+    X, present = store.read("toy-abc", "vec", ["c000", "c299"])
+    assert present.all()
+    np.testing.assert_array_equal(X[1], _values(299, dims=dims, frames=1 + 299 % 3)["vec"])
