@@ -43,6 +43,7 @@ class VerifyReport:
     hash_check: str = "not run"
     catalog_problem: str | None = None   # sets.json missing or lacking sets (repair rewrites it)
     leftovers: list[Path] = field(default_factory=list)  # temporary files of killed writers
+    single_file: Path | None = None  # a single-file store (older layout), read as it is
     sets: list[SetCheck] = field(default_factory=list)
     corpus_size: int | None = None
 
@@ -63,6 +64,11 @@ class VerifyReport:
             mb = sum(p.stat().st_size for p in self.leftovers if p.exists()) / 1e6
             out.append(f"  note: {len(self.leftovers)} temporary file(s) of a killed writer "
                        f"({mb:.1f} MB, e.g. {self.leftovers[0]}); the next extract removes them")
+        if self.single_file is not None:
+            out.append(f"  note: {self.single_file} is a single-file store (an older layout); it "
+                       f"is read as it is, and the next extract that computes anything moves "
+                       f"each set into its own file, features/<key>.h5 (once; it needs about "
+                       f"its size free)")
         for s in self.sets:
             out.append(f"{s.key} ({s.spec}): {s.rows} rows"
                        + (f" of {self.corpus_size} clips" if self.corpus_size is not None else "")
@@ -114,6 +120,8 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True, deep: bool =
             report.damaged_files.append(path)
     if report.damaged_files:
         return report
+    if store.path.exists():
+        report.single_file = store.path
     for p in sorted(store.workdir.glob("features.journal/*/part-*.h5")):
         try:
             with open_read(p) as f:

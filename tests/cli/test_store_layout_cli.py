@@ -118,6 +118,7 @@ def test_a_single_file_store_is_read_as_it_is(made, tmp_path):
     assert [(s["rows"], s["failed"], s["parts_pending"]) for s in sets] == [(12, 0, 0)] * 2
     v = cli("verify", "--workdir", str(wd))
     assert v.stdout.count("12 rows of 12 clips OK") == 2
+    assert "features.h5 is a single-file store" in v.stdout
     _same(_export(wd, tmp_path / "a.npz"), ref)
     cli("train", "--workdir", str(wd), "--task", "avb-high", "--features", EGEMAPS,
         "--head", "ridge", "--n-boot", "5", "--run-name", "r")
@@ -135,7 +136,7 @@ def test_the_first_extract_with_work_gives_every_set_its_own_file(made, tmp_path
     assert not (wd / "features.h5").exists() and not (wd / "features.journal").exists()
     assert len(list((wd / "features").glob("*.h5"))) == 3
     v = cli("verify", "--workdir", str(wd))
-    assert v.stdout.count("12 rows of 12 clips OK") == 3
+    assert v.stdout.count("12 rows of 12 clips OK") == 3 and "single-file" not in v.stdout
     _same(_export(wd, tmp_path / "a.npz"), ref)
     for f in (wd / "features").glob("*.h5"):  # the moved sets are what the reference stores
         twin = made["ref"] / "features" / f.name
