@@ -13,10 +13,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from clitools import ROOT, cli
 
 from data.demo import make_demo_corpus
-
-from clitools import ROOT, cli
 
 EGEMAPS = "opensmile:eGeMAPSv02"
 LEGACY = ROOT / "tests" / "extract" / "legacy_store"
@@ -81,8 +80,8 @@ def _export(wd: Path, out: Path) -> dict[str, np.ndarray]:
 
 def _same(a: dict, b: dict) -> None:
     assert sorted(a) == sorted(b)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    for k, v in a.items():
+        np.testing.assert_array_equal(v, b[k])
 
 
 def _stamp(wd: Path) -> dict:

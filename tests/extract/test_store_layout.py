@@ -123,7 +123,7 @@ def test_the_single_file_store_keeps_its_records_value_for_value_in_the_set_file
     """Migration copies what the old code wrote: every data set of /sets/<key>/ is in
     features/<key>.h5 with the same values."""
     store = _legacy(tmp_path, "compacted")
-    old = {k: _datasets(store.path, f"sets/{k}") for k in store.keys()}
+    old = {k: _datasets(store.path, f"sets/{k}") for k in store.keys()}  # noqa: SIM118
     store.compact(drop=[])  # nothing to do: stays a single file
     assert store.path.exists()
     with store.writer(store.header("small-def")) as w:  # one new row of one set
