@@ -37,14 +37,16 @@ differ between them and asks for a key.
 Modules: :mod:`~extract.store.schema` (what a set is, names, errors), :mod:`~extract.store.files`
 (atomic writes), :mod:`~extract.store.view` (reading a set), :mod:`~extract.store.journal`
 (parts), :mod:`~extract.store.compaction` (one set into one file, memory bounded by bytes),
-:mod:`~extract.store.catalogue` (``sets.json``), :mod:`~extract.store.feature_store` (the store).
+:mod:`~extract.store.catalogue` (``sets.json``), :mod:`~extract.store.lookup` (which set a spec
+means), :mod:`~extract.store.feature_store` (the store).
 """
 from __future__ import annotations
 
 from extract.store.compaction import COMPACT_BLOCK_BYTES, row_blocks
-from extract.store.feature_store import FeatureStore, extract_hint
+from extract.store.feature_store import FeatureStore
 from extract.store.files import atomic_h5, open_read, reserve_space
 from extract.store.journal import SetWriter, part_name
+from extract.store.lookup import extract_hint
 from extract.store.schema import (
                                   CATALOG_FILE,
                                   JOURNAL_DIR,

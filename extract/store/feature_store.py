@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from data.hints import extract_command, is_spec, workdir_command
+from data.hints import workdir_command
 from extract.store.catalogue import (
     catalog_path,
     catalog_problem,
@@ -32,12 +32,12 @@ from extract.store.files import (
     temporary_files_in,
 )
 from extract.store.journal import SetWriter, part_paths
+from extract.store.lookup import find_set
 from extract.store.schema import (
     JOURNAL_DIR,
     SCHEMA_VERSION,
     SETS_DIR,
     STORE_FILE,
-    AmbiguousSet,
     ConfigMismatch,
     SchemaMismatch,
     SetHeader,
@@ -49,14 +49,6 @@ from extract.store.view import SetView, Source
 log = logging.getLogger(__name__)
 
 _MISSING = object()
-
-
-def extract_hint(workdir: Path, spec_or_key: str) -> str:
-    """``Run `<the extract command>` first.`` for a missing set (data.hints)."""
-    if is_spec(spec_or_key):
-        return f"Run `{extract_command(workdir, spec_or_key)}` first."
-    return (f"{spec_or_key!r} is no extractor spec; to compute a set, run "
-            f"`{extract_command(workdir, 'SPEC')}` first, SPEC being e.g. opensmile:eGeMAPSv02.")
 
 
 class FeatureStore:
@@ -203,50 +195,15 @@ class FeatureStore:
 
     def find(self, spec_or_key: str, *,
              usable: Sequence[Callable[[SetHeader], str | None]] = ()) -> SetHeader:
-        """The one set matching a key, a spec (``opensmile:eGeMAPSv02``) or a name.
-
-        Several sets can share a spec: extracting another pooling or layer of the same model
-        makes another set (see the package docstring). ``usable`` resolves the name by what the
-        caller asks for: each test returns None when a set serves the request, or why it does
-        not. The tests are tried in order (the strictest first); the first one that some
-        matching sets pass decides among them.
+        """The one set matching a key, a spec (``opensmile:eGeMAPSv02``) or a name
+        (:func:`extract.store.lookup.find_set`: ``usable`` tests decide among sets sharing a
+        spec).
 
         Raises:
             KeyError: nothing matches (lists what is stored).
             AmbiguousSet: several sets serve the request (names the config fields that differ).
         """
-        hs = self.headers()
-        if spec_or_key in hs:
-            return hs[spec_or_key]
-        hits = [h for h in hs.values() if spec_or_key in (h.spec, h.name)]
-        if len(hits) == 1:
-            return hits[0]
-        stored = "\n  ".join(f"{h.key}  ({h.spec})" for h in hs.values()) or "none"
-        if not hits:
-            raise KeyError(
-                f"no feature set matches {spec_or_key!r} in {self.workdir}. Stored sets:\n  {stored}\n"
-                + extract_hint(self.workdir, spec_or_key)
-            )
-        reasons: dict[str, str] = {}
-        for test in usable:
-            fit = []
-            for h in hits:
-                why = test(h)
-                if why is None:
-                    fit.append(h)
-                else:
-                    reasons.setdefault(h.key, why)
-            if len(fit) == 1:
-                return fit[0]
-            if fit:
-                hits = fit
-                break
-        else:
-            if usable:  # no set serves the request: say what each one lacks
-                raise KeyError(
-                    f"{len(hits)} feature sets match {spec_or_key!r} in {self.workdir}, none holds "
-                    f"what was asked:\n  " + "\n  ".join(f"{h.key}: {reasons[h.key]}" for h in hits))
-        raise AmbiguousSet(spec_or_key, hits)
+        return find_set(self.headers(), spec_or_key, self.workdir, usable=usable)
 
     def register(self, header: SetHeader) -> None:
         """Record a set's header in the journal, or check it against the stored one.
