@@ -161,5 +161,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "best_score": round(s["best"]["score"], 4),
             "store_build_seconds": round(build_s, 1),
             "device": "cpu", "cpu_count": os.cpu_count(),
-            "store_bytes": (wd / "features.h5").stat().st_size,
+            "store_bytes": sum(p.stat().st_size for p in FeatureStore(wd).compacted_files()),
         }

@@ -47,7 +47,7 @@ def _rows(ids: list[str], layers: int, dim: int):
 
 def _datasets(path: Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False) as f:
         f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
     return out
 
@@ -78,11 +78,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         merge_shards(sharded)
         merge_s = time.perf_counter() - t0
-        a, b = _datasets(single.path), _datasets(sharded.path)
+        a, b = _datasets(single.set_path(header.key)), _datasets(sharded.set_path(header.key))
         identical = sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
         gb = shard_bytes / 1e9
         return {"bench": "scale", "clips": args.clips, "shards": args.shards,
-                "store_gb": round(single.path.stat().st_size / 1e9, 4),
+                "store_gb": round(single.set_path(header.key).stat().st_size / 1e9, 4),
                 "single_process_write_s": round(single_s, 3),
                 "shard_write_s": round(shard_write_s, 3), "merge_s": round(merge_s, 3),
                 "merge_s_per_gb": round(merge_s / gb, 3) if gb else None,

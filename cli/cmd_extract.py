@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "extract", help="extract feature sets of a corpus into the workdir's HDF5 store",
-        description="Compute feature sets into WORKDIR/features.h5. Rerunning computes only what "
+        description="Compute feature sets into WORKDIR/features/ (one file per set). Rerunning computes only what "
                     "is missing; a killed run loses no stored row. Clips that fail are recorded "
                     "with the reason and listed; the rest is stored (exit code 3).")
     p.add_argument("--corpus", required=True, metavar="ROOT", help="corpus root folder")

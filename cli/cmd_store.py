@@ -75,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_verify)
 
     p = sub.add_parser("merge", help="combine shard stores (extract --shard K/N) into the workdir's store",
-                       description="Every WORKDIR/shards/*/ store is folded into WORKDIR/features.h5; "
+                       description="Every WORKDIR/shards/*/ store is folded into the workdir's store; "
                                    "shards must share each feature set's configuration.")
     add_workdir(p)
     p.add_argument("--keep-shards", action="store_true", help="leave the shard folders in place")

@@ -127,7 +127,7 @@ def say(*parts: Any) -> None:
 
 def add_workdir(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     p.add_argument("--workdir", required=required, metavar="DIR",
-                   help="working directory: holds the feature store (features.h5), runs/ and reports")
+                   help="working directory: holds the feature store (features/), runs/ and reports")
 
 
 class Progress:

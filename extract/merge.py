@@ -1,9 +1,10 @@
 """Fold shard stores (``extract --shard K/N``) into a workdir's store.
 
 Each shard is a complete store of its own under ``WORKDIR/shards/K-of-N`` (:func:`shard_dir`,
-the one place that layout is spelled). Merging copies every shard's rows into the workdir's
-journal as parts (atomic, like any write), checks that every shard used the same configuration
-for a set (same key, same config), then compacts. A merge interrupted by a kill leaves the
+the one place that layout is spelled; a shard written by an older version may be a single-file
+store, read the same way). Merging copies every shard's rows into the workdir's journal as parts
+(atomic, like any write), checks that every shard used the same configuration for a set (same
+key, same config), then compacts the merged sets, each into its own file. A merge interrupted by a kill leaves the
 shards untouched and can simply be run again.
 
 A shard whose extraction is still running (its writer holds the shard's lock) is refused, and
@@ -17,8 +18,10 @@ import contextlib
 import logging
 from pathlib import Path
 
+import h5py
+
 from extract.lock import WorkdirBusy, WorkdirLock
-from extract.store import FeatureStore, StoreError, open_read, atomic_h5, part_name
+from extract.store import FeatureStore, StoreError, atomic_h5, open_read, part_name
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +45,23 @@ def shard_dirs(workdir: Path) -> list[Path]:
 
 
 def _copy_as_part(src_file: Path, group: str, dest_dir: Path, seq: int) -> None:
+    """Copy one source of a shard's set (its own file, or its group in a single-file store)
+    into the workdir's journal as a part (its records; the header is registered apart)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
-    with open_read(src_file) as src, atomic_h5(
-            dest_dir / part_name(seq), reserve=src_file.stat().st_size + (256 << 10)) as dst:
+    with open_read(src_file) as src:
         g = src[group] if group else src
-        for child in g:
-            src.copy(g[child], dst, name=child)
+        need = _stored_bytes(g) if group else src_file.stat().st_size
+        with atomic_h5(dest_dir / part_name(seq), reserve=need + (256 << 10)) as dst:
+            for child in g:
+                src.copy(g[child], dst, name=child)
+
+
+def _stored_bytes(g: h5py.Group) -> int:
+    """Bytes the data sets of one group take (a set inside a single-file store)."""
+    sizes: list[int] = []
+    g.visititems(lambda _, o: sizes.append(o.id.get_storage_size())
+                 if isinstance(o, h5py.Dataset) else None)
+    return sum(sizes)
 
 
 _BOOKKEEPING = ("sets.json", "hash_cache.json", "corpus.json", "extract.lock")
@@ -136,5 +150,5 @@ def merge_shards(store: FeatureStore, *, keep_shards: bool = False) -> dict[str,
     result = {}
     for key, n in counts.items():
         result[key] = (n, store.info(key).n_rows)
-    log.info("merged %d shard(s) into %s", len(shards), store.path)
+    log.info("merged %d shard(s) into %s", len(shards), store.workdir)
     return result

@@ -7,7 +7,7 @@ For one feature spec over one corpus:
 3. skip clips whose stored row has the same content hash; everything else is to do;
 4. compute (per-clip extractors in worker processes that also decode; batched extractors in
    this process, fed by decoding workers), writing finished rows to the journal in parts;
-5. compact the journal into ``features.h5``.
+5. compact the set's journal into its own file, ``features/<key>.h5``.
 
 A failing clip is recorded with its reason and the loop goes on. Ctrl-C / SIGTERM flush what is
 finished before leaving; kill -9 loses at most the rows not yet flushed.

@@ -38,17 +38,23 @@ class SetCheck:
 class VerifyReport:
     workdir: Path
     store_problems: list[str] = field(default_factory=list)
-    damaged_store: bool = False          # features.h5 exists but HDF5 cannot open it
+    damaged_files: list[Path] = field(default_factory=list)  # compacted files HDF5 cannot open
     damaged_parts: list[Path] = field(default_factory=list)
     hash_check: str = "not run"
     catalog_problem: str | None = None   # sets.json missing or lacking sets (repair rewrites it)
     leftovers: list[Path] = field(default_factory=list)  # temporary files of killed writers
+    single_file: Path | None = None  # a single-file store (older layout), read as it is
     sets: list[SetCheck] = field(default_factory=list)
     corpus_size: int | None = None
 
     @property
     def ok(self) -> bool:
         return not self.store_problems and all(s.ok for s in self.sets)
+
+    @property
+    def damaged_store(self) -> bool:
+        """A compacted file (a set's file, or the single-file store) cannot be opened."""
+        return bool(self.damaged_files)
 
     def lines(self, max_list: int = 20) -> list[str]:
         out = [f"store {self.workdir}: {'OK' if self.ok else 'PROBLEMS'}"]
@@ -58,6 +64,11 @@ class VerifyReport:
             mb = sum(p.stat().st_size for p in self.leftovers if p.exists()) / 1e6
             out.append(f"  note: {len(self.leftovers)} temporary file(s) of a killed writer "
                        f"({mb:.1f} MB, e.g. {self.leftovers[0]}); the next extract removes them")
+        if self.single_file is not None:
+            out.append(f"  note: {self.single_file} is a single-file store (an older layout); it "
+                       f"is read as it is, and the next extract that computes anything moves "
+                       f"each set into its own file, features/<key>.h5 (once; it needs about "
+                       f"its size free)")
         for s in self.sets:
             out.append(f"{s.key} ({s.spec}): {s.rows} rows"
                        + (f" of {self.corpus_size} clips" if self.corpus_size is not None else "")
@@ -96,17 +107,21 @@ def verify_store(store: FeatureStore, *, check_hashes: bool = True, deep: bool =
 
     report = VerifyReport(store.workdir)
     report.leftovers = store.temporary_files()
-    if store.path.exists():
+    for path in store.compacted_files():
         try:
-            with open_read(store.path):
+            with open_read(path):
                 pass
         except OSError as exc:
+            what = ("every set" if path == store.path else "its set")
             report.store_problems.append(
-                f"{store.path} cannot be opened by HDF5 ({exc}); "
+                f"{path} cannot be opened by HDF5 ({exc}); "
                 f"`{workdir_command('verify', store.workdir, '--repair')}` moves it aside "
-                f"and recomputes every set from the journal and the audio")
-            report.damaged_store = True
-            return report
+                f"and recomputes {what} from the journal and the audio")
+            report.damaged_files.append(path)
+    if report.damaged_files:
+        return report
+    if store.path.exists():
+        report.single_file = store.path
     for p in sorted(store.workdir.glob("features.journal/*/part-*.h5")):
         try:
             with open_read(p) as f:
@@ -244,8 +259,9 @@ def repair_store(store: FeatureStore, report: VerifyReport, *, workers: int | No
 
     The corpus is opened first: when it cannot be read nothing is moved or recomputed
     (``summary.refused`` says why). Damaged files are moved aside (never deleted): an
-    unreadable ``features.h5`` becomes ``features.h5.damaged-<time>``, a damaged journal part
-    ``damaged-<name>``. Every set's header is looked for in ``sets.json``, the journal, the
+    unreadable set file ``features/<key>.h5`` becomes ``features/<key>.h5.damaged-<time>`` (a
+    single-file store ``features.h5`` likewise), a damaged journal part ``damaged-<name>``;
+    only the sets they held are recomputed (every set, for a single-file store). Every set's header is looked for in ``sets.json``, the journal, the
     store and the bytes of a damaged file (``summary.headers_from`` says where it was found);
     then every set with missing, failed, stale or lost rows is extracted again with the
     options it was made with; rows that are good are reused, not recomputed. A set that cannot
@@ -279,25 +295,34 @@ def repair_store(store: FeatureStore, report: VerifyReport, *, workers: int | No
     for k, h in store.catalog().items():
         found[k] = h
         out.headers_from[k] = "sets.json"
-    lost_keys: set[str] = set()
-    if report.damaged_store and store.path.exists():
-        legible, lost_keys = headers_in_damaged_file(store.path)
+    lost_all = False                 # the single-file store was damaged: every set lost rows
+    lost_keys: set[str] = set()      # sets that lost rows with a damaged file or part
+    named: set[str] = set()          # keys legible in damaged bytes (a header may not be)
+    for path in report.damaged_files:
+        if not path.exists():
+            continue
+        legible, keys_seen = headers_in_damaged_file(path)
+        named |= keys_seen
         for k, h in legible.items():
             if k not in found:
                 found[k] = h
-                out.headers_from[k] = f"the bytes of the damaged {store.path.name}"
-    lost_store = False
+                out.headers_from[k] = f"the bytes of the damaged {path.name}"
+        if path == store.path:
+            lost_all = True
+        else:  # WORKDIR/features/<key>.h5: its name says its set
+            lost_keys.add(path.name[:-3])
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    if report.damaged_store and store.path.exists():
-        aside = store.path.with_name(f"{store.path.name}.damaged-{stamp}")
-        os.replace(store.path, aside)
-        out.quarantined.append(str(aside))
-        lost_store = True
+    for path in report.damaged_files:
+        if path.exists():
+            aside = path.with_name(f"{path.name}.damaged-{stamp}")
+            os.replace(path, aside)
+            out.quarantined.append(str(aside))
     for p in report.damaged_parts:
         aside = p.with_name(f"damaged-{p.name}")
         os.replace(p, aside)
         out.quarantined.append(str(aside))
-        lost_store = True
+        lost_keys.add(p.parent.name)
+    lost_store = bool(out.quarantined)
     try:
         for k, h in store.headers().items():
             if k not in found:
@@ -309,14 +334,15 @@ def repair_store(store: FeatureStore, report: VerifyReport, *, workers: int | No
                       if report.catalog_problem is None or report.catalog_problem not in p]
     if other_problems and not lost_store:
         return out  # e.g. another schema version: never touched
-    needs = {s.key for s in report.sets if not s.ok}
-    if lost_store:
+    needs = {s.key for s in report.sets if not s.ok} | lost_keys
+    if lost_all:
         needs |= set(found)
-    for k in sorted(lost_keys - set(found)):
-        out.skipped[k] = ("its header was only in the damaged store and sets.json does not "
+    for k in sorted((named | lost_keys) - set(found)):
+        out.skipped[k] = ("its header was only in a damaged file and sets.json does not "
                           "have it, so its configuration is unknown; extract it again with "
                           f"`{extract_command(store.workdir, 'SPEC')}` (SPEC: the extractor "
                           "spec its name tells, e.g. opensmile:eGeMAPSv02)")
+    needs -= set(out.skipped)
     for key in sorted(needs):
         header = found.get(key)
         if header is None:

@@ -96,7 +96,7 @@ def audio_corpus(files: Sequence[str | os.PathLike]) -> Corpus:
 def run_workdir(run_dir: Path) -> Path | None:
     """The workdir of ``WORKDIR/runs/<run>``, or None for a run folder kept elsewhere."""
     run_dir = Path(run_dir).absolute()
-    if run_dir.parent.name == "runs" and (run_dir.parent.parent / "features.h5").exists():
+    if run_dir.parent.name == "runs" and FeatureStore(run_dir.parent.parent).exists():
         return run_dir.parent.parent
     return None
 

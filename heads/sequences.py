@@ -34,7 +34,7 @@ import numpy as np
 
 from data.corpus import Corpus
 from data.tasks import Task, target_array
-from extract.store import FeatureStore, SetHeader
+from extract.store import FeatureStore, SetHeader, SetView
 from heads.dataset import SequenceDataset, floor_std, split_clips
 from heads.features import FeatureError, find_set
 
@@ -111,6 +111,11 @@ class InMemorySequences:
 class StoreSequences:
     """Sequences read lazily from the store, one batch at a time.
 
+    Batches are read through one view of the set (:meth:`extract.store.FeatureStore.reader`:
+    the latest record of every clip, built by reading every source's ids) made once per epoch,
+    not once per batch: a new view is made when a row is asked for again, i.e. when the next
+    pass over the rows begins, so a store that grows meanwhile is seen at the next epoch.
+
     Args:
         store: the workdir's store.
         key: feature set key.
@@ -123,14 +128,33 @@ class StoreSequences:
         self.store, self.key, self.field = store, key, field
         self.ids = list(ids)
         self.dim = int(dim)
+        self._view: SetView | None = None
+        self._served = np.zeros(len(self.ids), dtype=bool)  # rows read through this view
+        self.views_made = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def rows(self, rows: Sequence[int]) -> list[np.ndarray]:
-        seqs = self.store.read_sequences(self.key, self.field, [self.ids[r] for r in rows])
+        rows = [int(r) for r in rows]
+        if self._view is None or self._served[rows].any():  # a new pass: a fresh view
+            self.close()
+            self._view = self.store.reader(self.key)
+            self._served[:] = False
+            self.views_made += 1
+        self._served[rows] = True
+        seqs = self._view.read_sequences(self.field, [self.ids[r] for r in rows])
         empty = np.zeros((0, self.dim), dtype=np.float32)
         return [empty if s is None else s.reshape(len(s), self.dim) for s in seqs]
+
+    def close(self) -> None:
+        """Close the view's files (the next :meth:`rows` opens a new one)."""
+        if self._view is not None:
+            self._view.close()
+            self._view = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_view": None}  # open files do not travel
 
 
 def ragged_fields(header: SetHeader) -> list[str]:

@@ -25,6 +25,7 @@ def test_bench_store_json_line():
             assert size[f"{op}_s"] > 0 and size[f"{op}_peak_mb"] >= 0
             assert size[f"{op}_x_read_once"] > 0
         assert size["noop_rerun_replaced_store"] is False  # a no-op rerun touches nothing
+        assert size["add_small_set_rewrote_large_set"] is False  # one file per set
 
 
 def test_bench_store_refuses_a_tiny_size():

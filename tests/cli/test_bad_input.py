@@ -87,11 +87,11 @@ def test_every_bad_clip_is_reported_and_every_good_clip_stored(catalogue):
     root, wd, expect, p = catalogue
     assert p.returncode == 3, p.stdout + p.stderr
     bad = {n: frag for n, frag in expect.items() if frag != "ok"}
-    with h5py.File(wd / "features.h5", "r") as f:
-        (key,) = list(f["sets"])
-        stored = {s.decode() for s in f[f"sets/{key}/ids"][()]}
-        failed = dict(zip((s.decode() for s in f[f"sets/{key}/failures/ids"][()]),
-                          (s.decode() for s in f[f"sets/{key}/failures/reasons"][()])))
+    (path,) = (wd / "features").glob("*.h5")  # one file per set
+    with h5py.File(path, "r") as f:
+        stored = {s.decode() for s in f["ids"][()]}
+        failed = dict(zip((s.decode() for s in f["failures/ids"][()]),
+                          (s.decode() for s in f["failures/reasons"][()])))
     for name, frag in bad.items():
         cid = f"audio/{name.rsplit('.', 1)[0]}"
         assert cid in failed, f"{name} not recorded as failed: {sorted(failed)}"
@@ -178,22 +178,22 @@ def test_store_refusals(tmp_path):
             "--features", "opensmile:eGeMAPSv02", "--no-progress"]
     cli(*args)
     # a feature key whose stored config does not match: refused, nothing overwritten
-    with h5py.File(wd / "features.h5", "a") as f:
-        (key,) = list(f["sets"])
-        hdr = json.loads(f["sets"][key].attrs["header"])
+    (path,) = (wd / "features").glob("*.h5")  # the set's own file
+    with h5py.File(path, "a") as f:
+        hdr = json.loads(f.attrs["header"])
         hdr["config"]["opensmile"] = "0.0.0-tampered"
-        f["sets"][key].attrs["header"] = json.dumps(hdr)
-    before = (wd / "features.h5").read_bytes()
+        f.attrs["header"] = json.dumps(hdr)
+    before = path.read_bytes()
     p = cli(*args, check=2)
     assert "different configuration" in p.stderr and "config.opensmile" in p.stderr
-    assert (wd / "features.h5").read_bytes() == before
+    assert path.read_bytes() == before
     # another schema version: refused, never overwritten
-    with h5py.File(wd / "features.h5", "a") as f:
+    with h5py.File(path, "a") as f:
         f.attrs["schema_version"] = 999
-    before = (wd / "features.h5").read_bytes()
+    before = path.read_bytes()
     p = cli(*args, check=2)
     assert "schema version 999" in p.stderr
-    assert (wd / "features.h5").read_bytes() == before
+    assert path.read_bytes() == before
 
 
 def test_unknown_model_fails_before_touching_the_store(tmp_path):
@@ -215,4 +215,5 @@ def test_unknown_model_fails_before_touching_the_store(tmp_path):
         else:
             os.environ["HF_HUB_OFFLINE"] = env_before
     assert "no-such-org/no-such-model" in p.stderr and "local folder" in p.stderr
-    assert not (wd / "features.h5").exists() and not (wd / "features.journal").exists()
+    assert not (wd / "features").exists() and not (wd / "features.journal").exists()
+    assert not (wd / "features.h5").exists()

@@ -79,7 +79,7 @@ def test_usage_errors_exit_2_with_message(tmp_path, csv_corpus):
     p = cli("extract", "--corpus", str(csv_corpus), "--layout", "csv", "--workdir",
             str(tmp_path / "w"), "--features", "opensmile:NoSuchSet", check=2)
     assert "unknown openSMILE feature set" in p.stderr and "eGeMAPSv02" in p.stderr
-    assert not (tmp_path / "w" / "features.h5").exists()
+    assert not (tmp_path / "w" / "features.h5").exists() and not (tmp_path / "w" / "features").exists()
     p = cli("train", "--workdir", str(tmp_path / "w"), "--task", "avb-high", "--features",
             "opensmile:eGeMAPSv02", "--head", "ridge", check=2)
     assert "extract" in p.stderr

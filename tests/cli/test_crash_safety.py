@@ -31,9 +31,9 @@ def _parts(workdir: Path) -> int:
 
 def _snapshot(workdir: Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    with h5py.File(workdir / "features.h5", "r") as f:
-        (key,) = list(f["sets"])
-        f["sets"][key].visititems(
+    (path,) = (workdir / "features").glob("*.h5")  # the set's own file
+    with h5py.File(path, "r") as f:
+        f.visititems(
             lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
     return out
 

@@ -42,13 +42,14 @@ def test_truncated_store_is_detected_and_repaired(tmp_path, corpus):
     wd = tmp_path / "wd"
     cli(*extract_args(corpus, wd))
     good = _export(wd, tmp_path / "a.npz")
-    data = (wd / "features.h5").read_bytes()
-    (wd / "features.h5").write_bytes(data[: len(data) // 2])
+    (path,) = (wd / "features").glob("*.h5")  # the set's own file
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
     v = cli("verify", "--workdir", str(wd), check=3)
     assert "cannot be opened by HDF5" in v.stdout and "--repair" in v.stdout
     r = cli("verify", "--workdir", str(wd), "--repair", check=0)
     assert "moved aside" in r.stdout and "recomputed 24 row(s)" in r.stdout
-    assert list(wd.glob("features.h5.damaged-*"))
+    assert list(wd.glob("features/*.h5.damaged-*"))
     again = _export(wd, tmp_path / "b.npz")
     assert sorted(again) == sorted(good)
     for k in good:

@@ -119,7 +119,8 @@ def test_damaged_store_hint_repairs_it(workdir, tmp_path):
     wd = tmp_path / "wd"
     cli("extract", "--corpus", str(workdir["corpus"]), "--layout", "csv", "--labels",
         str(workdir["labels"]), "--workdir", str(wd), "--features", "opensmile:eGeMAPSv02")
-    (wd / "features.h5").write_bytes(b"not an HDF5 file at all" * 100)
+    (path,) = (wd / "features").glob("*.h5")  # the set's own file
+    path.write_bytes(b"not an HDF5 file at all" * 100)
     p = cli("verify", "--workdir", str(wd), check=None)
     repairs = [c for c in hints(p.stdout + p.stderr) if "--repair" in c]
     assert repairs, p.stdout + p.stderr

@@ -135,13 +135,15 @@ def test_predict_new_audio_with_a_classical_run(tmp_path, trained):
     val_id = _run_predictions(run, "avb-type").index[0]
     known = tmp_path / "known.wav"
     shutil.copy(corpus / "audio" / "wav" / f"{val_id}.wav", known)
-    store_before = (wd / "features.h5").read_bytes()
+    store_before = {p: p.read_bytes() for p in sorted((wd / "features").glob("*.h5"))}
+    assert store_before
     out = tmp_path / "a.csv"
     p = cli("predict", "--run", str(run), "--audio", str(new), str(known), "--out", str(out),
             "--no-progress", env=ENV)
     assert "2 clip(s) scored" in p.stdout and "1 read from the run's workdir store" in p.stdout
-    assert (wd / "features.h5").read_bytes() == store_before  # the corpus's store is untouched
-    assert (wd / "predict" / "features.h5").exists()
+    # the corpus's store is untouched
+    assert {p: p.read_bytes() for p in sorted((wd / "features").glob("*.h5"))} == store_before
+    assert list((wd / "predict" / "features").glob("*.h5"))
     got = pd.read_csv(out).set_index("file")
     # a copy of a Val clip: the run's own prediction
     want_type = _run_predictions(run, "avb-type").loc[val_id, "Voc_Type"]

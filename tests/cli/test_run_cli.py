@@ -43,7 +43,7 @@ def test_the_readme_example_runs_extract_train_and_report(folder):
     exp.write_text(_readme_example())
     p = cli("run", str(exp))  # run from the repository: paths still resolve beside the file
     wd = folder / "runs" / "mine"
-    assert (wd / "features.h5").is_file() and (wd / "report.md").is_file()
+    assert list((wd / "features").glob("*.h5")) and (wd / "report.md").is_file()
     for run, metric in (("egemaps-logreg", "uar"), ("egemaps-ridge", "ccc")):
         m = json.loads((wd / "runs" / run / "metrics.json").read_text())
         assert m["val"]["metric"] == metric and m["features"][0]["spec"] == "opensmile:eGeMAPSv02"

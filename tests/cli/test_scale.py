@@ -24,11 +24,13 @@ def extract_args(corpus: Path, wd: Path, *extra: str) -> list[str]:
 
 def datasets(wd: Path) -> dict[str, np.ndarray]:
     out = {}
-    with h5py.File(wd / "features.h5", "r") as f:
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = obj[()]
-        f.visititems(visit)
+    for path in sorted((wd / "features").glob("*.h5")):  # one file per set
+        with h5py.File(path, "r") as f:
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    out[f"{path.name}/{name}"] = obj[()]
+            f.visititems(visit)
+    assert out, f"no set files in {wd}"
     return out
 
 

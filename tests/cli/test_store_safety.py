@@ -208,7 +208,7 @@ def test_sigterm_while_compacting_for_real(tmp_path, corpus):
                              *extract_args(corpus, wd, features=("opensmile:ComParE_2016", EGEMAPS))],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline and not list(wd.glob(".features.h5.*.tmp")):
+    while proc.poll() is None and time.monotonic() < deadline and not list(wd.glob("features/.*.h5.*.tmp")):
         time.sleep(0.001)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -225,7 +225,7 @@ def test_disk_full_during_compaction_exits_cleanly(tmp_path, corpus):
                                    features=("opensmile:ComParE_2016",))
     ref = tmp_path / "ref"
     cli(*args(ref))
-    size = (ref / "features.h5").stat().st_size
+    size = sum(p.stat().st_size for p in (ref / "features").glob("*.h5"))
     with small_fs(tmp_path / "small", f"{int(size * 1.3) // 1024}k") as mnt:
         wd = mnt / "wd"
         p = cli(*args(wd), check=0)  # every row is stored (journal); compaction postponed
@@ -294,8 +294,9 @@ def test_known_failures_are_messages_not_tracebacks(tmp_path, corpus):
     assert "verify" in p.stderr
     part.unlink()
     # a truncated store: train
-    data = (wd / "features.h5").read_bytes()
-    (wd / "features.h5").write_bytes(data[: len(data) // 2])
+    set_file = store.set_path(h.key)
+    data = set_file.read_bytes()
+    set_file.write_bytes(data[: len(data) // 2])
     p = cli(*train, check=2)
     no_traceback(p)
     assert f"python run_pipeline.py verify --workdir {wd} --repair" in p.stderr
@@ -309,7 +310,7 @@ def test_known_failures_are_messages_not_tracebacks(tmp_path, corpus):
         p = cli("verify", "--workdir", str(wd), "--repair", check=3)
         no_traceback(p)
         assert "not repaired" in p.stdout and "nothing was moved" in p.stdout
-        assert (wd / "features.h5").exists() and not list(wd.glob("features.h5.damaged-*"))
+        assert set_file.exists() and not list(wd.glob("features/*.damaged-*"))
     finally:
         for f in away.iterdir():
             shutil.copy(f, corpus / "labels" / f.name)
@@ -342,13 +343,15 @@ def test_repair_without_sets_json_says_what_it_recovered(tmp_path, corpus):
     assert sorted(json.loads((wd / "sets.json").read_text())) == keys
     # sets.json deleted and the store truncated
     (wd / "sets.json").unlink()
-    data = (wd / "features.h5").read_bytes()
-    (wd / "features.h5").write_bytes(data[: int(len(data) * 0.6)])
+    for set_file in (wd / "features").glob("*.h5"):  # every set's file
+        data = set_file.read_bytes()
+        set_file.write_bytes(data[: int(len(data) * 0.6)])
     r = cli("verify", "--workdir", str(wd), "--repair", check=None)
     no_traceback(r)
     for k in keys:  # every set is either recomputed or named with the reason
         assert (f"{k}: recomputed 12 row(s)" in r.stdout) or (f"{k}: not repaired:" in r.stdout), r.stdout
-    assert "header recovered from the bytes of the damaged features.h5" in r.stdout
+    assert any(f"{k}: header recovered from the bytes of the damaged {k}.h5" in r.stdout
+               for k in keys), r.stdout
     if r.returncode == 0:
         assert sorted(json.loads((wd / "sets.json").read_text())) == keys
 

@@ -59,9 +59,11 @@ def test_rows_readable_from_journal_then_after_compaction(tmp_path):
     _check(store, range(10))
     info = store.info("toy-abc")
     assert (info.n_rows, info.n_failed, info.n_parts) == (10, 0, 0)
-    with h5py.File(tmp_path / "features.h5", "r") as f:
+    assert not (tmp_path / "features.h5").exists()  # one file per set
+    with h5py.File(tmp_path / "features" / "toy-abc.h5", "r") as f:
         assert f.attrs["schema_version"] == SCHEMA_VERSION
-        ids = [s.decode() for s in f["sets/toy-abc/ids"][()]]
+        assert SetHeader.from_json(f.attrs["header"]).key == "toy-abc"
+        ids = [s.decode() for s in f["ids"][()]]
         assert ids == sorted(ids)
 
 
@@ -85,10 +87,10 @@ def test_incremental_compaction_equals_single_run(tmp_path):
     for name in ("vec", "pooled"):
         ids = [f"c{i:03d}" for i in range(12)]
         np.testing.assert_array_equal(a.read("toy-abc", name, ids)[0], b.read("toy-abc", name, ids)[0])
-    with h5py.File(a.path) as fa, h5py.File(b.path) as fb:
+    with h5py.File(a.set_path("toy-abc")) as fa, h5py.File(b.set_path("toy-abc")) as fb:
         for name in ("ids", "hashes", "fields/vec", "fields/pooled", "fields/frames/data",
                      "fields/frames/offsets"):
-            np.testing.assert_array_equal(fa[f"sets/toy-abc/{name}"][()], fb[f"sets/toy-abc/{name}"][()])
+            np.testing.assert_array_equal(fa[name][()], fb[name][()])
 
 
 def test_newest_record_wins_and_failure_is_cleared(tmp_path):
@@ -118,14 +120,18 @@ def test_config_mismatch_is_refused(tmp_path):
         store.writer(other)
 
 
-def test_other_schema_version_is_refused_and_untouched(tmp_path):
-    with h5py.File(tmp_path / "features.h5", "w") as f:
+@pytest.mark.parametrize("name", ["features.h5", "features/toy-abc.h5"])
+def test_other_schema_version_is_refused_and_untouched(tmp_path, name):
+    (tmp_path / "features").mkdir()
+    with h5py.File(tmp_path / name, "w") as f:
         f.attrs["schema_version"] = SCHEMA_VERSION + 1
-    before = (tmp_path / "features.h5").read_bytes()
+    before = (tmp_path / name).read_bytes()
     store = FeatureStore(tmp_path)
     with pytest.raises(SchemaMismatch, match="schema version"):
         store.writer(_header())
-    assert (tmp_path / "features.h5").read_bytes() == before
+    with pytest.raises(SchemaMismatch, match="schema version"):
+        store.compact(drop=["toy-abc"])
+    assert (tmp_path / name).read_bytes() == before
 
 
 def test_shape_check_names_field(tmp_path):
@@ -206,7 +212,7 @@ def test_flipped_bytes_in_row_data_fail_verify(tmp_path, where):
     _fill(store, range(6), flush_rows=6)
     if where == "compacted":
         store.compact()
-        path, name = store.path, "sets/toy-abc/fields/vec"
+        path, name = store.set_path("toy-abc"), "fields/vec"
     else:
         (path,) = (tmp_path / "features.journal" / "toy-abc").glob("part-*.h5")
         name = "fields/vec"
@@ -225,13 +231,13 @@ def test_flipped_bytes_in_row_data_fail_verify(tmp_path, where):
 def test_compaction_blocks_are_bounded_by_bytes_not_rows(tmp_path, monkeypatch):
     """Large rows: each compaction block holds what fits in COMPACT_BLOCK_BYTES (at least one
     row), counted by wrapping the block reader; the values are those written."""
-    import extract.store as st
+    import extract.store.compaction as st
 
     budget = 20_000
     monkeypatch.setattr(st, "COMPACT_BLOCK_BYTES", budget)
     blocks: dict[str, list[int]] = {"vec": [], "pooled": [], "frames": []}
     frames_of: dict[str, int] = {}
-    real_gather = st._gather
+    real_gather = st.gather
 
     def counting(view, name, spec, ids):
         blocks[name].append(len(ids))
@@ -241,7 +247,7 @@ def test_compaction_blocks_are_bounded_by_bytes_not_rows(tmp_path, monkeypatch):
             return out
         return real_gather(view, name, spec, ids)
 
-    monkeypatch.setattr(st, "_gather", counting)
+    monkeypatch.setattr(st, "gather", counting)
     dims = 500  # vec: 2,000 B a row; pooled (3, 500) float16: 3,000 B; frames: 2,000 B a frame
     header = _header(dims=dims)
     store = FeatureStore(tmp_path)
@@ -277,3 +283,32 @@ def test_row_blocks_plan():
     assert plan[0][0] == 0 and plan[-1][1] == 1000
     assert all(a[1] == b[0] for a, b in zip(plan, plan[1:]))
     assert all(sizes[lo:hi].sum() <= 120 for lo, hi in plan)
+
+
+def test_compaction_memory_is_bounded_by_the_block_bytes_not_the_set(tmp_path, monkeypatch):
+    """tracemalloc peak of a compaction of ~24 MB of values with 1 MB blocks stays a few
+    blocks; were the set gathered whole, the peak would exceed 24 MB."""
+    import tracemalloc
+
+    import extract.store.compaction as st
+
+    budget = 1 << 20
+    monkeypatch.setattr(st, "COMPACT_BLOCK_BYTES", budget)
+    dims, n = 5000, 300  # vec 20 kB a row; pooled (3, 5000) float16 30 kB; frames 20 kB a frame
+    header = _header(dims=dims)
+    store = FeatureStore(tmp_path)
+    with store.writer(header, flush_rows=64) as w:
+        for i in range(n):
+            w.add(f"c{i:03d}", f"h{i}", _values(i, dims=dims, frames=1 + i % 3))
+    total = sum(a.nbytes for i in range(n) for a in _values(i, dims=dims, frames=1 + i % 3).values())
+    assert total > 24 * budget
+    tracemalloc.start()
+    try:
+        store.compact()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * budget, f"compaction peak {peak / 2**20:.1f} MiB for 1 MiB blocks"
+    X, present = store.read("toy-abc", "vec", ["c000", "c299"])
+    assert present.all()
+    np.testing.assert_array_equal(X[1], _values(299, dims=dims, frames=1 + 299 % 3)["vec"])
