@@ -254,7 +254,9 @@ def _metrics(run: Run, evaluated: dict[str, tuple[torch.Tensor, np.ndarray, list
         if run.aux_targets is not None:
             scores = aux_scores(run.aux_targets, list(rows), extra)
             for head, value in scores.items():
-                if value is not None and (split != "train" or head == "adversary"):
+                # a split none of whose clips the head can score (the held-out speakers
+                # are no class of the adversary) gets no entry
+                if value is not None and value["n"] and (split != "train" or head == "adversary"):
                     aux_block.setdefault(head, {})[split] = value
     c = run.curves
     s2 = [i for i, s in enumerate(c["stage"]) if s == 2]
