@@ -4,6 +4,9 @@ Which sets exist is read from the files themselves (each set file and journal fo
 header); every operation on a set touches only that set's files, so its cost follows the set,
 not the store. A single-file store (layout 1, ``features.h5``) is read as it is and moved into
 per-set files by the first compaction that has work to do (:meth:`FeatureStore.compact`).
+
+One concept, at length: the store's public face (find, read, write, compact, drop, repair);
+the mechanics are in the sibling modules.
 """
 from __future__ import annotations
 
