@@ -12,7 +12,8 @@ from scipy.stats import ortho_group
 from sklearn.cross_decomposition import CCA
 
 from benchmarks.probe import SYNTHETIC_SPEC, make_synthetic_workdir
-from extract.store import FeatureStore, FieldSpec, SetHeader
+from extract.base import FieldSpec
+from extract.store import FeatureStore, SetHeader
 from heads.analysis.cca import choose_reg, correlations, fit_cca, weighted_correlations
 from heads.analysis.cka import cka_matrix, linear_cka
 from heads.analysis.descriptors import EGEMAPS_GROUPS, descriptor_groups

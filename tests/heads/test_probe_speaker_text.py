@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from data.workdir import save_corpus_ref
-from extract.store import FeatureStore, FieldSpec, SetHeader
+from extract.base import FieldSpec
+from extract.store import FeatureStore, SetHeader
 from heads.probe import ProbeConfig, WeightedSumConfig, run_probe
 from heads.probe.data import within_group_split
 from heads.probe.text import clip_edits, run_text_probe
