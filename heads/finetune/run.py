@@ -40,6 +40,9 @@ from heads.training.inputs import pick_device
 from heads.training.outputs import Labels, make_outputs, train_class_weights
 from heads.training.weighting import build_weighting
 
+FINETUNE_FAMILY = "conv-waveform"
+"""The encoder family (:mod:`extract.ssl.encoder`) whose backbones finetune trains."""
+
 log = logging.getLogger(__name__)
 
 
@@ -86,6 +89,11 @@ def finetune(cfg: FinetuneConfig, *, on_phase: PhaseFn | None = None,
     tasks = [resolve_task(t, corpus.labels) for t in parse_tasks(cfg.task)]
     ex = SSLExtractor(cfg.model, ExtractOptions(device="cpu"))
     ex.resolve()  # ValueError: not an SSL model; ExtractorUnavailable: weights missing
+    if ex.family_.family != FINETUNE_FAMILY:
+        raise ValueError(
+            f"finetune trains waveform encoders (wav2vec2, HuBERT, WavLM, data2vec-audio); "
+            f"{cfg.model!r} is a {ex.family_.family} model, whose fine-tuning is not built yet. "
+            f"Its frozen layers work with extract, train, probe and analyze")
     n_states = ex.config_.num_hidden_layers + 1
     layer = cfg.layer
     if layer is not None:
