@@ -25,8 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_workdir(p)
     p.add_argument("--features", required=True, metavar="SPEC|KEY",
                    help="an ssl: feature set (spec, name or key as shown by `list`)")
-    p.add_argument("--task", required=True, help="one task: avb-high, avb-two, avb-culture, "
-                                                 "avb-type, country, exvo, regress:COL, classify:COL")
+    p.add_argument("--task", required=True,
+                   help="one task: avb-high, avb-two, avb-culture, avb-type, country, exvo, "
+                        "iemocap4, regress:COL, classify:COL; speaker (speaker identity, UAR; "
+                        "each speaker's clips split 3:1:1 into Train/Val/Test); text (a linear "
+                        "CTC head per stored frame layer, CER; needs extract --frames-layers and "
+                        "the corpus's transcripts)")
     p.add_argument("--head", default="ridge",
                    help="ridge (default, fast path) or any head `train` knows: "
                         f"{', '.join(head_names())} (seeds then change its initialisation)")
@@ -40,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also train a SUPERB-style head on a softmax-weighted sum of all layers "
                         "(torch, CPU) and report / plot the learned layer weights")
     p.add_argument("--epochs", type=int, default=40,
-                   help="most epochs of the weighted-sum head (early stopping, patience 5)")
+                   help="most epochs of the weighted-sum head and of the text probe's CTC heads "
+                        "(early stopping, patience 5)")
     p.add_argument("--name", help="folder name under WORKDIR/probes (default: settings + time)")
     p.add_argument("--jobs", type=int, default=1,
                    help="CPU threads for BLAS / torch (default 1: fastest on a shared machine)")
@@ -68,7 +73,15 @@ def run(args: argparse.Namespace) -> int:
                           n_boot=args.n_boot, weighted_sum=args.weighted_sum,
                           weighted=WeightedSumConfig(epochs=args.epochs), name=args.name,
                           n_jobs=args.jobs)
-        result = run_probe(cfg, progress=step_progress("probe", "fit"))
+        if args.task == "text":
+            from heads.probe.text import run_text_probe
+
+            if args.head != "ridge" or args.weighted_sum:
+                raise UsageError("probe --task text trains its own linear CTC head per layer; "
+                                 "drop --head and --weighted-sum")
+            result = run_text_probe(cfg, progress=step_progress("probe", "fit"))
+        else:
+            result = run_probe(cfg, progress=step_progress("probe", "fit"))
     except (FeatureError, TaskError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     s = result.summary
@@ -77,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         plots.append(plot_layer_weights(s, result.probe_dir / "layer_weights.png"))
     _print_table(s)
     b = s["best"]
+    if s.get("split_rule"):
+        say(f"split: {s['split_rule']}")
     say(f"best layer: {b['layer']} ({b['pooling']} pooling), Val {s['metric']} = "
         f"{b['score']:.4f} (95% CI {b['ci'][0]:.4f} to {b['ci'][1]:.4f})")
     if "test_score" in b:

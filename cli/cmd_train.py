@@ -93,6 +93,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--net", action="append", metavar="KEY=VALUE", default=None,
                    help="a setting of the net's config, e.g. --net pooling=last --net hidden=256 "
                         "(repeatable)")
+    a = p.add_argument_group(
+        "auxiliary heads (paper 004)", "extra heads on the torch net's shared representation; "
+        "the loss is L = L_task + alpha L_CTC + beta L_speaker; metrics.json gains adversary / ctc")
+    a.add_argument("--adversary", metavar="COLUMN:BETA",
+                   help="a classifier of COLUMN (speaker: the clips' speaker) behind gradient "
+                        "reversal, weight BETA, e.g. speaker:0.1; reports speaker accuracy and a "
+                        "probe of the speaker information left")
+    a.add_argument("--adversary-mode", metavar="MODE",
+                   help="reverse (default: gradient reversal) or forward (no reversal: the "
+                        "paper's ablation)")
+    a.add_argument("--ctc", type=float, metavar="ALPHA",
+                   help="a CTC character head on the net's frames, weight ALPHA (paper: 0.1); "
+                        "needs the corpus's text column and a sequence head with frames (lstm, "
+                        "lstm128, fc128 --net order=fc-pool, autopool --net pool=outputs); "
+                        "reports WER / CER")
     p.set_defaults(func=run)
 
 
@@ -169,6 +184,13 @@ def run(args: argparse.Namespace) -> int:
     if cfg.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {cfg.seeds}")
     torch_head = _is_torch_head(cfg.head)
+    if not torch_head and cfg.head in HEADS:
+        from heads.experiment import check_auxiliary_head
+
+        try:
+            check_auxiliary_head(cfg)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
     if cfg.options and not torch_head:
         raise UsageError(f"options {sorted(cfg.options)} apply to torch heads only; head {cfg.head!r} "
                          f"is classical")
@@ -196,6 +218,9 @@ def run(args: argparse.Namespace) -> int:
                 on_fold=lambda i, n, f: say(f"fold {i + 1}/{n} {f.name}: "
                                             + ", ".join(f"{k} {v}" for k, v in f.counts().items())))
             print_cv(study.summary, study.folder)
+            for fold, res in study.folds:  # the auxiliary heads' numbers, fold by fold
+                for line in auxiliary_lines(res.metrics):
+                    say(f"{fold.name}: {line}")
             return EXIT_OK
         result = run_experiment(cfg, recipe=record)
     except (FeatureError, TaskError, CorpusError, FileNotFoundError, ValueError) as exc:
@@ -306,4 +331,31 @@ def print_result(metrics: dict, run_dir) -> None:
         if len(v.get("seed_scores") or []) > 1:
             say(f"  predictions written from seed {entry.get('predictions_seed')} (the median "
                 f"Val score)")
+    for line in auxiliary_lines(metrics):
+        say(line)
     say(f"run written to {run_dir}")
+
+
+def auxiliary_lines(metrics: dict) -> list[str]:
+    """The adversary's speaker accuracies and the CTC head's WER / CER, each saying what it is."""
+    lines = []
+    adv = metrics.get("adversary")
+    if adv is not None:
+        col = adv["column"]
+        acc = ", ".join(f"{s} {b['score']:.4f} (n={b['n']})" if b["score"] is not None
+                        else f"{s} - (no Train {col} there)"
+                        for s, b in adv["speaker_accuracy"].items())
+        lines.append(f"adversary {col} (beta {adv['beta']:g}, {adv['mode']}): {col} accuracy of "
+                     f"the adversary {acc}; chance {adv['chance']:.4f}")
+        p = adv["probe_accuracy"]
+        if p["score"] is not None:
+            lines.append(f"  {col} information left: a fresh linear probe on the head's "
+                         f"representation gets {p['score']:.4f} on {p['n_scored']} held-out Train "
+                         f"clips (majority {p['majority']:.4f})")
+    ctc = metrics.get("ctc")
+    if ctc is not None:
+        parts = [f"{s.capitalize()} WER {b['wer_error']:.4f}, CER {b['cer_error']:.4f} (n={b['n']})"
+                 for s in ("val", "test") if (b := ctc.get(s)) and b.get("n")]
+        lines.append(f"ctc (alpha {ctc['alpha']:g}, {ctc['vocab_size']} symbols in "
+                     f"{ctc['vocab']}): " + ("; ".join(parts) or "no Val/Test transcript"))
+    return lines

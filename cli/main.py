@@ -35,7 +35,14 @@ COMMANDS = {
 log = logging.getLogger("cli")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. Given ``argv`` naming a known command, only that command's module is
+    imported and its sub-parser built (``list`` or ``report`` never import torch); without
+    ``argv``, or for ``--help`` or an unknown command, every command is there.
+
+    Args:
+        argv: the arguments about to be parsed, or None for the whole parser.
+    """
     parser = argparse.ArgumentParser(
         prog="run_pipeline.py",
         description="Extract SSL / openSMILE features of a vocal-emotion corpus once into an HDF5 "
@@ -48,14 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, nargs=0,
                         help="print the version of vocal-probe and of its main libraries, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    seen = set()
-    for name, module in COMMANDS.items():
-        mod = importlib.import_module(module)
-        if module in seen:
-            continue
-        seen.add(module)
-        mod.add_parser(sub)
+    wanted = invoked_module(argv)
+    for module in dict.fromkeys(COMMANDS.values()):
+        if wanted is None or module == wanted:
+            importlib.import_module(module).add_parser(sub)
     return parser
+
+
+def invoked_module(argv: Sequence[str] | None) -> str | None:
+    """The cli module of the command ``argv`` runs (its first word that is not a global
+    option), or None when that is no known command or the whole parser is wanted."""
+    if argv is None:
+        return None
+    for arg in argv:
+        if arg in ("-h", "--help", "--version"):
+            return None
+        if not arg.startswith("-"):
+            return COMMANDS.get(arg)
+    return None
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +125,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
@@ -122,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = int(args.func(args) or 0)
     except UsageError as exc:
         _discard_unfinished()
-        print(f"error: {exc}{pick_set_hint(exc, sys.argv[1:] if argv is None else argv)}",
+        print(f"error: {exc}{pick_set_hint(exc, argv)}",
               file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -16,6 +16,9 @@ completes the rest.
 
 This module also holds the table helpers the readers share: reading a CSV with every column as
 text, finding columns by name, turning columns into numbers with errors that name the line.
+
+One concept, at length: the clip and label tables every reader hands on, with the checks
+and segment rules that make them trustworthy; the readers themselves are in ``data.corpora``.
 """
 from __future__ import annotations
 

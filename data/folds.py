@@ -40,6 +40,10 @@ Example:
     >>> (fold,) = make_folds(c, "test-group:01F")
     >>> fold.name, dict(fold.split)
     ('speaker=01F', {'a1': 'Test', 'a2': 'Val', 'b1': 'Train', 'b2': 'Train'})
+
+One concept, at length: cross-validation folds (building them from a protocol, the
+validation rule inside each, EmoBox's fold files, and their checks) live together so that every
+command splits a corpus the same way.
 """
 from __future__ import annotations
 

@@ -13,6 +13,9 @@ Example:
     ['avb-high', 'avb-type']
     >>> get_task("avb-two").columns
     ('Valence', 'Arousal')
+
+One concept, at length: what a task predicts (its targets, classes, metrics and label
+vocabulary), fixed tasks and the parametric ``regress:``/``classify:`` forms together.
 """
 from __future__ import annotations
 

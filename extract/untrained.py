@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 MARKER = "UNTRAINED.txt"
 
@@ -43,30 +45,23 @@ def make_untrained_wav2vec2(folder: str | os.PathLike, *, size: str = "small", s
             (wav2vec2-large-lv60 compute: 24 layers of width 1024, layer-norm convs).
         seed: torch seed of the initialisation.
     """
-    import torch
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    folder = Path(folder)
-    if (folder / "config.json").exists() and is_untrained(folder):
-        return folder
     sizes = {"small": SMALL, "base": BASE, "large": LARGE}
-    if size not in sizes:
-        raise ValueError(f"size {size!r} is not valid; valid: {', '.join(sizes)}")
-    dims = {"feat_extract_norm": "group", "do_stable_layer_norm": False, **sizes[size]}
-    cfg = Wav2Vec2Config(**dims, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2))
-    torch.manual_seed(seed)
-    model = Wav2Vec2Model(cfg).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": True,
-        "feature_size": 1, "padding_side": "right", "padding_value": 0.0,
-        "return_attention_mask": size == "large", "sampling_rate": 16000}, indent=2))
-    (folder / MARKER).write_text(
-        f"Randomly initialised wav2vec2 ({size}, seed {seed}) written by vocal-probe. Its "
-        f"embeddings exercise the extraction path; they are not a result.\n")
-    return folder
 
+    def build() -> tuple[Any, Callable[[Path], Any]]:
+        if size not in sizes:
+            raise ValueError(f"size {size!r} is not valid; valid: {', '.join(sizes)}")
+        dims = {"feat_extract_norm": "group", "do_stable_layer_norm": False, **sizes[size]}
+        cfg = Wav2Vec2Config(**dims, conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+                             conv_stride=(5, 2, 2, 2, 2, 2, 2))
+        preprocessor = json.dumps({
+            "feature_extractor_type": "Wav2Vec2FeatureExtractor", "do_normalize": True,
+            "feature_size": 1, "padding_side": "right", "padding_value": 0.0,
+            "return_attention_mask": size == "large", "sampling_rate": 16000}, indent=2)
+        return Wav2Vec2Model(cfg), lambda f: (f / "preprocessor_config.json").write_text(preprocessor)
+
+    return _write_random(folder, f"wav2vec2 ({size}, seed {seed})", seed, build)
 
 WHISPER_SIZES = {
     "tiny-test": {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
@@ -85,10 +80,24 @@ W2VBERT_SIZES = {
 """w2v-BERT sizes: a tiny one for tests, a base-width conformer for the benchmark."""
 
 
-def _write_marker(folder: Path, what: str) -> None:
+def _write_random(folder: str | os.PathLike, what: str, seed: int,
+                  build: Callable[[], tuple[Any, Callable[[Path], Any]]]) -> Path:
+    """Reuse ``folder`` when it holds a marked checkpoint; else seed torch, ``build()`` the model
+    and the writer of its preprocessor files, save both and mark the folder as untrained."""
+    import torch
+
+    folder = Path(folder)
+    if (folder / "config.json").exists() and is_untrained(folder):
+        return folder
+    torch.manual_seed(seed)
+    model, save_preprocessor = build()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.eval().save_pretrained(folder)
+    save_preprocessor(folder)
     (folder / MARKER).write_text(
         f"Randomly initialised {what} written by vocal-probe. Its embeddings exercise the "
         f"extraction path; they are not a result.\n")
+    return folder
 
 
 def make_untrained_whisper(folder: str | os.PathLike, *, size: str = "tiny-test", seed: int = 0) -> Path:
@@ -102,25 +111,21 @@ def make_untrained_whisper(folder: str | os.PathLike, *, size: str = "tiny-test"
         size: ``tiny-test`` (tests) or ``base`` (whisper-base's encoder compute).
         seed: torch seed of the initialisation.
     """
-    import torch
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
-    folder = Path(folder)
-    if (folder / "config.json").exists() and is_untrained(folder):
-        return folder
-    if size not in WHISPER_SIZES:
-        raise ValueError(f"size {size!r} is not valid; valid: {', '.join(WHISPER_SIZES)}")
-    dims = WHISPER_SIZES[size]
-    cfg = WhisperConfig(**dims, decoder_layers=1, decoder_attention_heads=dims["encoder_attention_heads"],
-                        decoder_ffn_dim=64, vocab_size=64, max_target_positions=16, pad_token_id=0,
-                        bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
-    torch.manual_seed(seed)
-    model = WhisperModel(cfg).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    WhisperFeatureExtractor(feature_size=dims["num_mel_bins"]).save_pretrained(folder)
-    _write_marker(folder, f"Whisper encoder ({size}, seed {seed})")
-    return folder
+    def build() -> tuple[Any, Callable[[Path], Any]]:
+        if size not in WHISPER_SIZES:
+            raise ValueError(f"size {size!r} is not valid; valid: {', '.join(WHISPER_SIZES)}")
+        dims = WHISPER_SIZES[size]
+        cfg = WhisperConfig(**dims, decoder_layers=1,
+                            decoder_attention_heads=dims["encoder_attention_heads"],
+                            decoder_ffn_dim=64, vocab_size=64, max_target_positions=16,
+                            pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                            decoder_start_token_id=1)
+        return WhisperModel(cfg), WhisperFeatureExtractor(
+            feature_size=dims["num_mel_bins"]).save_pretrained
+
+    return _write_random(folder, f"Whisper encoder ({size}, seed {seed})", seed, build)
 
 
 def make_untrained_w2vbert(folder: str | os.PathLike, *, size: str = "tiny-test", seed: int = 0) -> Path:
@@ -131,19 +136,12 @@ def make_untrained_w2vbert(folder: str | os.PathLike, *, size: str = "tiny-test"
         size: ``tiny-test`` (tests) or ``base`` (12 conformer layers of width 768).
         seed: torch seed of the initialisation.
     """
-    import torch
     from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertModel
 
-    folder = Path(folder)
-    if (folder / "config.json").exists() and is_untrained(folder):
-        return folder
-    if size not in W2VBERT_SIZES:
-        raise ValueError(f"size {size!r} is not valid; valid: {', '.join(W2VBERT_SIZES)}")
-    cfg = Wav2Vec2BertConfig(**W2VBERT_SIZES[size])
-    torch.manual_seed(seed)
-    model = Wav2Vec2BertModel(cfg).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    SeamlessM4TFeatureExtractor().save_pretrained(folder)
-    _write_marker(folder, f"w2v-BERT 2.0 ({size}, seed {seed})")
-    return folder
+    def build() -> tuple[Any, Callable[[Path], Any]]:
+        if size not in W2VBERT_SIZES:
+            raise ValueError(f"size {size!r} is not valid; valid: {', '.join(W2VBERT_SIZES)}")
+        return (Wav2Vec2BertModel(Wav2Vec2BertConfig(**W2VBERT_SIZES[size])),
+                SeamlessM4TFeatureExtractor().save_pretrained)
+
+    return _write_random(folder, f"w2v-BERT 2.0 ({size}, seed {seed})", seed, build)

@@ -41,11 +41,15 @@ class FitOptions:
             :class:`heads.config.TrainOptions`; classical heads take none).
         n_jobs: CPU threads the head may use.
         run_config: the resolved run settings, saved with what the head writes (checkpoints).
+        columns: per-row labels beside the tasks', aligned with the dataset's rows, for seed
+            004's auxiliary heads (``adversary``: the adversary's column, ``text``: the
+            transcripts; :func:`heads.auxiliary.auxiliary_columns`); empty without them.
     """
 
     head_options: dict[str, Any] = field(default_factory=dict)
     n_jobs: int = 1
     run_config: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, list] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +67,9 @@ class FitResult:
         models: task -> target -> the file under ``out_dir`` holding this seed's fitted model
             of the target (torch heads; classical files are named by
             :func:`heads.saved_model.classical_file`).
+        auxiliary: per-row outputs of seed 004's auxiliary heads (torch heads with
+            ``adversary`` / ``ctc``): ``adversary`` (classes, codes, predicted, probe) and
+            ``text`` (hypotheses, vocab); empty without them.
     """
 
     predictions: dict[str, dict[str, np.ndarray]]
@@ -71,6 +78,7 @@ class FitResult:
     curves: dict[str, str] = field(default_factory=dict)
     per_task: bool = False
     models: dict[str, dict[str, str]] = field(default_factory=dict)
+    auxiliary: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -39,6 +39,7 @@ from data.tasks import Task, class_name, parse_tasks, resolve_task, target_array
 from heads import rundir
 from heads.scoring import score_task
 from heads.scoring import METRICS
+from heads.scoring.bootstrap import Resamples
 
 log = logging.getLogger(__name__)
 
@@ -235,13 +236,16 @@ def paired_bootstrap(task: Task, truths: dict[str, np.ndarray], pa: dict[str, np
     """
     n = len(next(iter(truths.values())))
     d = np.subtract(_scores(task, truths, pa), _scores(task, truths, pb))
-    rng = np.random.default_rng(seed)
     boot = np.full((resamples, len(d)), np.nan)
-    for b in range(resamples):
-        idx = rng.integers(0, n, n)
-        t = {k: v[idx] for k, v in truths.items()}
-        boot[b] = np.subtract(_scores(task, t, {k: v[idx] for k, v in pa.items()}),
-                              _scores(task, t, {k: v[idx] for k, v in pb.items()}))
+    rows = np.arange(n)
+    b = 0
+    for counts in Resamples(n, resamples, seed).chunks():  # the project's one bootstrap draw
+        for w in counts.astype(np.int64):
+            idx = np.repeat(rows, w)  # the clips of one resample (each as often as drawn)
+            t = {k: v[idx] for k, v in truths.items()}
+            boot[b] = np.subtract(_scores(task, t, {k: v[idx] for k, v in pa.items()}),
+                                  _scores(task, t, {k: v[idx] for k, v in pb.items()}))
+            b += 1
     return d, boot
 
 

@@ -25,6 +25,11 @@ outside, as in seed 000); clamp-st (clamp forward, identity gradient: straight-t
 linear (no transform)."""
 SPLITS = ("Train", "Val", "Test")
 """The corpus splits a run uses, in order."""
+ADVERSARY_MODES = ("reverse", "forward")
+"""Seed 004's speaker head: ``reverse`` behind gradient reversal (speaker normalisation) or
+``forward`` without it (the paper's "Forward" ablation, Table III)."""
+SPEAKER_COLUMN = "speaker"
+"""``--adversary speaker:BETA``: the corpus's group column (the speaker of each clip)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,14 @@ class TrainOptions:
         restore_best: restore the state of the best Val epoch (else keep the last).
         max_memory_gb: frame sequences larger than this are streamed from the store.
         net: options of the net's config dataclass (e.g. ``{"pooling": "last"}``).
+        adversary: ``COLUMN:BETA``, a classifier of that column (``speaker``: the corpus's
+            group column; else a label column) on the net's shared representation, behind
+            gradient reversal, adding ``beta * CE`` to the loss (seed 004, III.C-D); None: none.
+        adversary_mode: ``reverse`` (gradient reversal) or ``forward`` (no reversal: the
+            paper's ablation).
+        ctc: ``alpha`` of a CTC character head on the net's frame representation, adding
+            ``alpha * CTC`` to the loss (seed 004, III.B; the paper's alpha is 0.1); needs the
+            corpus's ``text`` column and a sequence net with frames; None: none.
     """
 
     weighting: str = "equal"
@@ -115,6 +128,9 @@ class TrainOptions:
     restore_best: bool = True
     max_memory_gb: float = 8.0
     net: dict[str, Any] = field(default_factory=dict)
+    adversary: str | None = None
+    adversary_mode: str = "reverse"
+    ctc: float | None = None
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> "TrainOptions":
@@ -136,9 +152,9 @@ class TrainOptions:
                 options[key] = tuple(str(c) for c in options[key])
         types = {"epochs": int, "batch_size": int, "patience": int, "lr": float,
                  "weight_decay": float, "warmup": float, "label_smoothing": float,
-                 "max_memory_gb": float}
+                 "max_memory_gb": float, "ctc": float}
         for key, typ in types.items():
-            if key in options:
+            if key in options and not (key == "ctc" and options[key] is None):
                 value = options[key]
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or (
                         typ is int and float(value) != int(value)):
@@ -175,10 +191,42 @@ class TrainOptions:
                              f"their own units: it needs output = linear, not {self.output!r}")
         if self.separate and self.chain:
             raise ValueError("option chain needs one multitask net; it cannot go with separate = true")
+        if self.adversary_mode not in ADVERSARY_MODES:
+            raise ValueError(f"option adversary_mode must be one of {ADVERSARY_MODES}; got "
+                             f"{self.adversary_mode!r}")
+        if self.adversary is not None:
+            parse_adversary(self.adversary)
+        if self.ctc is not None and not (0.0 < self.ctc < float("inf")):
+            raise ValueError(f"option ctc is the weight alpha of the CTC loss, a number > 0 "
+                             f"(seed 004: 0.1); got {self.ctc}")
+        if (self.adversary is not None or self.ctc is not None) and self.separate:
+            raise ValueError("options adversary and ctc train beside one multitask net; they "
+                             "cannot go with separate = true")
 
 
 TRAIN_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TrainOptions))
 """Every field of :class:`TrainOptions`, in order (CLI flags and recipe keys come from it)."""
+
+
+def parse_adversary(spec: str) -> tuple[str, float]:
+    """``"speaker:0.1"`` -> ("speaker", 0.1): the adversary's column and its weight beta.
+
+    Raises:
+        ValueError: not ``COLUMN:BETA``, or beta not a finite number >= 0.
+
+    Example:
+        >>> parse_adversary("speaker:1")
+        ('speaker', 1.0)
+    """
+    column, sep, beta = (p.strip() for p in str(spec).rpartition(":"))
+    try:
+        value = float(beta)
+    except ValueError:
+        value = float("nan")
+    if not sep or not column or not (0.0 <= value < float("inf")):
+        raise ValueError(f"option adversary must be COLUMN:BETA with BETA a number >= 0, e.g. "
+                         f"speaker:0.1 (seed 004: beta 0, 0.1 or 1); got {spec!r}")
+    return column, value
 
 
 def parse_loss_spec(spec: str) -> tuple[str, dict[str, str]]:

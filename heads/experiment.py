@@ -30,8 +30,10 @@ from data.tasks import Task, check_varied_targets, parse_tasks, resolve_task, ta
 from data.workdir import open_corpus
 from extract.store import FeatureStore
 from heads import rundir, saved_model
+from heads.auxiliary import (ADVERSARY, TEXT_COLUMN, auxiliary_columns, score_adversary,
+                             score_transcripts)
 from heads.base import FitOptions
-from heads.config import ExperimentConfig
+from heads.config import ExperimentConfig, TrainOptions
 from heads.dataset import labelled
 from heads.features import FeatureRequest
 from heads.registry import HEADS, get_head
@@ -138,6 +140,46 @@ def _clipping(chosen: dict[str, Any], task: Task, seed: int, per_task: bool) -> 
             if isinstance(p, dict) and "clipping" in p}
 
 
+AUXILIARY_OPTIONS = ("adversary", "ctc")
+"""Options that add seed 004's auxiliary heads (torch heads only)."""
+
+
+def check_auxiliary_head(cfg: ExperimentConfig) -> None:
+    """Refuse ``adversary`` / ``ctc`` for a classical head.
+
+    Raises:
+        ValueError: the head is not a torch head (names the torch heads).
+    """
+    given = [k for k in AUXILIARY_OPTIONS if cfg.options.get(k) is not None]
+    if given and get_head(cfg.head).family != "torch":
+        torch_heads = sorted(n for n, h in HEADS.items() if h.family == "torch")
+        raise ValueError(
+            f"--{given[0]} trains an extra head on a torch net's shared representation (seed "
+            f"004: the loss L = L_task + alpha L_ctc + beta L_speaker needs gradients through "
+            f"the head); head {cfg.head!r} is classical and has none. Use a torch head: "
+            f"{', '.join(torch_heads)}")
+
+
+def _auxiliary_metrics(opts: TrainOptions, fits: list[dict[str, Any]], split: np.ndarray,
+                       columns: dict[str, list]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if opts.adversary is not None:
+        out["adversary"] = score_adversary([f[ADVERSARY] for f in fits], split,
+                                           spec=opts.adversary, mode=opts.adversary_mode)
+    if opts.ctc is not None:
+        text = fits[0][TEXT_COLUMN]
+        out["ctc"] = score_transcripts(columns[TEXT_COLUMN], [f[TEXT_COLUMN]["hypotheses"] for f in fits],
+                                       split, alpha=opts.ctc, vocab_file=text["vocab"],
+                                       vocab_size=text["vocab_size"])
+    return out
+
+
+def _write_transcripts(path: Path, ids: Sequence[str], references: Sequence[str | None],
+                       hypotheses: Sequence[str]) -> None:
+    pd.DataFrame({"File_ID": list(ids), "reference": [r or "" for r in references],
+                  "hypothesis": list(hypotheses)}).to_csv(path, index=False)
+
+
 def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = None,
                    corpus: Corpus | None = None) -> ExperimentResult:
     """Fit, select, score and write a run directory.
@@ -159,6 +201,7 @@ def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = Non
     tasks = [resolve_task(t, corpus.labels) for t in parse_tasks(cfg.task)]
     head = get_head(cfg.head)
     check_seeds(cfg)
+    check_auxiliary_head(cfg)
     requests = [FeatureRequest(f, layer=cfg.layer, pooling=cfg.pooling) for f in cfg.features]
     fit_options = FitOptions(head_options=dict(cfg.options), n_jobs=cfg.n_jobs)
     ds = head.load_dataset(store, corpus, tasks, requests, fit_options)
@@ -172,6 +215,10 @@ def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = Non
     run_dir = rundir.run_dir(cfg.workdir, run_name)
     rundir.make_run_dir(run_dir)
     fit_options = replace(fit_options, run_config=asdict(cfg))
+    aux_opts = TrainOptions.from_dict(cfg.options) if head.family == "torch" else None
+    if aux_opts is not None and (aux_opts.adversary is not None or aux_opts.ctc is not None):
+        fit_options = replace(fit_options, columns=auxiliary_columns(corpus, ds.ids, aux_opts))
+    aux_fits: list[dict[str, Any]] = []
 
     per_task: dict[str, Any] = {}
     va, te = ds.rows("Val"), ds.rows("Test")
@@ -192,6 +239,8 @@ def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = Non
         else:  # one model for all tasks
             chosen[f"seed{seed}"] = result.params
         excluded.update(result.excluded)
+        if result.auxiliary:
+            aux_fits.append(result.auxiliary)
         for t in tasks:
             truth_va = {k: v[va] for k, v in ds.truths[t.name].items()}
             pred_va = {k: v[va] for k, v in seed_preds[t.name][-1].items()}
@@ -224,6 +273,17 @@ def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = Non
         if len(te):
             _write_predictions(run_dir / f"predictions_test_{rundir.safe_name(t.name)}.csv", corpus, t,
                                [ds.ids[i] for i in te], {k: v[te] for k, v in preds.items()})
+
+    if aux_fits:
+        extras.update(_auxiliary_metrics(aux_opts, aux_fits, ds.split, fit_options.columns))
+        if TEXT_COLUMN in aux_fits[0]:  # the transcripts of the seed the first task writes
+            hyps = aux_fits[per_task[tasks[0].name]["predictions_seed"]][TEXT_COLUMN]["hypotheses"]
+            refs = fit_options.columns[TEXT_COLUMN]
+            for split_name, rows in (("val", va), ("test", te)):
+                if len(rows):
+                    _write_transcripts(run_dir / f"predictions_{split_name}_text.csv",
+                                       [ds.ids[i] for i in rows], [refs[i] for i in rows],
+                                       [hyps[i] for i in rows])
 
     if len(tasks) == 1:
         top = per_task[tasks[0].name]

@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ADVERSARY_MODES = ("reverse", "forward")
-"""``reverse``: gradient reversal (speaker normalisation); ``forward``: the paper's ablation."""
+from heads.config import ADVERSARY_MODES  # reverse: gradient reversal; forward: the ablation
 
 BETA_AT = ("loss", "grl")
 """Where ``beta`` scales: the loss (the paper's Eq.) or the reversal layer (Ganin's lambda)."""

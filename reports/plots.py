@@ -6,7 +6,6 @@ computes a score.
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path

@@ -5,12 +5,18 @@ Sources, all written by other commands (this module only formats; scores come fr
 * ``runs/<run>/metrics.json`` (+ ``config.json``, ``curves_seed<k>.json`` of torch heads);
 * ``probes/<name>/probe.json`` (``probe``);
 * ``permutation/<name>/permutation.json`` (``permutation``);
+* ``analyses/<name>/analysis.json`` (``analyze``);
+* the recipe files of runs made from a recipe (their fidelity to the paper, :mod:`reports.fidelity`);
 * the feature store's set headers (provenance: model, versions, device, throughput) and its
   failed clips.
 
 Published numbers are shown beside ours, labelled as published, with their source
 (:mod:`reports.published`). Figures are PNG files in ``WORKDIR/report_files/``: linked from
 report.md, embedded (base64) in report.html, which is therefore one self-contained file.
+
+One concept, at length: the report of a workdir (what it gathers and the sections on
+results, curves and the store); the study sections are in :mod:`reports.studies`, the shared
+pieces in :mod:`reports.blocks`.
 """
 from __future__ import annotations
 
@@ -21,13 +27,15 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reports import plots
+from reports.blocks import Figures, figure, fmt, is_untrained_spec, safe_name
+from reports.fidelity import fidelity_blocks, load_fidelity, run_recipes
 from reports.html import render_html
+from reports.studies import analysis_blocks, permutation_blocks, probe_blocks
 from reports.html import render_markdown as render_blocks_markdown
 from reports.published import published_for
 
@@ -104,24 +112,11 @@ def load_runs(workdir: str | os.PathLike) -> list[RunSummary]:
     return runs
 
 
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    return f"{x:.{digits}f}" if isinstance(x, (int, float)) else str(x)
-
-
-def _is_untrained_spec(spec: str) -> bool:
-    """An ``ssl:`` spec whose model folder is a random checkpoint (extract.untrained)."""
-    from extract.untrained import is_untrained
-
-    return spec.startswith("ssl:") and Path(spec[4:]).is_dir() and is_untrained(spec[4:])
-
-
 def _features_text(metrics: dict[str, Any]) -> str:
     parts = []
     for f in metrics.get("features", []):
         s = f.get("spec", f.get("key", "?"))
-        if _is_untrained_spec(s):
+        if is_untrained_spec(s):
             s += " [UNTRAINED random weights: not a result]"
         if f.get("layer") is not None:
             s += f" L{f['layer']}"
@@ -266,6 +261,7 @@ def load_curves(run_dir: Path) -> list[dict[str, Any]]:
 
 def build_report(workdir: str | os.PathLike) -> dict[str, Any]:
     """The report's content as plain data (also written as report.json)."""
+    from heads.analysis.study import load_analyses
     from heads.permutation import load_studies
     from heads.probe import load_probes
 
@@ -274,40 +270,17 @@ def build_report(workdir: str | os.PathLike) -> dict[str, Any]:
     rows = results_rows(runs)
     tasks = sorted({r["task"] for r in rows})
     published = {t: [p.__dict__ for p in published_for(t)] for t in tasks}
+    run_dicts = [{"name": r.name, "metrics": r.metrics, "config": r.config,
+                  "curves": load_curves(r.path)} for r in runs]
     return {"workdir": str(wd), "generated": _dt.datetime.now().isoformat(timespec="seconds"),
             "corpus": corpus_info(wd), "note": NOTE, "results": rows, "published": published,
-            "feature_sets": store_rows(wd),
-            "runs": [{"name": r.name, "metrics": r.metrics, "config": r.config,
-                      "curves": load_curves(r.path)} for r in runs],
-            "probes": load_probes(wd), "permutation": load_studies(wd)}
+            "feature_sets": store_rows(wd), "runs": run_dicts,
+            "fidelity": load_fidelity(run_recipes(run_dicts).values()),
+            "probes": load_probes(wd), "permutation": load_studies(wd),
+            "analyses": load_analyses(wd)}
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:120]
-
-
-class _Figures:
-    """Draws figures into the files folder, keeping going when one fails."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.made: list[Path] = []
-
-    def draw(self, name: str, fn: Callable[..., Path], *args: Any, **kwargs: Any) -> Path | None:
-        try:
-            path = fn(*args, self.folder / f"{_safe(name)}.png", **kwargs)
-        except Exception as exc:  # one broken input must not cost the whole report
-            log.warning("figure %s not drawn: %s", name, exc)
-            return None
-        self.made.append(path)
-        return path
-
-
-def _fig(path: Path | None, caption: str) -> list[dict[str, Any]]:
-    return [{"kind": "figure", "path": path, "caption": caption}] if path else []
-
-
-def report_blocks(report: dict[str, Any], figures: _Figures) -> list[dict[str, Any]]:
+def report_blocks(report: dict[str, Any], figures: Figures) -> list[dict[str, Any]]:
     """The report as blocks (see :mod:`reports.html`), drawing its figures on the way."""
     corpus = report.get("corpus") or {"known": False}
     b: list[dict[str, Any]] = [
@@ -323,10 +296,11 @@ def report_blocks(report: dict[str, Any], figures: _Figures) -> list[dict[str, A
     for task in sorted({r["task"] for r in rows}):
         b += _task_blocks(task, [r for r in rows if r["task"] == task],
                           report["published"].get(task, []), runs_by_name, figures,
-                          synthetic=synthetic)
+                          synthetic=synthetic, fidelity=report.get("fidelity", {}))
     b += _curve_blocks(report["runs"], figures)
-    b += _probe_blocks(report["probes"], figures)
-    b += _permutation_blocks(report["permutation"], figures)
+    b += probe_blocks(report["probes"], figures)
+    b += permutation_blocks(report["permutation"], figures)
+    b += analysis_blocks(report.get("analyses", []), figures)
     b += _store_blocks(report["feature_sets"])
     return b
 
@@ -392,22 +366,22 @@ def _split_per_column(entry: dict[str, Any]) -> tuple[dict[str, float], dict[str
 
 
 def _task_blocks(task: str, rows: list[dict[str, Any]], published: list[dict[str, Any]],
-                 runs: dict[str, Any], figures: _Figures, *, synthetic: bool = False
-                 ) -> list[dict[str, Any]]:
-    b: list[dict[str, Any]] = [{"kind": "h", "level": 2, "text": task, "id": f"task-{_safe(task)}"}]
+                 runs: dict[str, Any], figures: Figures, *, synthetic: bool = False,
+                 fidelity: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    b: list[dict[str, Any]] = [{"kind": "h", "level": 2, "text": task, "id": f"task-{safe_name(task)}"}]
     table_rows, classes = [], []
     for r in rows:
         ci = r["ci"] or [None, None]
-        val = _fmt(r["val"]) + (f" ± {_fmt(r['val_std'])}" if r.get("val_std") else "")
-        test = _fmt(r["test"]) if r["test"] is not None else (r.get("test_reason") or "-")
+        val = fmt(r["val"]) + (f" ± {fmt(r['val_std'])}" if r.get("val_std") else "")
+        test = fmt(r["test"]) if r["test"] is not None else (r.get("test_reason") or "-")
         table_rows.append([r["run"], r["head"] or "", r["features"], r["metric"] or "", val,
-                           f"[{_fmt(ci[0])}, {_fmt(ci[1])}]", str(r["seeds"]), test])
+                           f"[{fmt(ci[0])}, {fmt(ci[1])}]", str(r["seeds"]), test])
         classes.append(None)
     pubs = merge_published(published)
     for p in pubs:
         table_rows.append([f"*published*: {p['system']}", "", f"({p['source']})", p["metric"],
-                           _fmt(p["val"]) if p["val"] is not None else "not published", "", "",
-                           _fmt(p["test"]) if p["test"] is not None else "not published"])
+                           fmt(p["val"]) if p["val"] is not None else "not published", "", "",
+                           fmt(p["test"]) if p["test"] is not None else "not published"])
         classes.append("published")
     b.append({"kind": "table",
               "headers": ["run", "head", "features", "metric", "Val", "95 % CI", "seeds", "Test"],
@@ -417,6 +391,7 @@ def _task_blocks(task: str, rows: list[dict[str, Any]], published: list[dict[str
         b.append({"kind": "p", "class": "meta", "text": PUBLISHED_NOTE + (
             " **This corpus is synthetic: our rows cannot be compared with them.**"
             if synthetic else "")})
+    b += fidelity_blocks(dict.fromkeys(r["run"] for r in rows), runs, fidelity or {})
 
     entries = [(name, runs[name]["metrics"]["tasks"][task]) for name in dict.fromkeys(r["run"] for r in rows)
                if name in runs and task in runs[name]["metrics"].get("tasks", {})]
@@ -427,14 +402,14 @@ def _task_blocks(task: str, rows: list[dict[str, Any]], published: list[dict[str
         for name, cols in per_col.items():
             if len(cols) <= 12:
                 b.append({"kind": "p", "text": f"Per column ({name}): " + ", ".join(
-                    f"{c} {_fmt(v, 3)}" for c, v in cols.items())})
+                    f"{c} {fmt(v, 3)}" for c, v in cols.items())})
         path = figures.draw(f"{task}-per-column", plots.plot_per_column, per_col,
                             title=f"{task}: Val CCC per label column")
-        b += _fig(path, f"{task}: Val CCC of each label column, one bar per run.")
+        b += figure(path, f"{task}: Val CCC of each label column, one bar per run.")
     if per_mae:
         path = figures.draw(f"{task}-mae", plots.plot_per_column, per_mae,
                             title=f"{task}: Val MAE (lower is better)", metric="MAE")
-        b += _fig(path, f"{task}: Val MAE of each MAE-scored target (in the label's unit; lower "
+        b += figure(path, f"{task}: Val MAE of each MAE-scored target (in the label's unit; lower "
                         f"is better), one bar per run; kept apart from the CCC bars.")
     b += _classification_blocks(task, entries)
     # confusion matrices of classification targets, best runs first
@@ -448,8 +423,8 @@ def _task_blocks(task: str, rows: list[dict[str, Any]], published: list[dict[str
         for score, name, t in items[:MAX_CONFUSIONS_PER_TASK]:
             path = figures.draw(f"{task}-{tname}-confusion-{name}", plots.plot_confusion,
                                 t["confusion"], t["classes"],
-                                title=f"{name}\n{tname}: UAR {_fmt(score)}")
-            b += _fig(path, f"{task} / {tname}: confusion matrix of run `{name}` on Val "
+                                title=f"{name}\n{tname}: UAR {fmt(score)}")
+            b += figure(path, f"{task} / {tname}: confusion matrix of run `{name}` on Val "
                             f"(colour: share of the true class; numbers: clips).")
         if len(items) > MAX_CONFUSIONS_PER_TASK:
             b.append({"kind": "p", "text": f"({len(items) - MAX_CONFUSIONS_PER_TASK} more runs "
@@ -487,8 +462,8 @@ def _classification_blocks(task: str, entries: list[tuple[str, dict[str, Any]]]
     b: list[dict[str, Any]] = [{"kind": "h", "level": 3, "text": f"{task}: classification metrics"}]
     b.append({"kind": "table",
               "headers": ["run", "target", "headline", *[h for _, h in EXTRA_CLASSIFICATION]],
-              "rows": [[name, tname, f"{t.get('metric', '')} {_fmt(t.get('score'))}".strip(),
-                        *[_fmt(t.get(k)) if k in t else "not in result" for k, _ in EXTRA_CLASSIFICATION]]
+              "rows": [[name, tname, f"{t.get('metric', '')} {fmt(t.get('score'))}".strip(),
+                        *[fmt(t.get(k)) if k in t else "not in result" for k, _ in EXTRA_CLASSIFICATION]]
                        for name, tname, t in found],
               "align": ["k", "l", "r", "r", "r"]})
     for tname in dict.fromkeys(tn for _, tn, _ in found):
@@ -504,12 +479,12 @@ def _classification_blocks(task: str, entries: list[tuple[str, dict[str, Any]]]
                                        + (f"; {len(recalls) - len(shown)} more runs not shown"
                                           if len(recalls) > len(shown) else "") + "):"})
         b.append({"kind": "table", "headers": ["class", *[f"`{n}`" for n, _, _ in shown]],
-                  "rows": [[c, *[_fmt(m.get(c), 3) for _, m, _ in shown]] for c in classes],
+                  "rows": [[c, *[fmt(m.get(c), 3) for _, m, _ in shown]] for c in classes],
                   "align": ["l", *["r"] * len(shown)]})
     return b
 
 
-def _curve_blocks(runs: list[dict[str, Any]], figures: _Figures) -> list[dict[str, Any]]:
+def _curve_blocks(runs: list[dict[str, Any]], figures: Figures) -> list[dict[str, Any]]:
     with_curves = [r for r in runs if r.get("curves")]
     if not with_curves:
         return []
@@ -522,96 +497,12 @@ def _curve_blocks(runs: list[dict[str, Any]], figures: _Figures) -> list[dict[st
         b.append({"kind": "h", "level": 3, "text": r["name"]})
         path = figures.draw(f"curves-{r['name']}", plots.plot_learning_curves, r["curves"],
                             title=r["name"])
-        b += _fig(path, f"`{r['name']}`: learning curves.")
+        b += figure(path, f"`{r['name']}`: learning curves.")
         if any(c.get("task_weights") for c in r["curves"]):
             path = figures.draw(f"weights-{r['name']}", plots.plot_task_weights, r["curves"],
                                 title=f"{r['name']}: task weights")
-            b += _fig(path, f"`{r['name']}`: task-weight trajectories.")
+            b += figure(path, f"`{r['name']}`: task-weight trajectories.")
     return b
-
-
-def _probe_blocks(probes: list[dict[str, Any]], figures: _Figures) -> list[dict[str, Any]]:
-    if not probes:
-        return []
-    b: list[dict[str, Any]] = [{"kind": "h", "level": 2, "text": "Layer probes", "id": "probes"}]
-    for p in probes:
-        best = p["best"]
-        fs = p.get("feature_set", {})
-        cfg = p.get("config", {})
-        b.append({"kind": "h", "level": 3, "text": p["name"]})
-        if _is_untrained_spec(str(fs.get("spec", ""))):
-            b.append({"kind": "p", "text": "**This set comes from an UNTRAINED, randomly "
-                      "initialised model: the curve exercises the probing path and is not a "
-                      "result about any real model.**"})
-        b.append({"kind": "p", "text":
-                  f"`{fs.get('key')}` ({fs.get('spec')}), task {p['task']}, head {cfg.get('head')}, "
-                  f"{cfg.get('seeds')} seed(s), {p['n_clips']['Train']} Train / "
-                  f"{p['n_clips']['Val']} Val clips. **Best: layer {best['layer']} "
-                  f"({best['pooling']} pooling), Val {p['metric']} {_fmt(best['score'])} "
-                  f"[{_fmt(best['ci'][0])}, {_fmt(best['ci'][1])}].** CI: {p['ci_method']}. "
-                  f"Std: over seeds ({p['seed_meaning']})."})
-        path = figures.draw(f"probe-{p['name']}", plots.plot_layer_curve, p)
-        b += _fig(path, f"{p['task']}: Val {p['metric']} against layer, one line per pooling, "
-                        f"band: 95 % CI; star: best layer.")
-        poolings = p["poolings"]
-        by = {(r["layer"], r["pooling"]): r for r in p["results"]}
-        rows, classes = [], []
-        for layer in p["layers"]:
-            row = [str(layer)]
-            for pool in poolings:
-                r = by.get((layer, pool))
-                row += ([_fmt(r["score"]), f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]",
-                         _fmt(r["std"])] if r else ["", "", ""])
-            rows.append(row)
-            classes.append("best" if layer == best["layer"] else None)
-        headers = ["layer"] + [h for pool in poolings
-                               for h in (f"{pool} {p['metric']}", "95 % CI", "std")]
-        b.append({"kind": "table", "headers": headers, "rows": rows, "row_class": classes,
-                  "align": ["r"] * len(headers)})
-        ws = p.get("weighted_sum") or {}
-        if ws:
-            path = figures.draw(f"probe-weights-{p['name']}", plots.plot_layer_weights, p)
-            b += _fig(path, "Learned softmax layer weights of the weighted-sum head (mean over "
-                            "seeds, error bars: std); dotted: uniform weights.")
-            b.append({"kind": "p", "text": "Weighted-sum head: " + "; ".join(
-                f"{pool}: Val {p['metric']} {_fmt(e['score'])} [{_fmt(e['ci'][0])}, "
-                f"{_fmt(e['ci'][1])}]" for pool, e in ws.items())})
-    return b
-
-
-def _permutation_blocks(studies: list[dict[str, Any]], figures: _Figures) -> list[dict[str, Any]]:
-    if not studies:
-        return []
-    b: list[dict[str, Any]] = [{"kind": "h", "level": 2, "text": "Permutation studies",
-                                "id": "permutation"}]
-    for s in studies:
-        b.append({"kind": "h", "level": 3, "text": s["name"]})
-        b.append({"kind": "p", "text":
-                  f"Task {s['task']} from `{s['feature_set']['key']}` layer {s['layer']} "
-                  f"({s['pooling']}) plus auxiliary labels {', '.join(s['aux'])}; {s['trials']} "
-                  f"trials per condition ({s['trial_meaning']}); Val/Test see "
-                  f"{'the condition' if s.get('eval_aux') == 'same' else 'true'} labels."})
-        path = figures.draw(f"permutation-{s['name']}", plots.plot_permutation_density, s)
-        b += _fig(path, "Density (Gaussian KDE) of the Val score per condition; ticks: trials.")
-        b.append({"kind": "table", "headers": ["condition", "meaning", "mean", "std", "min", "max"],
-                  "rows": [[c, s["condition_meaning"].get(c, ""), _fmt(st["mean"]), _fmt(st["std"]),
-                            _fmt(st["min"]), _fmt(st["max"])] for c, st in s["stats"].items()],
-                  "align": ["l", "l", "r", "r", "r", "r"]})
-        b.append({"kind": "table",
-                  "headers": ["a", "b", "mean a - b", "t", "df", "p", "Cohen's d"],
-                  "rows": [[t["a"], t["b"], f"{t['diff']:+.4f}", _fmt(t["t"], 2), _fmt(t["df"], 1),
-                            _p(t["p"]), _fmt(t["cohen_d"], 2)] for t in s["tests"]],
-                  "align": ["l", "l", "r", "r", "r", "r", "r"]})
-        b.append({"kind": "p", "class": "meta",
-                  "text": "Welch two-sample t-tests (`scipy.stats.ttest_ind`, equal_var=False), "
-                          "two-sided."})
-    return b
-
-
-def _p(p: Any) -> str:
-    if p is None or not math.isfinite(p):
-        return "-"
-    return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
 
 
 _VERSION_KEYS = ("torch", "transformers", "opensmile", "numpy", "h5py", "python")
@@ -627,7 +518,7 @@ def _store_blocks(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
         last = prov.get("last_run") or {}
         versions = ", ".join(f"{k} {prov[k]}" for k in _VERSION_KEYS if prov.get(k))
         model = cfg.get("model") or cfg.get("feature_set") or cfg.get("extractor") or ""
-        if _is_untrained_spec(fs["spec"]):
+        if is_untrained_spec(fs["spec"]):
             model = f"{model} (UNTRAINED random weights: exercises the path, not a result)"
         rate = (f"{last.get('audio_s_per_s')} audio-s/s, {last.get('clips_per_s')} clips/s"
                 if last else "-")
@@ -664,7 +555,7 @@ def _store_blocks(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def render_markdown(report: dict[str, Any], *, workdir: str | os.PathLike | None = None) -> str:
     """report.md text; figures are drawn into WORKDIR/report_files (or a temporary folder)."""
     wd = Path(workdir or report["workdir"])
-    figures = _Figures(wd / FILES_DIR)
+    figures = Figures(wd / FILES_DIR)
     return render_blocks_markdown(report_blocks(report, figures), base=wd)
 
 
@@ -675,7 +566,7 @@ def write_report(workdir: str | os.PathLike) -> dict[str, Path]:
     files = wd / FILES_DIR
     if files.is_dir():
         shutil.rmtree(files)  # figures of runs that are gone must not linger
-    figures = _Figures(files)
+    figures = Figures(files)
     blocks = report_blocks(report, figures)
     paths = {"md": wd / "report.md", "html": wd / "report.html", "json": wd / "report.json"}
     texts = {

@@ -207,8 +207,8 @@ def _cca(store: FeatureStore, s: _LayeredSet, acoustic: SetHeader, columns: list
     resamples = Resamples(len(held_ids), cfg.n_boot, cfg.seed)
     rows = []
     for pos, layer in enumerate(s.layers):
-        x_fit = _read_layer(store, s, fit_ids, pos)
-        x_held = _read_layer(store, s, held_ids, pos)
+        x = _read_layer(store, s, [*fit_ids, *held_ids], pos)  # one read of the layer
+        x_fit, x_held = x[:len(fit_ids)], x[len(fit_ids):]
         reg = cfg.reg if cfg.reg is not None else choose_reg(
             x_fit, y_fit, pca_dims=cfg.pca_dims, n_components=cfg.n_components, seed=cfg.seed)
         fit = fit_cca(x_fit, y_fit, reg=reg, pca_dims=cfg.pca_dims,

@@ -11,6 +11,13 @@ Two input kinds (class attribute ``input_kind``):
 * ``"vector"``: ``net(x)``, x (batch, dim), e.g. openSMILE functionals or pooled SSL layers;
 * ``"sequence"``: ``net(x, lengths)``, x (batch, frames, dim) zero- or garbage-padded after
   ``lengths`` (batch,) true frames. Frames past a clip's length never influence its output.
+
+The shared representation (seed 004's auxiliary heads read it): every net calls
+:meth:`HeadNet.tap` in its forward with the representation its task layers share, pooled
+``(batch, hidden_dim)`` and, where the net has one, per frame ``(batch, frames', hidden_dim)``
+with its true lengths. ``hidden_dim`` and ``hidden_frames`` (whether frames are tapped) are
+set by each net's constructor. Nothing is kept unless ``tapping`` is set (by
+:mod:`heads.training.auxiliary`), so a plain forward is unchanged.
 """
 from __future__ import annotations
 
@@ -113,6 +120,9 @@ class HeadNet(nn.Module):
     name: ClassVar[str]
     config_type: ClassVar[type]
     input_kind: ClassVar[str]
+    hidden_dim: int = 0
+    hidden_frames: bool = False
+    tapping: bool = False
 
     def __init__(self, input_dim: int, tasks: Sequence[Sequence[Any]], config: Any = None) -> None:
         super().__init__()
@@ -125,6 +135,19 @@ class HeadNet(nn.Module):
             raise TypeError(f"{self.name} needs a {self.config_type.__name__}; got {config!r}")
         if hasattr(self.config, "output"):
             check_choice(f"{self.name}: output", self.config.output, OUTPUT_MODES)
+
+    def tap(self, pooled: Tensor | None, frames: Tensor | None = None,
+            lengths: Tensor | None = None) -> None:
+        """Keep the shared representation of this forward in ``tapped`` when ``tapping``.
+
+        Args:
+            pooled: (B, hidden_dim), or None when only frames are shared (their mean over true
+                frames is the pooled one, :func:`heads.grl.masked_mean_pool`).
+            frames: (B, T', hidden_dim) per-frame representation, or None.
+            lengths: (B,) true frames of ``frames``.
+        """
+        if self.tapping:
+            self.tapped = {"pooled": pooled, "frames": frames, "lengths": lengths}
 
     def _task_linears(self, in_dim: int) -> nn.ModuleList:
         return nn.ModuleList(nn.Linear(in_dim, k) for _, _, k in self.tasks)

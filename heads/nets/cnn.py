@@ -381,6 +381,10 @@ class SpectrogramNet(HeadNet):
             out = self.predict(xw, lw)
             owner = owner.to(x.device)
             counts = torch.bincount(owner, minlength=x.shape[0]).to(x.dtype)[:, None]  # (B, 1)
+            if self.tapping:  # the clip's representation: the mean over its windows
+                pooled = self.tapped["pooled"]
+                self.tap(torch.zeros(x.shape[0], pooled.shape[1], dtype=pooled.dtype,
+                                     device=pooled.device).index_add_(0, owner, pooled) / counts)
             return {n: torch.zeros(x.shape[0], v.shape[1], dtype=v.dtype, device=v.device)
                     .index_add_(0, owner, v) / counts for n, v in out.items()}
         return self.predict(x, lengths)
@@ -459,6 +463,7 @@ class ResNetHead(SpectrogramNet):
         self.blocks = nn.ModuleList(blocks)
         self.dropout = nn.Dropout(c.dropout)
         self.heads = nn.ModuleList(_task_head(c_in, c.head_hidden, k) for _, _, k in self.tasks)
+        self.hidden_dim = c_in
 
     def predict(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
         h = x.transpose(1, 2).unsqueeze(1)  # (B, 1, D, T)
@@ -470,7 +475,9 @@ class ResNetHead(SpectrogramNet):
         h = h * time_mask(lengths, h.shape[3], h.dtype)
         for block in self.blocks:
             h, lengths = block(h, lengths)
-        pooled = self.dropout(masked_image_mean(h, lengths))  # (B, C)
+        pooled = masked_image_mean(h, lengths)  # (B, C)
+        self.tap(pooled)
+        pooled = self.dropout(pooled)
         return finish_outputs(self.tasks, [head(pooled) for head in self.heads], self.config.output)
 
 
@@ -543,6 +550,7 @@ class MultiExitCnn(SpectrogramNet):
         self.dropout = nn.Dropout(c.dropout)
         self.heads = nn.ModuleList(_task_head(dims[self.exit_of[n]], c.head_hidden, k)
                                    for n, _, k in self.tasks)
+        self.hidden_dim = dims[max(self.exit_of.values())]  # the deepest exit's channels
         log.debug("%s: exits %s", self.name, self.exit_of)
 
     def predict(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
@@ -553,7 +561,9 @@ class MultiExitCnn(SpectrogramNet):
                 h, lengths = unit(h, lengths)
             h, lengths = max_pool_halve(h, lengths)  # (B, C_b, D / 2^b, T / 2^b)
             if b in self.exit_of.values():
-                pooled[b] = self.dropout(masked_image_mean(h, lengths))  # (B, C_b)
+                pooled[b] = masked_image_mean(h, lengths)  # (B, C_b)
+        self.tap(pooled[max(pooled)])  # the deepest exit's: the representation most blocks share
+        pooled = {b: self.dropout(p) for b, p in pooled.items()}
         raw = [head(pooled[self.exit_of[n]]) for (n, _, _), head in zip(self.tasks, self.heads)]
         return finish_outputs(self.tasks, raw, self.config.output)
 

@@ -55,11 +55,13 @@ class MlpAvb(HeadNet):
                           nn.Linear(c.head_hidden, k))
             for _, _, k in self.tasks
         )
+        self.hidden_dim = h2
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:  # x (B, F)
         """x (batch, dim) -> {task: (batch, out_dim)}; raises ValueError on a bad shape."""
         self._check_vector(x)
         h = self.trunk(x)  # (B, 64)
+        self.tap(h)
         return finish_outputs(self.tasks, [head(h) for head in self.heads], self.config.output)
 
 
@@ -107,12 +109,14 @@ class MlpMtl(HeadNet):
             nn.Linear(c.hidden if n in c.chain else c.hidden + chain_dim, k)
             for n, _, k in self.tasks
         )
+        self.hidden_dim = c.hidden
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:  # x (B, D)
         """x (batch, dim) -> {task: (batch, out_dim)}; raises ValueError on a bad shape."""
         self._check_vector(x)
         c = self.config
         h = self.shared(x)  # (B, hidden)
+        self.tap(h)
         index = {n: i for i, (n, _, _) in enumerate(self.tasks)}
         out: dict[str, Tensor] = {}
         fed: list[Tensor] = []

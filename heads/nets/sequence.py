@@ -74,11 +74,13 @@ class LstmHead(HeadNet):
         self.lstm = nn.LSTM(self.input_dim, c.hidden, num_layers=c.layers, batch_first=True,
                             dropout=c.dropout if c.layers > 1 else 0.0)
         self.frame_out = nn.Linear(c.hidden, sum(k for _, _, k in self.tasks))
+        self.hidden_dim, self.hidden_frames = c.hidden, True
 
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
         """x (batch, frames, dim), lengths (batch,) in [1, frames] -> {task: (batch, out_dim)}."""
         x, lengths, mask = check_sequence(x, lengths, self.input_dim)
         frames, _ = run_lstm(self.lstm, x, lengths)  # (B, T, hidden)
+        self.tap(None, frames, lengths)
         pooled = pool_frames(self.frame_out(frames), lengths, mask, self.config.pooling)  # (B, S)
         raw = pooled.split([k for _, _, k in self.tasks], dim=-1)
         return finish_outputs(self.tasks, raw, self.config.output)
@@ -122,6 +124,8 @@ class Fc128Head(HeadNet):
         check_choice("fc128: order", self.config.order, FC128_ORDERS)
         self.frame = nn.Sequential(nn.Linear(self.input_dim, self.config.hidden), nn.ReLU())
         self.heads = self._task_linears(self.config.hidden)
+        self.hidden_dim = self.config.hidden
+        self.hidden_frames = self.config.order == "fc-pool"
 
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
         """x (batch, frames, dim), lengths (batch,) in [1, frames] -> {task: (batch, out_dim)}."""
@@ -129,8 +133,11 @@ class Fc128Head(HeadNet):
         x, lengths, mask = windowed(x, lengths, mask, self.config.window_frames)
         if self.config.order == "pool-fc":
             h = self.frame(masked_mean(x, mask))  # (B, hidden)
+            self.tap(h)
         else:
-            h = masked_mean(self.frame(x), mask)  # (B, hidden)
+            frames = self.frame(x)  # (B, T, hidden)
+            h = masked_mean(frames, mask)  # (B, hidden)
+            self.tap(h, frames, lengths)
         return finish_outputs(self.tasks, [head(h) for head in self.heads], self.config.output)
 
 
@@ -156,12 +163,14 @@ class Lstm128Head(HeadNet):
         super().__init__(input_dim, tasks, config)
         self.lstm = nn.LSTM(self.input_dim, self.config.hidden, batch_first=True)
         self.heads = self._task_linears(self.config.hidden)
+        self.hidden_dim, self.hidden_frames = self.config.hidden, True
 
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
         """x (batch, frames, dim), lengths (batch,) in [1, frames] -> {task: (batch, out_dim)}."""
         x, lengths, mask = check_sequence(x, lengths, self.input_dim)
         x, lengths, _ = windowed(x, lengths, mask, self.config.window_frames)
-        _, h = run_lstm(self.lstm, x, lengths)  # (B, hidden)
+        frames, h = run_lstm(self.lstm, x, lengths)  # (B, T, hidden), (B, hidden)
+        self.tap(h, frames, lengths)
         return finish_outputs(self.tasks, [head(h) for head in self.heads], self.config.output)
 
 
@@ -197,6 +206,7 @@ class NetVladHead(HeadNet):
         self.assign = nn.Linear(self.input_dim, k)
         self.centroids = nn.Parameter(torch.randn(k, self.input_dim) * self.input_dim**-0.5)
         self.heads = self._task_linears(k * self.input_dim)
+        self.hidden_dim = k * self.input_dim
 
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
         """x (batch, frames, dim), lengths (batch,) in [1, frames] -> {task: (batch, out_dim)}."""
@@ -206,6 +216,7 @@ class NetVladHead(HeadNet):
         v = torch.einsum("btk,btd->bkd", a, x) - a.sum(dim=1)[..., None] * self.centroids
         v = F.normalize(v, dim=2)  # (B, K, D) intra-normalisation
         v = F.normalize(v.flatten(1), dim=1)  # (B, K*D)
+        self.tap(v)
         return finish_outputs(self.tasks, [head(v) for head in self.heads], self.config.output)
 
 
@@ -262,7 +273,9 @@ class AutoPoolHead(HeadNet):
         if c.pool == "features":
             self.alpha = nn.Parameter(torch.full((self.input_dim,), float(c.alpha_init)))
             self.heads = self._task_linears(self.input_dim)
+            self.hidden_dim = self.input_dim
             return
+        self.hidden_dim, self.hidden_frames = c.hidden, True
         self.frame = nn.Sequential(nn.Linear(self.input_dim, c.hidden), nn.ReLU())
         self.heads = self._task_linears(c.hidden)
         self.alphas = nn.ParameterList(
@@ -275,8 +288,10 @@ class AutoPoolHead(HeadNet):
         x, lengths, mask = windowed(x, lengths, mask, self.config.window_frames)
         if self.config.pool == "features":
             h = auto_pool(x, self.alpha, mask)  # (B, D)
+            self.tap(h)
             return finish_outputs(self.tasks, [head(h) for head in self.heads], self.config.output)
         h = self.frame(x)  # (B, T, hidden)
+        self.tap(None, h, lengths)
         out: dict[str, Tensor] = {}
         for (name, kind, _), head, alpha in zip(self.tasks, self.heads, self.alphas):
             z = head(h)  # (B, T, k)
@@ -313,11 +328,13 @@ class Mean3Head(HeadNet):
             layers += [nn.Linear(d_in, d_out), nn.ReLU(), nn.Dropout(self.config.dropout)]
         self.mlp = nn.Sequential(*layers)
         self.heads = self._task_linears(dims[-1])
+        self.hidden_dim = dims[-1]
 
     def forward(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:  # x (B, T, D)
         """x (batch, frames, dim), lengths (batch,) in [1, frames] -> {task: (batch, out_dim)}."""
         x, lengths, mask = check_sequence(x, lengths, self.input_dim)
         x, lengths, mask = windowed(x, lengths, mask, self.config.window_frames)
         h = self.mlp(masked_mean(x, mask))  # (B, hidden[-1])
+        self.tap(h)
         return finish_outputs(self.tasks, [head(h) for head in self.heads], self.config.output)
 

@@ -63,6 +63,68 @@ def load_probe_data(store: FeatureStore, header: SetHeader, corpus: Any, task: T
     return ProbeData(ids, split, task, truths, missing)
 
 
+SPEAKER_TASK = "speaker"
+SPEAKER_SPLIT_RULE = ("within each speaker, its clips in id order cycle through Train, Train, "
+                      "Train, Val, Test (3 : 1 : 1); the corpus's own split is not used, since a "
+                      "speaker-independent split has no Val or Test clip of a Train speaker")
+
+
+def within_group_split(groups: Sequence[str]) -> np.ndarray:
+    """Split by position within each group: 0, 1, 2 -> Train, 3 -> Val, 4 -> Test, repeating.
+
+    Example:
+        >>> within_group_split(["a", "a", "b", "a", "a", "a", "b"]).tolist()
+        ['Train', 'Train', 'Train', 'Train', 'Val', 'Test', 'Train']
+    """
+    cycle = np.array(["Train", "Train", "Train", "Val", "Test"], dtype=object)
+    seen: dict[str, int] = {}
+    out = np.empty(len(groups), dtype=object)
+    for i, g in enumerate(groups):
+        k = seen.get(g, 0)
+        seen[g] = k + 1
+        out[i] = cycle[k % len(cycle)]
+    return out
+
+
+def speaker_labels(corpus: Any) -> Any:
+    """The corpus's label table with a ``speaker`` column: its own, or the clips' group
+    (speaker / subject) where it has none.
+
+    Raises:
+        ValueError: neither a speaker column nor any group.
+    """
+    labels = corpus.labels
+    if SPEAKER_TASK in labels.columns:
+        return labels
+    groups = corpus.clips["group"].replace("", np.nan).dropna()
+    if groups.empty:
+        raise ValueError(f"probe --task speaker: the {corpus.layout} corpus at {corpus.root} has no "
+                         f"speaker column and no speaker groups (a csv corpus names them with "
+                         f"extract --group-column COL)")
+    return labels.reindex(labels.index.union(groups.index)).assign(speaker=groups)
+
+
+def load_speaker_data(store: FeatureStore, header: SetHeader, corpus: Any, task: Task) -> ProbeData:
+    """Clips with a stored row and a speaker, split within each speaker
+    (:func:`within_group_split`, in id order).
+
+    Raises:
+        ValueError: no Val clip (every speaker has fewer than four clips).
+    """
+    labels = speaker_labels(corpus)
+    done, _ = store.status(header.key)
+    target = task.targets[0]
+    stored = [c for c in corpus.clips.index if c in done]
+    codes = target_array(target, labels, stored)
+    ids = sorted(c for c, y in zip(stored, codes) if y >= 0)
+    truths = {target.name: target_array(target, labels, ids)}
+    split = within_group_split([labels.loc[c, SPEAKER_TASK] for c in ids])
+    if not (split == "Val").any():
+        raise ValueError(f"probe --task speaker: no speaker has 4 clips with features in "
+                         f"{header.key}, so there is no Val clip ({SPEAKER_SPLIT_RULE})")
+    return ProbeData(ids, split, task, truths, len(corpus.clips) - len(ids))
+
+
 def layer_fields(header: SetHeader, poolings: Sequence[str] = ()
                  ) -> tuple[list[int], dict[str, str]]:
     """The stored layers and the field of each pooling (default: every stored pooling).

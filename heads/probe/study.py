@@ -23,7 +23,9 @@ from heads.base import FitOptions
 from heads.classical import RIDGE_ALPHAS
 from heads.dataset import Dataset
 from heads.features import FeatureError, find_set
-from heads.probe.data import ProbeData, layer_fields, load_probe_data, standardise, standardise_layers
+from heads.probe.data import (SPEAKER_SPLIT_RULE, SPEAKER_TASK, ProbeData, layer_fields,
+                              load_probe_data, load_speaker_data, speaker_labels, standardise,
+                              standardise_layers)
 from heads.probe.summary import summarise_seeds
 from heads.probe.ridge import best_index, fit_ridge_task, train_counts
 from heads.probe.weighted_sum import WeightedSumConfig, fit_weighted_sum
@@ -203,9 +205,14 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
     if len(tasks) != 1:
         raise ValueError(f"a probe studies one task, got {[t.name for t in tasks]}; run one "
                          f"probe per task")
-    corpus = open_corpus(cfg.workdir, need_split=True)
-    task = resolve_task(tasks[0], corpus.labels)
-    data = load_probe_data(store, header, corpus, task)
+    if tasks[0].name == SPEAKER_TASK:  # speaker identity: split within each speaker
+        corpus = open_corpus(cfg.workdir)
+        task = resolve_task(tasks[0], speaker_labels(corpus))
+        data = load_speaker_data(store, header, corpus, task)
+    else:
+        corpus = open_corpus(cfg.workdir, need_split=True)
+        task = resolve_task(tasks[0], corpus.labels)
+        data = load_probe_data(store, header, corpus, task)
     name = cfg.name or default_probe_name(cfg, header)
     probe_dir = Path(cfg.workdir) / PROBES_DIR / name
     make_run_dir(probe_dir, result="probe.json")
@@ -243,7 +250,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
                     progress(done, total, f"weighted sum {pooling}")
 
     greater = task.headline != "mae"
-    best = _best_record(results, greater)
+    best = best_record(results, greater)
     summary = {
         "name": name, "kind": "probe",
         "config": jsonable(asdict(cfg)),
@@ -261,6 +268,7 @@ def run_probe(cfg: ProbeConfig, *, progress: Progress | None = None) -> ProbeRes
         "std_meaning": "standard deviation of the Val score over seeds (ddof=1)",
         "n_clips": {s: int(len(data.rows(s))) for s in ("Train", "Val", "Test")},
         "excluded_missing_features": data.excluded_missing_features,
+        **({"split_rule": SPEAKER_SPLIT_RULE} if task.name == SPEAKER_TASK else {}),
         "layers": layers, "poolings": poolings,
         "results": results, "best": best,
         "weighted_sum": weighted,
@@ -304,7 +312,7 @@ def _weighted_study(store: FeatureStore, header: SetHeader, field_name: str,
     return out
 
 
-def _best_record(results: list[dict[str, Any]], greater: bool) -> dict[str, Any]:
+def best_record(results: list[dict[str, Any]], greater: bool) -> dict[str, Any]:
     """The best (layer, pooling) on Val, its Test score, and whether it is starred.
 
     ``separated`` (the star): the best's 95 % bootstrap CI does not overlap the CI of the

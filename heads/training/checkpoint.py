@@ -27,8 +27,13 @@ from heads.training.outputs import Output, to_label_space
 
 def save_checkpoint(path: Path, *, net: HeadNet, weighting: torch.nn.Module, head: str,
                     inputs: Inputs, outputs: Sequence[Output], opts: TrainOptions,
-                    run_config: dict[str, Any], seed: int, best_epoch: int, epochs_run: int) -> None:
-    """Write the checkpoint of a trained net atomically to ``path``."""
+                    run_config: dict[str, Any], seed: int, best_epoch: int, epochs_run: int,
+                    auxiliary: dict[str, Any] | None = None) -> None:
+    """Write the checkpoint of a trained net atomically to ``path``.
+
+    ``auxiliary``: the state of seed 004's auxiliary heads
+    (:meth:`heads.training.auxiliary.Auxiliary.state`), kept under ``"auxiliary"``; predicting
+    with the checkpoint uses the net alone."""
     checkpoint = {
         "net": net.state_dict(), "weighting": weighting.state_dict(), "head": head,
         "input_dim": inputs.dim, "input_kind": inputs.kind, "net_tasks": [o.spec() for o in outputs],
@@ -39,6 +44,8 @@ def save_checkpoint(path: Path, *, net: HeadNet, weighting: torch.nn.Module, hea
                      "lo": o.lo, "hi": o.hi, "classes": o.target.classes} for o in outputs],
         "best_epoch": best_epoch, "epochs_run": epochs_run,
     }
+    if auxiliary is not None:
+        checkpoint["auxiliary"] = auxiliary
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(checkpoint, tmp)
     os.replace(tmp, path)

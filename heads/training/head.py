@@ -62,12 +62,14 @@ class TorchHead:
         opts = TrainOptions.from_dict(options.head_options)
         preds, info, excluded = fit_torch(self.name, dataset, tasks, seed=seed, out_dir=out_dir,
                                           opts=opts, n_jobs=options.n_jobs,
-                                          run_config=options.run_config)
+                                          run_config=options.run_config,
+                                          columns=options.columns)
+        auxiliary = info.pop("auxiliary_outputs", {})
         curves = {k: v["curves"] for k, v in info.get("separate", {}).items()}
         if "curves" in info:
             curves["all"] = info["curves"]
         return FitResult(preds, info, excluded, curves=curves, per_task=False,
-                         models=checkpoint_files(info))
+                         models=checkpoint_files(info), auxiliary=auxiliary)
 
 
 def checkpoint_files(info: dict) -> dict[str, dict[str, str]]:

@@ -46,6 +46,7 @@ from heads.config import TrainOptions
 from heads.dataset import Dataset
 from heads.nets import NETS, build_net
 from heads.rundir import write_json
+from heads.training.auxiliary import Auxiliary, check_auxiliary
 from heads.training.checkpoint import save_checkpoint
 from heads.training.inputs import Inputs, load_inputs, pick_device
 from heads.training.outputs import (Labels, Output, make_outputs, output_losses, resolve_chain,
@@ -63,7 +64,8 @@ TorchFit = tuple[dict[str, dict[str, np.ndarray]], dict[str, Any], dict[str, dic
 
 def fit_torch(head: str, ds: Dataset, tasks: Sequence[Task], *, seed: int, out_dir: Path,
               opts: TrainOptions, n_jobs: int = 1,
-              run_config: dict[str, Any] | None = None) -> TorchFit:
+              run_config: dict[str, Any] | None = None,
+              columns: dict[str, list] | None = None) -> TorchFit:
     """Train a torch head on all tasks at once.
 
     Args:
@@ -76,12 +78,15 @@ def fit_torch(head: str, ds: Dataset, tasks: Sequence[Task], *, seed: int, out_d
         opts: the training options.
         n_jobs: CPU threads while training on the CPU.
         run_config: the run's settings, saved in each checkpoint.
+        columns: per-row labels of the auxiliary heads (``opts.adversary`` / ``opts.ctc``:
+            :func:`heads.auxiliary.auxiliary_columns`).
 
     Returns:
         ``(preds, info, excluded)``: ``preds[task][target]`` for every row of ``ds``
         (regression (n, k) float32, classification (n,) class codes); ``info`` with the best
         epoch, epochs run, final task weights, options; ``excluded[task][target]``: Train and
-        Val clips without that label.
+        Val clips without that label. With auxiliary heads, ``info["auxiliary_outputs"]``
+        holds their per-row outputs (:meth:`heads.training.auxiliary.Auxiliary.predict`).
 
     Raises:
         ValueError: unknown head or option, no Train labels, CUDA asked for but missing, a
@@ -89,6 +94,7 @@ def fit_torch(head: str, ds: Dataset, tasks: Sequence[Task], *, seed: int, out_d
     """
     if head not in NETS:
         raise ValueError(f"unknown torch head {head!r}; valid: {', '.join(sorted(NETS))}")
+    check_auxiliary(head, opts)
     device = pick_device(opts.device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +107,7 @@ def fit_torch(head: str, ds: Dataset, tasks: Sequence[Task], *, seed: int, out_d
         torch.set_num_threads(max(1, int(n_jobs)))
     try:
         return _fit_groups(head, opts, ds, tasks, seed, outputs, inputs, labels, device, out_dir,
-                           run_config or {})
+                           run_config or {}, columns or {})
     finally:
         if device.type == "cpu":
             torch.set_num_threads(threads_before)
@@ -109,7 +115,7 @@ def fit_torch(head: str, ds: Dataset, tasks: Sequence[Task], *, seed: int, out_d
 
 def _fit_groups(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task], seed: int,
                 outputs: list[Output], inputs: Inputs, labels: Labels, device: torch.device,
-                run_dir: Path, run_config: dict[str, Any]) -> TorchFit:
+                run_dir: Path, run_config: dict[str, Any], columns: dict[str, list]) -> TorchFit:
     """Train one net (or one per output when ``separate``) and collect predictions."""
     groups = [[o] for o in outputs] if opts.separate else [list(outputs)]
     if opts.separate and opts.weighting != "equal":
@@ -121,7 +127,7 @@ def _fit_groups(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task
     for group in groups:
         tag = f"seed{seed}" if not opts.separate else f"seed{seed}_{group[0].name}"
         result = train_net(head, opts, ds, tasks, group, inputs, labels, seed, device=device,
-                           run_dir=run_dir, tag=tag, run_config=run_config)
+                           run_dir=run_dir, tag=tag, run_config=run_config, columns=columns)
         raw.update(result.raw)
         infos[group[0].name if opts.separate else "all"] = result.info
 
@@ -137,6 +143,8 @@ def _fit_groups(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task
                             "outputs": {o.name: {"task": o.task, "target": o.target.name, "loss": o.loss}
                                         for o in outputs}}
     info.update(infos["all"] if not opts.separate else {"separate": infos})
+    if not opts.separate and result.aux is not None:
+        info["auxiliary_outputs"] = result.aux
     return preds, info, excluded
 
 
@@ -146,6 +154,7 @@ class TrainResult:
 
     raw: dict[str, np.ndarray]
     info: dict[str, Any]
+    aux: dict[str, Any] | None = None
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -180,8 +189,13 @@ def predict_raw(net: torch.nn.Module, inputs: Inputs, rows: np.ndarray, batch_si
 def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
               outputs: Sequence[Output], inputs: Inputs, labels: Labels, seed: int, *,
               device: torch.device, run_dir: Path, tag: str,
-              run_config: dict[str, Any] | None = None) -> TrainResult:
+              run_config: dict[str, Any] | None = None,
+              columns: dict[str, list] | None = None) -> TrainResult:
     """Train one net for ``outputs`` and return its predictions on every row.
+
+    With ``opts.adversary`` / ``opts.ctc`` the auxiliary heads
+    (:class:`heads.training.auxiliary.Auxiliary`) train beside the net on ``columns``; their
+    weighted losses are added to the total.
 
     Writes ``run_dir/curves_<tag>.json`` after every epoch and ``run_dir/model_<tag>.pt`` (best
     state, net config, options, input standardisation, label ranges, ``run_config``) at the end.
@@ -211,7 +225,12 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
         raise ValueError(f"option unscaled trains {', '.join(opts.unscaled)} in label units: head "
                          f"{head} outputs {net.config.output!r}; add --output linear")
     weighting = build_weighting(opts.weighting, len(outputs)).to(device)
+    aux = None
+    if opts.adversary is not None or opts.ctc is not None:
+        aux = Auxiliary(head, net, opts, ds, columns or {}, device, run_dir).to(device)
     groups = [{"params": list(net.parameters()), "weight_decay": opts.weight_decay}]
+    if aux is not None:
+        groups.append({"params": list(aux.parameters()), "weight_decay": opts.weight_decay})
     if list(weighting.parameters()):
         groups.append({"params": list(weighting.parameters()), "weight_decay": 0.0})
     optim_cls = torch.optim.AdamW if opts.optimizer == "adamw" else torch.optim.Adam
@@ -232,6 +251,8 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
     curves: dict[str, Any] = {"outputs": names, "epoch": [], "train_loss": {n: [] for n in names},
                               "train_total": [], "val_score": {}, "val_selection": [],
                               "task_weights": {n: [] for n in names}, "lr": [], "seconds": []}
+    if aux is not None:
+        curves["auxiliary_loss"] = {n: [] for n in aux.names}
     best_score, best_epoch, best_state, epochs_run = None, -1, None, 0
     train_rows_t = torch.as_tensor(train_rows)
     for epoch in range(opts.epochs):
@@ -240,6 +261,7 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
         order = train_rows_t[torch.randperm(len(train_rows), generator=generator)]
         loss_sum = torch.zeros(len(outputs), device=device)
         total_sum = torch.zeros((), device=device)
+        aux_sum = torch.zeros(len(aux.names) if aux is not None else 0, device=device)
         for start in range(0, len(order), opts.batch_size):
             rows = order[start:start + opts.batch_size]
             pred = net(*inputs.batch(rows))  # {output: (B, k)}
@@ -247,6 +269,10 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
             losses = output_losses(outputs, pred, labels, rows_dev, class_weights,
                                    opts.label_smoothing)  # (K,)
             total = weighting.combine(losses, epoch)
+            if aux is not None:  # L = L_tasks + alpha L_CTC + beta L_adversary (seed 004, III.D)
+                aux_terms = aux.losses(net, rows)  # (A,)
+                total = total + aux_terms.sum()
+                aux_sum += aux_terms.detach()
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -272,12 +298,17 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
         curves["val_selection"].append(selection)
         for n, w in zip(names, task_weights):
             curves["task_weights"][n].append(float(w))
+        if aux is not None:
+            for n, v in zip(aux.names, (aux_sum / steps_per_epoch).tolist()):
+                curves["auxiliary_loss"][n].append(v)
         curves["lr"].append(optimizer.param_groups[0]["lr"])
         curves["seconds"].append(round(time.perf_counter() - t0, 3))
         if best_score is None or selection > best_score:
             best_score, best_epoch, bad_epochs = selection, epoch, 0
             best_state = {"net": copy.deepcopy(net.state_dict()),
                           "weighting": copy.deepcopy(weighting.state_dict())}
+            if aux is not None:
+                best_state["auxiliary"] = copy.deepcopy(aux.state_dict())
         else:
             bad_epochs += 1
         curves["best_epoch"] = best_epoch
@@ -299,11 +330,19 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
     if opts.restore_best and best_state is not None:
         net.load_state_dict(best_state["net"])
         weighting.load_state_dict(best_state["weighting"])
+        if aux is not None:
+            aux.load_state_dict(best_state["auxiliary"])
     log.info("%s %s: %d epoch(s)%s, best epoch %d (Val selection score %.4f), %.1f s on %s",
              head, tag, epochs_run, " (stopped early)" if epochs_run < opts.epochs else "",
              best_epoch + 1, best_score if best_score is not None else float("nan"),
              time.perf_counter() - t0, device)
     raw = predict_raw(net, inputs, np.arange(len(ds.ids)), eval_batch)
+    aux_out = None
+    if aux is not None:
+        every = np.arange(len(ds.ids))
+        aux_out = aux.predict(net, (inputs.batch(every[lo:lo + eval_batch])
+                                    for lo in range(0, len(every), eval_batch)))
+        aux.probe(aux_out, train_rows)
     final_weights = dict(zip(names, (float(w) for w in weighting.weights())))
     info = {"best_epoch": best_epoch, "epochs_run": epochs_run,
             "stopped_early": epochs_run < opts.epochs, "best_val_selection": best_score,
@@ -312,8 +351,9 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
             "curves": f"curves_{tag}.json", "checkpoint": f"model_{tag}.pt"}
     save_checkpoint(run_dir / f"model_{tag}.pt", net=net, weighting=weighting, head=head,
                     inputs=inputs, outputs=outputs, opts=opts, run_config=run_config or {},
-                    seed=seed, best_epoch=best_epoch, epochs_run=epochs_run)
-    return TrainResult(raw, info)
+                    seed=seed, best_epoch=best_epoch, epochs_run=epochs_run,
+                    auxiliary=aux.state() if aux is not None else None)
+    return TrainResult(raw, info, aux_out)
 
 
 

@@ -31,7 +31,15 @@ def test_demo_end_to_end(tmp_path):
     assert "*published*" in report
     assert list((wd / "runs" / "demo-avb-type-logreg-eGeMAPSv02").glob("predictions_test_*.csv"))
     # SSL path, probe and the self-contained HTML report
-    assert (wd / "probes" / "demo-probe-avb-high" / "probe.json").exists()
+    # the two-model layer study: a probe of each family, their layers compared by analyze
+    probes = sorted(p.parent.name for p in (wd / "probes").glob("*/probe.json"))
+    assert len(probes) == 2 and any("wav2vec2" in p for p in probes) and any("whisper" in p for p in probes)
+    (analysis,) = (wd / "analyses").glob("*/analysis.json")
+    a = json.loads(analysis.read_text())
+    assert [s["spec"].split("/")[-1] for s in a["sets"]] == [
+        probes[0].split("avb-high-")[1], probes[1].split("avb-high-")[1]]  # wav2vec2 rows, whisper columns
+    assert a["cka"]["between"] is not None and len(a["cca"]) == 2
     html = (wd / "report.html").read_text()
     assert "data:image/png;base64," in html and "<img src=\"report_files" not in html
+    assert "## Layer analyses (training-free)" in report and report.count("UNTRAINED") >= 2
     assert list((wd / "runs").glob("demo-avb-high-ridge-ssl-*"))

@@ -205,3 +205,33 @@ def test_analyze_refuses_missing_pooling_and_non_layered_sets(analysis_wd):
     assert "needs an ssl: set" in p.stderr
     with pytest.raises(ValueError, match=r"--cca-reg must be in \[0, 1\)"):
         AnalyzeConfig(workdir=str(wd), features=SYNTHETIC_SPEC, reg=1.5).check()
+
+
+def test_report_shows_the_analysis_with_its_figures_and_best_layer(analysis_wd):
+    from heads.analysis.study import run_analysis
+    from reports.report import FILES_DIR, write_report
+
+    wd, info = analysis_wd
+    run_analysis(AnalyzeConfig(workdir=str(wd), features=SYNTHETIC_SPEC, against=info["key"],
+                               acoustic="opensmile:test", n_boot=100, name="for-report"))
+    write_report(wd)
+    md = (wd / "report.md").read_text()
+    section = md[md.index("## Layer analyses (training-free)"):]
+    section = section[section.index("### for-report"):]
+    section = section.split("\n### ")[0].split("\n## ")[0]  # this study only
+    assert f"**Highest: layer {SIGNAL_LAYER}** (its CI lies above every other layer's)" in section
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    cca_rows = [r for r in rows if r.count("|") == 7]  # layer, mean, CI, first, shrinkage, group
+    assert len(cca_rows) == 2 * (2 + 6)  # one CCA per set (the same set twice): header, rule, 6 layers
+    best_row = [c.strip() for c in cca_rows[2 + SIGNAL_LAYER].strip("|").split("|")]
+    d = json.loads((wd / "analyses" / "for-report" / "analysis.json").read_text())
+    best = d["cca"][0]["per_layer"][SIGNAL_LAYER]
+    assert best_row[:2] == [str(SIGNAL_LAYER), f"{best['mean_cc']:.3f}"]
+    assert best_row[5].startswith(best["best_group"])
+    # the same set twice: every layer's closest layer in the other set is itself
+    closest = [r for r in rows if r.count("|") == 4][2:]
+    assert [c.split("|")[1:3] for c in closest] == [[f" {k} ", f" {k} "] for k in range(6)]
+    files = {p.name for p in (wd / FILES_DIR).iterdir()}
+    assert {"cka-for-report.png", "cca-for-report.png"} <= files
+    html = (wd / "report.html").read_text()
+    assert 'id="analyses"' in html and html.count("data:image/png;base64") >= 2

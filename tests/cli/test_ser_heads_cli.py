@@ -1,0 +1,69 @@
+"""``train --adversary`` and ``--ctc`` through the command line on a tiny IEMOCAP-shaped release
+(two sessions, four speakers, transcripts), held-out speaker 01F as paper 004."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from clitools import ROOT, cli
+
+sys.path.insert(0, str(ROOT / "tests" / "data"))
+from test_iemocap import make_iemocap
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("ser")
+    release = make_iemocap(base / "corpus")
+    wd = base / "wd"
+    cli("extract", "--corpus", str(release), "--layout", "iemocap", "--workdir", str(wd),
+        "--features", "opensmile:eGeMAPSv02", "logmel:16", "--workers", "1", "--no-progress")
+    return wd
+
+
+def test_adversary_on_an_mlp_and_ctc_on_a_sequence_head(workdir: Path):
+    p = cli("train", "--workdir", str(workdir), "--task", "iemocap4", "--features",
+            "opensmile:eGeMAPSv02", "--head", "mlp-mtl", "--test-group", "01F", "--epochs", "3",
+            "--adversary", "speaker:1", "--run-name", "grl", "--device", "cpu")
+    assert "adversary speaker (beta 1, reverse)" in p.stdout
+    m = json.loads((workdir / "runs" / "grl" / "speaker_01F" / "metrics.json").read_text())
+    adv = m["adversary"]
+    # Train: 02F and 02M (Val is 01F's partner 01M): the classes are the Train speakers
+    assert adv["classes"] == ["02F", "02M"] and adv["beta"] == 1.0 and adv["mode"] == "reverse"
+    assert adv["speaker_accuracy"]["Train"]["n"] == 6
+    assert adv["speaker_accuracy"]["Val"]["score"] is None  # 01M is no Train speaker
+    assert adv["speaker_accuracy"]["Test"]["n"] == 0
+    assert "probe_accuracy_means" in adv and adv["probe_accuracy"]["n_scored"] == 2
+
+    cli("train", "--workdir", str(workdir), "--task", "iemocap4", "--features", "logmel:16",
+        "--head", "lstm128", "--test-group", "01F", "--epochs", "2", "--ctc", "0.1",
+        "--adversary", "speaker:0.1", "--adversary-mode", "forward", "--run-name", "mtl",
+        "--device", "cpu")
+    fold = workdir / "runs" / "mtl" / "speaker_01F"
+    m = json.loads((fold / "metrics.json").read_text())
+    assert m["ctc"]["alpha"] == 0.1 and m["adversary"]["mode"] == "forward"
+    # Test: 01F's two transcribed utterances with a label-bearing or not, every clip of the split
+    assert m["ctc"]["test"]["n"] >= 2 and m["ctc"]["test"]["cer_error"] >= 0
+    vocab = json.loads((fold / "vocab.json").read_text())
+    assert vocab["symbols"][:3] == ["<blank>", "<unk>", "|"]
+    # the vocabulary holds only Train characters (02F, 02M: "that's great", "okay", ...)
+    assert "'" in vocab["symbols"] and "x" not in vocab["symbols"]
+    text = pd.read_csv(fold / "predictions_test_text.csv", keep_default_na=False)
+    assert set(text.columns) == {"File_ID", "reference", "hypothesis"}
+    assert "Excuse me." in set(text["reference"])
+
+
+def test_refusals_name_the_reason(workdir: Path):
+    p = cli("train", "--workdir", str(workdir), "--task", "iemocap4", "--features",
+            "opensmile:eGeMAPSv02", "--head", "ridge", "--test-group", "01F", "--adversary",
+            "speaker:1", check=2)
+    assert "head 'ridge' is classical" in p.stderr and "mlp-mtl" in p.stderr
+    p = cli("train", "--workdir", str(workdir), "--task", "iemocap4", "--features",
+            "opensmile:eGeMAPSv02", "--head", "mlp-mtl", "--test-group", "01F", "--ctc", "0.1",
+            check=2)
+    assert "no per-frame representation" in p.stderr and "lstm128" in p.stderr
