@@ -301,8 +301,8 @@ def _aux_lines(m: dict, splits: tuple[str, ...]) -> list[str]:
     lines = []
     for split in splits:
         ctc = (m.get("ctc") or {}).get(split)
-        if ctc and ctc.get("wer") is not None:
-            lines.append(f"ctc: {split.capitalize()} WER = {ctc['wer']:.4f}, CER = {ctc['cer']:.4f} "
+        if ctc and ctc.get("wer_error") is not None:
+            lines.append(f"ctc: {split.capitalize()} WER = {ctc['wer_error']:.4f}, CER = {ctc['cer_error']:.4f} "
                          f"(greedy decodes of {ctc['n']} clips)")
         adv = (m.get("adversary") or {}).get(split)
         if adv and adv.get("speaker_accuracy") is not None:

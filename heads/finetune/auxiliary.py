@@ -7,13 +7,16 @@ the cross-entropy, or the cross-entropy with beta at the reversal layer). The he
 public ones of :mod:`heads.ctc` and :mod:`heads.grl`; this module only connects them to the
 backbone's outputs and to the corpus:
 
+The columns follow ``train --ctc / --adversary`` (:mod:`heads.auxiliary`):
+
 * CTC: the Train transcripts (label column ``text``) give the vocabulary
-  (:meth:`heads.ctc.CharVocab.from_texts`, saved as ``vocab.json`` with the run). A clip with an
-  empty transcript cell has no CTC target (left out of the term); a transcript that normalises
-  to nothing (``[LAUGHTER]``) is the empty target (all blanks). A training clip cropped to
-  ``max_seconds`` leaves the term of that step (its transcript no longer fits the audio).
-* Speaker: the classes are the Train clips' values of the column (``speaker``); clips of other
-  values (the held-out speakers) have code -1 and are skipped by the loss and by the accuracy.
+  (:meth:`heads.ctc.CharVocab.from_texts`, saved as ``vocab.json`` with the run). A clip without
+  a transcript, or whose transcript normalises to nothing (``[LAUGHTER]``), has no CTC target
+  (left out of the term and of WER). A training clip cropped to ``max_seconds`` leaves the term
+  of that step (its transcript no longer fits the audio).
+* Speaker: ``speaker`` is the corpus's group column (another name: that label column); the
+  classes are the Train clips' values; clips of other values (the held-out speakers) have code
+  -1 and are skipped by the loss and by the accuracy.
 
 Scores: WER and CER (:mod:`heads.scoring.text`, jiwer) of the greedy decodes against the
 normalised transcripts; speaker accuracy (:func:`heads.scoring.speaker_accuracy_score`) on the
@@ -26,24 +29,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from data.corpus import Corpus
+from heads.auxiliary import ADVERSARY, TEXT_COLUMN, auxiliary_columns, train_classes
+from heads.config import TrainOptions, parse_adversary
 from heads.ctc import CharVocab, CTCConfig, CTCHead, normalise_transcript, pad_targets
 from heads.grl import AdversaryConfig, AdversaryHead
 from heads.scoring import character_error, speaker_accuracy_score, word_error
 
-TEXT_COLUMN = "text"
 VOCAB_FILE = "vocab.json"
-
-
-def _text(value: Any) -> str | None:
-    """A transcript cell: None when empty or missing."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    text = str(value)
-    return text if text.strip() else None
 
 
 @dataclass
@@ -68,24 +64,23 @@ class AuxTargets:
     codes: np.ndarray
 
     @classmethod
-    def build(cls, labels: pd.DataFrame, ids: Sequence[str], train_rows: np.ndarray, *,
-              ctc: bool, column: str | None) -> AuxTargets:
-        """Targets of ``ids`` from the corpus label table (vocabulary and classes from Train).
+    def build(cls, corpus: Corpus, ids: Sequence[str], train_rows: np.ndarray, *,
+              ctc: float | None, adversary: str | None) -> AuxTargets:
+        """Targets of ``ids`` (vocabulary and classes from the ``train_rows``), with the column
+        rules of ``train --ctc / --adversary`` (:func:`heads.auxiliary.auxiliary_columns`,
+        :func:`heads.auxiliary.train_classes`).
 
         Raises:
-            ValueError: the label table lacks the ``text`` or adversary column, no Train clip
-                has a transcript, or fewer than two classes are in Train.
+            ValueError: the corpus lacks the ``text`` or adversary column, no Train clip has a
+                transcript, or fewer than two classes are in Train.
         """
+        opts = TrainOptions.from_dict({"ctc": ctc or None, "adversary": adversary})
+        columns = auxiliary_columns(corpus, ids, opts)
         n = len(ids)
-        texts: list[str | None] = [None] * n
+        texts: list[str | None] = columns.get(TEXT_COLUMN, [None] * n)
         encoded: list[list[int] | None] = [None] * n
         vocab = None
         if ctc:
-            if TEXT_COLUMN not in labels.columns:
-                raise ValueError(f"the CTC head needs transcripts: the corpus has no {TEXT_COLUMN!r} "
-                                 f"column (layout iemocap has one; csv: extract --text-column COL); "
-                                 f"columns: {sorted(labels.columns)}")
-            texts = [_text(v) for v in labels[TEXT_COLUMN].reindex(list(ids)).tolist()]
             train_texts = [texts[r] for r in train_rows if texts[r] is not None]
             if not train_texts:
                 raise ValueError("the CTC head needs transcripts, and no Train clip has one "
@@ -94,19 +89,13 @@ class AuxTargets:
             encoded = [None if t is None else vocab.encode(t) for t in texts]
         classes: tuple[str, ...] = ()
         codes = np.full(n, -1, dtype=np.int64)
-        if column:
-            if column not in labels.columns:
-                raise ValueError(f"--adversary {column}:BETA: the corpus has no label column "
-                                 f"{column!r}; columns: {sorted(labels.columns)}")
-            values = labels[column].reindex(list(ids))
-            values = [None if pd.isna(v) or not str(v).strip() else str(v) for v in values]
-            classes = tuple(sorted({values[r] for r in train_rows if values[r] is not None}))
-            if len(classes) < 2:
-                raise ValueError(f"--adversary {column}: Train holds {len(classes)} value(s) of "
-                                 f"{column!r} ({list(classes)}); a classifier needs at least 2")
-            index = {c: i for i, c in enumerate(classes)}
-            codes = np.array([index.get(v, -1) if v is not None else -1 for v in values], np.int64)
-        return cls(vocab, texts, encoded, column or "", classes, codes)
+        column = ""
+        if adversary:
+            column = parse_adversary(adversary)[0]
+            split = np.full(n, "", dtype=object)
+            split[np.asarray(train_rows, dtype=np.int64)] = "Train"
+            classes, codes = train_classes(columns[ADVERSARY], split)
+        return cls(vocab, texts, encoded, column, classes, codes)
 
 
 class AuxHeads(nn.Module):
@@ -186,7 +175,8 @@ def aux_scores(targets: AuxTargets, rows: Sequence[int], preds: Sequence[dict[st
     """WER / CER and speaker accuracy of one split's predictions (rows that failed: None).
 
     Returns:
-        ``{"ctc": {"wer", "cer", "n"} | None, "adversary": {"speaker_accuracy", "n"} | None}``;
+        ``{"ctc": {"wer_error", "cer_error", "n"} | None, "adversary": {"speaker_accuracy", "n"}
+        | None}``;
         a score is None when no clip of the split can be scored (no transcript, no speaker of
         the classes).
     """
@@ -197,8 +187,8 @@ def aux_scores(targets: AuxTargets, rows: Sequence[int], preds: Sequence[dict[st
         refs = [a for a, _ in pairs]
         hyps = [b for _, b in pairs]
         words = any(r.split() for r in refs)
-        out["ctc"] = {"wer": word_error(refs, hyps) if words else None,
-                      "cer": character_error(refs, hyps) if any(r.strip() for r in refs) else None,
+        out["ctc"] = {"wer_error": word_error(refs, hyps) if words else None,
+                      "cer_error": character_error(refs, hyps) if any(r.strip() for r in refs) else None,
                       "n": len(pairs)}
     if targets.classes:
         got = [(int(targets.codes[r]), p["code"]) for r, p in zip(rows, preds)
@@ -210,5 +200,5 @@ def aux_scores(targets: AuxTargets, rows: Sequence[int], preds: Sequence[dict[st
     return out
 
 
-__all__ = ["AuxHeads", "AuxLosses", "AuxTargets", "TEXT_COLUMN", "VOCAB_FILE", "aux_losses",
+__all__ = ["AuxHeads", "AuxLosses", "AuxTargets", "VOCAB_FILE", "aux_losses",
            "aux_predict", "aux_scores"]

@@ -15,7 +15,7 @@ from data.tasks import parse_tasks
 from extract.ssl import FINETUNED_FILE
 from heads.nets import OUTPUT_MODES
 from extract.devices import DEVICES
-from heads.config import TrainOptions
+from heads.config import TrainOptions, parse_adversary
 from heads.finetune.schedule import DECAYS
 from heads.grl import ADVERSARY_MODES, BETA_AT
 from heads.training.weighting import WEIGHTINGS
@@ -181,27 +181,6 @@ class FinetuneConfig:
     def accumulated_batch(self) -> int:
         """Clips per optimiser step: ``batch_size * grad_accum``."""
         return self.batch_size * self.grad_accum
-
-
-def parse_adversary(spec: str) -> tuple[str, float]:
-    """``COLUMN:BETA`` -> (column, beta), e.g. ``speaker:0.1`` -> ``("speaker", 0.1)``.
-
-    Raises:
-        ValueError: not of that form, or beta not a finite number >= 0.
-
-    Example:
-        >>> parse_adversary("speaker:1")
-        ('speaker', 1.0)
-    """
-    column, sep, value = str(spec).partition(":")
-    try:
-        beta = float(value)
-    except ValueError:
-        beta = float("nan")
-    if not sep or not column.strip() or not (0.0 <= beta < float("inf")):
-        raise ValueError(f"--adversary takes COLUMN:BETA with BETA a number >= 0, e.g. "
-                         f"speaker:0.1 (paper 004: beta 0, 0.1 or 1); got {spec!r}")
-    return column.strip(), beta
 
 
 def option_defaults() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from heads.finetune.run import finetune
 
 log = logging.getLogger(__name__)
 
-AUX_QUANTITIES = {"ctc": ("wer", "cer"), "adversary": ("speaker_accuracy",)}
+AUX_QUANTITIES = {"ctc": ("wer_error", "cer_error"), "adversary": ("speaker_accuracy",)}
 """The auxiliary heads' numbers summarised over folds (see :mod:`heads.finetune.auxiliary`)."""
 
 

@@ -31,7 +31,8 @@ from heads.finetune.backbone import Backbone, FinetuneHeads, load_model, uses_at
 from heads.finetune.batches import ClipAudio
 from heads.finetune.config import (FINETUNED_DIR, MODEL_SUBDIR, FinetuneConfig, FinetuneResult,
                                    PhaseFn, ProgressFn, default_run_name, option_defaults,
-                                   parse_adversary, readable_name, write_json)
+                                   readable_name, write_json)
+from heads.config import parse_adversary
 from heads.finetune.stages import Run, run_stage1, run_stage2
 from heads.scoring import score_task, task_ci
 from heads.config import TrainOptions
@@ -142,8 +143,8 @@ def finetune(cfg: FinetuneConfig, *, on_phase: PhaseFn | None = None,
     aux_targets = None
     adversary = parse_adversary(cfg.adversary) if cfg.adversary else None
     if cfg.ctc > 0 or adversary is not None:
-        aux_targets = AuxTargets.build(corpus.labels, ids, train_rows, ctc=cfg.ctc > 0,
-                                       column=adversary[0] if adversary else None)
+        aux_targets = AuxTargets.build(corpus, ids, train_rows, ctc=cfg.ctc or None,
+                                       adversary=cfg.adversary)
     durations = np.asarray(seconds, dtype=np.float64)
     cache = float(durations.sum()) * SAMPLE_RATE * 4 <= cfg.cache_gb * 2**30
     audio = ClipAudio({c: str(clips.loc[c, "path"]) for c in ids}, workers=cfg.workers, cache=cache,

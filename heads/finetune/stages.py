@@ -454,8 +454,8 @@ def _aux_curve(run: Run, steps: int, ctc_sum: float, adv_sum: float, hits: int, 
     va = aux_scores(run.aux_targets, list(rows_va), extra_va) if len(rows_va) else {}
     if run.aux.ctc is not None:
         out["train_ctc"] = ctc_sum / max(steps, 1)
-        out["val_wer"] = (va.get("ctc") or {}).get("wer")
-        out["val_cer"] = (va.get("ctc") or {}).get("cer")
+        out["val_wer"] = (va.get("ctc") or {}).get("wer_error")
+        out["val_cer"] = (va.get("ctc") or {}).get("cer_error")
     if run.aux.adversary is not None:
         out["train_adversary"] = adv_sum / max(steps, 1)
         out["train_speaker_accuracy"] = hits / scored if scored else None

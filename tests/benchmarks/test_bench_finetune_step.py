@@ -19,3 +19,8 @@ def test_bench_finetune_step_json_line(capsys: pytest.CaptureFixture) -> None:
     # base size: 94.4 M parameters, of which the frozen conv feature encoder holds 4.2 M
     assert 85e6 < result["trainable_parameters"] < 92e6
     assert "peak_memory_gib" not in result
+    ser = result["ser"]  # paper 004: all three heads against the emotion head alone, same run
+    assert ser["loss_finite"] is True and ser["ctc_chars_per_clip"] == 7
+    assert ser["all_heads_seconds_per_audio_second"] == pytest.approx(ser["all_heads_seconds_per_step"] / 0.5, rel=1e-2)
+    assert ser["all_heads_over_emotion"] == pytest.approx(
+        ser["all_heads_seconds_per_step"] / ser["emotion_seconds_per_step"], rel=2e-2)

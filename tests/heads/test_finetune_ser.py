@@ -139,12 +139,12 @@ def test_cv_runs_every_fold_with_ctc_and_adversary_and_summarises(setup: dict, s
     assert test["score"]["folds"] == pytest.approx(scores)
     assert test["score"]["mean"] == pytest.approx(np.mean(scores))
     assert test["score"]["std"] == pytest.approx(np.std(scores, ddof=1))
-    wers = [m["ctc"]["test"]["wer"] for m in metrics]
-    assert summary["aux"]["ctc"]["test"]["wer"]["mean"] == pytest.approx(np.mean(wers))
+    wers = [m["ctc"]["test"]["wer_error"] for m in metrics]
+    assert summary["aux"]["ctc"]["test"]["wer_error"]["mean"] == pytest.approx(np.mean(wers))
     accs = [m["adversary"]["train"]["speaker_accuracy"] for m in metrics]
     assert summary["aux"]["adversary"]["train"]["speaker_accuracy"]["folds"] == pytest.approx(accs)
     csv = (folder / "cv.csv").read_text()
-    assert "iemocap4,test,uar," in csv and "ctc,test,wer," in csv and "adversary,train,speaker_accuracy," in csv
+    assert "iemocap4,test,uar," in csv and "ctc,test,wer_error," in csv and "adversary,train,speaker_accuracy," in csv
     wa = test["targets"]["emotion"]["pooled"]["wa"]
     pooled = pd.concat(pd.read_csv(folder / d / "predictions_test.csv")
                        for d in ("speaker_01F", "speaker_01M", "speaker_02F", "speaker_02M"))
@@ -166,8 +166,8 @@ def test_fold_run_stores_its_vocabulary_and_scores_wer_with_jiwer(setup: dict, s
     pred = pd.read_csv(run_dir / "predictions_test.csv", keep_default_na=False)
     refs = [normalise_transcript(t) for t in pred["text_true"]]
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert m["ctc"]["test"]["wer"] == pytest.approx(jiwer.wer(refs, list(pred["text_pred"])))
-    assert m["ctc"]["test"]["cer"] == pytest.approx(jiwer.cer(refs, list(pred["text_pred"])))
+    assert m["ctc"]["test"]["wer_error"] == pytest.approx(jiwer.wer(refs, list(pred["text_pred"])))
+    assert m["ctc"]["test"]["cer_error"] == pytest.approx(jiwer.cer(refs, list(pred["text_pred"])))
     ckpt = torch.load(run_dir / "heads.pt", weights_only=False)
     assert ckpt["aux"]["ctc"]["vocab_size"] == len(vocab)
     assert ckpt["aux"]["adversary"]["beta"] == 1.0 and ckpt["aux"]["adversary"]["mode"] == "reverse"

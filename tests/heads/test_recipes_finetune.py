@@ -38,10 +38,10 @@ def test_published_numbers_are_tables_ii_and_iii() -> None:
         return pub.scores
 
     assert test_scores("ser-mtl") == {"iemocap4.wa": 0.746}
-    assert test_scores("ser-mtl-grl-1") == {"iemocap4.wa": 0.751, "ctc.wer": 0.244, "adversary.speaker_accuracy": 0.292}
-    assert test_scores("ser-mtl-grl-0.1") == {"iemocap4.wa": 0.751, "ctc.wer": 0.247, "adversary.speaker_accuracy": 0.298}
-    assert test_scores("ser-mtl-forward-1") == {"iemocap4.wa": 0.739, "ctc.wer": 0.243, "adversary.speaker_accuracy": 0.288}
-    assert test_scores("ser-mtl-forward-0.1") == {"iemocap4.wa": 0.749, "ctc.wer": 0.239, "adversary.speaker_accuracy": 0.321}
+    assert test_scores("ser-mtl-grl-1") == {"iemocap4.wa": 0.751, "ctc.wer_error": 0.244, "adversary.speaker_accuracy": 0.292}
+    assert test_scores("ser-mtl-grl-0.1") == {"iemocap4.wa": 0.751, "ctc.wer_error": 0.247, "adversary.speaker_accuracy": 0.298}
+    assert test_scores("ser-mtl-forward-1") == {"iemocap4.wa": 0.739, "ctc.wer_error": 0.243, "adversary.speaker_accuracy": 0.288}
+    assert test_scores("ser-mtl-forward-0.1") == {"iemocap4.wa": 0.749, "ctc.wer_error": 0.239, "adversary.speaker_accuracy": 0.321}
     from reports.published import published_for
 
     pubs = {(p.system, p.metric): p.score for p in published_for("iemocap4")}
@@ -69,7 +69,7 @@ def test_finetune_table_is_validated(tmp_path: Path) -> None:
     text = (Path(load_recipe("ser-mtl-grl-1").path)).read_text()
     with pytest.raises(RecipeError, match=r"\[finetune\]: unknown key\(s\) \['epoch'\]"):
         parse_recipe(tomllib.loads(text.replace("epochs = 100", "epoch = 100")))
-    with pytest.raises(RecipeError, match="adversary takes COLUMN:BETA"):
+    with pytest.raises(RecipeError, match="adversary must be COLUMN:BETA"):
         parse_recipe(tomllib.loads(text.replace('adversary = "speaker:1"', 'adversary = "speaker"')))
     with pytest.raises(RecipeError, match="cv or test_group, not both"):
         parse_recipe(tomllib.loads(text.replace('test_group = "01F"', 'test_group = "01F"\ncv = "leave-one-out:speaker"')))
@@ -90,7 +90,7 @@ def test_recipes_command_prints_the_finetune_and_extract_commands(capsys: pytest
     assert main(["recipes", "ser-mtl-forward-1"]) == 0
     out = capsys.readouterr().out
     assert "finetune (end to end) of ssl:facebook/wav2vec2-base" in out and "fold test-group:01F (Val: none)" in out
-    assert "published test: iemocap4.wa 0.739, ctc.wer 0.243, adversary.speaker_accuracy 0.288" in out
+    assert "published test: iemocap4.wa 0.739, ctc.wer_error 0.243, adversary.speaker_accuracy 0.288" in out
     parser = build_parser()
     lines = [ln[ln.index("python run_pipeline.py"):] for ln in out.splitlines()
              if "python run_pipeline.py" in ln and "`" not in ln]
@@ -127,7 +127,7 @@ def test_finetune_recipe_runs_the_papers_fold_through_the_cli(tmp_path: Path, ca
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "1 fold(s) of test-group:01F (Val: none): speaker=01F" in out
-    assert "iemocap4: Test uar = " in out and "ctc: Test wer = " in out
+    assert "iemocap4: Test uar = " in out and "ctc: Test wer_error = " in out
     assert "adversary: Train speaker_accuracy = " in out and "published test: iemocap4.wa 0.751" in out
     assert "not extracted" in out
     fold = wd / "finetuned" / "paper" / "speaker_01F"
