@@ -6,6 +6,7 @@ Sources, all written by other commands (this module only formats; scores come fr
 * ``probes/<name>/probe.json`` (``probe``);
 * ``permutation/<name>/permutation.json`` (``permutation``);
 * ``analyses/<name>/analysis.json`` (``analyze``);
+* ``runs/<name>/cv.json`` and ``finetuned/<name>/cv.json`` (``--cv`` studies, :mod:`reports.crossval`);
 * the recipe files of runs made from a recipe (their fidelity to the paper, :mod:`reports.fidelity`);
 * the feature store's set headers (provenance: model, versions, device, throughput) and its
   failed clips.
@@ -33,6 +34,8 @@ from typing import Any
 
 from reports import plots
 from reports.blocks import Figures, figure, fmt, is_untrained_spec, safe_name
+from reports.crossval import crossval_blocks
+from reports.crossval import load_studies as load_cv_studies
 from reports.fidelity import fidelity_blocks, load_fidelity, run_recipes
 from reports.html import render_html
 from reports.studies import analysis_blocks, permutation_blocks, probe_blocks
@@ -277,7 +280,9 @@ def build_report(workdir: str | os.PathLike) -> dict[str, Any]:
             "feature_sets": store_rows(wd), "runs": run_dicts,
             "fidelity": load_fidelity(run_recipes(run_dicts).values()),
             "probes": load_probes(wd), "permutation": load_studies(wd),
-            "analyses": load_analyses(wd)}
+            "analyses": load_analyses(wd), "crossval": load_cv_studies(wd),
+            "crossval_published": {t: [p.__dict__ for p in published_for(t)]
+                                   for t in {s.get("task") for s in load_cv_studies(wd)} if t}}
 
 
 def report_blocks(report: dict[str, Any], figures: Figures) -> list[dict[str, Any]]:
@@ -289,7 +294,7 @@ def report_blocks(report: dict[str, Any], figures: Figures) -> list[dict[str, An
     b += _corpus_blocks(corpus, report["workdir"])
     b.append({"kind": "p", "class": "meta", "text": f"Generated {report['generated']}. {report['note']}"})
     rows = report["results"]
-    if not rows:
+    if not rows and not report.get("crossval"):
         b.append({"kind": "p", "text": "No runs yet: `run_pipeline.py train --workdir ...` writes them."})
     runs_by_name = {r["name"]: r for r in report["runs"]}
     synthetic = bool(corpus.get("synthetic"))
@@ -297,6 +302,7 @@ def report_blocks(report: dict[str, Any], figures: Figures) -> list[dict[str, An
         b += _task_blocks(task, [r for r in rows if r["task"] == task],
                           report["published"].get(task, []), runs_by_name, figures,
                           synthetic=synthetic, fidelity=report.get("fidelity", {}))
+    b += crossval_blocks(report.get("crossval", []), report.get("crossval_published", {}))
     b += _curve_blocks(report["runs"], figures)
     b += probe_blocks(report["probes"], figures)
     b += permutation_blocks(report["permutation"], figures)
