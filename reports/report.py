@@ -96,22 +96,32 @@ class RunSummary:
 
 
 def load_runs(workdir: str | os.PathLike) -> list[RunSummary]:
-    """Every run under WORKDIR/runs with a readable metrics.json, in name order."""
+    """Every run under WORKDIR/runs with a readable metrics.json, in name order, then every
+    fine-tuning run under WORKDIR/finetuned (named ``finetuned/<run>``; its head is
+    ``finetune``, its features the base model, fine-tuned)."""
     runs: list[RunSummary] = []
-    base = Path(workdir) / "runs"
-    if not base.is_dir():
-        return runs
-    for d in sorted(base.iterdir()):
-        m = d / "metrics.json"
-        if not m.exists():
+    for folder in ("runs", "finetuned"):
+        base = Path(workdir) / folder
+        if not base.is_dir():
             continue
-        try:
-            metrics = json.loads(m.read_text())
-            config = json.loads((d / "config.json").read_text()) if (d / "config.json").exists() else {}
-        except ValueError as exc:
-            log.warning("skipping run %s: unreadable metrics (%s)", d, exc)
-            continue
-        runs.append(RunSummary(d.name, d, metrics, config))
+        for d in sorted(base.iterdir()):
+            m = d / "metrics.json"
+            if not m.exists():
+                continue
+            try:
+                metrics = json.loads(m.read_text())
+                config = json.loads((d / "config.json").read_text()) if (d / "config.json").exists() else {}
+            except ValueError as exc:
+                log.warning("skipping run %s: unreadable metrics (%s)", d, exc)
+                continue
+            if folder == "finetuned":
+                if not isinstance(metrics.get("tasks"), dict):
+                    continue
+                metrics = {"head": "finetune",
+                           "features": [{"spec": f"ssl:{metrics.get('base_model', '?')} "
+                                                 f"(fine-tuned end to end)"}], **metrics}
+            runs.append(RunSummary(d.name if folder == "runs" else f"{folder}/{d.name}", d,
+                                   metrics, config))
     return runs
 
 

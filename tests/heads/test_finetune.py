@@ -240,3 +240,17 @@ def test_layer_hooks_pick_the_hidden_state_the_model_reports(setup: dict, layer:
         ours = bb.pooled([x])[0]
         ref = model(torch.from_numpy(x)[None], output_hidden_states=True).hidden_states[layer][0].mean(0)
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+
+
+def test_the_report_lists_the_finetune_run_with_its_scores(setup: dict, run: dict) -> None:
+    from reports.report import write_report
+
+    write_report(setup["wd"])
+    md = (setup["wd"] / "report.md").read_text()
+    metrics = run["result"].metrics
+    for task in TASKS.split(","):
+        section = md[md.index(f"## {task}"):]
+        row = next(line for line in section.splitlines() if line.startswith("| finetuned/ft |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == "finetune" and "(fine-tuned end to end)" in cells[2]
+        assert cells[4] == f"{metrics['tasks'][task]['val']['score']:.4f}"
