@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from reports.auxiliary import auxiliary_blocks
 from reports.blocks import fmt
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,12 @@ def load_studies(workdir: str | Path) -> list[dict[str, Any]]:
 
 
 def _mean_std(s: dict[str, Any] | None, digits: int = 4) -> str:
+    """``mean ± std``; the mean alone for one fold (a spread over one fold is no spread)."""
     if not s:
         return "-"
-    return fmt(s.get("mean"), digits) + (f" ± {fmt(s['std'], digits)}" if s.get("std") is not None else "")
+    one = len(s.get("folds") or []) < 2
+    return fmt(s.get("mean"), digits) + ("" if one or s.get("std") is None
+                                         else f" ± {fmt(s['std'], digits)}")
 
 
 def crossval_blocks(studies: list[dict[str, Any]],
@@ -88,4 +92,19 @@ def crossval_blocks(studies: list[dict[str, Any]],
                       "row_class": ["published" if r[1].startswith("*published*") else None
                                     for r in rows],
                       "align": ["l", "l", "r", "r"] + ["r"] * len(folds)})
+        if not s.get("aux"):  # train --cv: the auxiliary heads' numbers of each fold's run
+            fold_runs = _fold_metrics(s)
+            b += auxiliary_blocks(fold_runs, fold_runs)
     return b
+
+
+def _fold_metrics(study: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``<study>/<fold>`` -> {"metrics": the fold run's metrics.json}, for readable fold runs."""
+    out = {}
+    for f in study.get("folds", []):
+        path = Path(f.get("run", "")) / "metrics.json"
+        try:
+            out[f"{study['name']}/{path.parent.name}"] = {"metrics": json.loads(path.read_text())}
+        except (OSError, ValueError):
+            continue
+    return out

@@ -33,14 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from reports import plots
+from reports.auxiliary import auxiliary_blocks
 from reports.blocks import Figures, figure, fmt, is_untrained_spec, safe_name
 from reports.crossval import crossval_blocks
 from reports.crossval import load_studies as load_cv_studies
 from reports.fidelity import fidelity_blocks, load_fidelity, run_recipes
 from reports.html import render_html
-from reports.studies import analysis_blocks, permutation_blocks, probe_blocks
 from reports.html import render_markdown as render_blocks_markdown
 from reports.published import published_for
+from reports.studies import analysis_blocks, permutation_blocks, probe_blocks
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +409,7 @@ def _task_blocks(task: str, rows: list[dict[str, Any]], published: list[dict[str
             " **This corpus is synthetic: our rows cannot be compared with them.**"
             if synthetic else "")})
     b += fidelity_blocks(dict.fromkeys(r["run"] for r in rows), runs, fidelity or {})
+    b += auxiliary_blocks(dict.fromkeys(r["run"] for r in rows), runs)
 
     entries = [(name, runs[name]["metrics"]["tasks"][task]) for name in dict.fromkeys(r["run"] for r in rows)
                if name in runs and task in runs[name]["metrics"].get("tasks", {})]
