@@ -91,6 +91,29 @@ def column_names(field: str, spec: FieldSpec, index: Any = None) -> list[str]:
     return [f"{field}_{i}" for i in range(width)]
 
 
+
+def fixed_field(header: Any, field: str, *, writes: str) -> FieldSpec:
+    """The spec of ``field``, a field of one vector per clip.
+
+    Args:
+        header: the set's header (:class:`extract.store.SetHeader`).
+        field: the field name.
+        writes: what the caller writes, for the message (``export writes one row per clip``).
+
+    Raises:
+        ExportError: no such field, or a frame sequence (names the set's fixed fields).
+    """
+    spec = header.fields.get(field)
+    if spec is None:
+        raise ExportError(f"set {header.key} has no field {field!r}; fields: {sorted(header.fields)}")
+    if spec.ragged:
+        fixed = sorted(k for k, f in header.fields.items() if not f.ragged)
+        raise ExportError(f"field {field!r} of {header.key} is ragged (a frame sequence per clip) "
+                          f"and {writes}; choose a fixed field with --field: "
+                          f"{', '.join(fixed) or 'none in this set'}")
+    return spec
+
+
 def export_matrix(store: FeatureStore, key: str, field: str, out: str | os.PathLike, *,
                   index: Any = None, only: Collection[str] | None = None,
                   sources: Callable[[list[str]], Any] | None = None,
@@ -130,15 +153,7 @@ def export_matrix(store: FeatureStore, key: str, field: str, out: str | os.PathL
     if not out.parent.is_dir():
         raise ExportError(f"the folder of --out {out} does not exist ({out.parent}); create it "
                           f"first (mkdir -p {out.parent}) or choose another path")
-    header = store.header(key)
-    spec = header.fields.get(field)
-    if spec is None:
-        raise ExportError(f"set {key} has no field {field!r}; fields: {sorted(header.fields)}")
-    if spec.ragged:
-        fixed = sorted(k for k, f in header.fields.items() if not f.ragged)
-        raise ExportError(f"field {field!r} of {key} is ragged (a frame sequence per clip) and "
-                          f"export writes one row per clip; choose a fixed field with --field: "
-                          f"{', '.join(fixed) or 'none in this set'}")
+    spec = fixed_field(store.header(key), field, writes="export writes one row per clip")
     done, _ = store.status(key)
     ids = sorted(done if only is None else (c for c in done if c in set(only)))
     X, _present = store.read(key, field, ids, index=index)

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from extract.export import ExportError
+from extract.export import ExportError, fixed_field
 from extract.store import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -277,14 +277,7 @@ def export_hear(store: FeatureStore, key: str, field: str, out: str | os.PathLik
     """
     out = Path(out)
     header = store.header(key)
-    spec = header.fields.get(field)
-    if spec is None:
-        raise ExportError(f"set {key} has no field {field!r}; fields: {sorted(header.fields)}")
-    if spec.ragged:
-        fixed = sorted(k for k, f in header.fields.items() if not f.ragged)
-        raise ExportError(f"field {field!r} of {key} is a frame sequence; --format hear writes "
-                          f"one vector per clip (a scene task): choose a fixed field with "
-                          f"--field ({', '.join(fixed) or 'none in this set'})")
+    fixed_field(header, field, writes="--format hear writes one vector per clip (a scene task)")
     _check_out(out)
     ids = _stored_ids(store, key, None)
     texts = {c: _label_text(label.get(c)) for c in ids}
