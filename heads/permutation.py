@@ -49,8 +49,8 @@ from data.tasks import class_name, parse_tasks, resolve_task
 from extract.store import FeatureStore
 from heads.classical import RIDGE_ALPHAS
 from heads.features import find_set, request_checks, resolve_field
-from heads.probe import (ProbeData, fit_ridge_task, load_probe_data, standardise,
-                         write_text_atomic)
+from heads.probe import ProbeData, fit_ridge_task, load_probe_data, standardise
+from heads.rundir import write_text as write_text_atomic
 from heads.scoring import HEADLINE_TEXT, score_task
 
 log = logging.getLogger(__name__)

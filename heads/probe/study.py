@@ -29,7 +29,6 @@ from heads.probe.data import (SPEAKER_SPLIT_RULE, SPEAKER_TASK, ProbeData, layer
 from heads.probe.summary import summarise_seeds
 from heads.probe.ridge import best_index, fit_ridge_task, train_counts
 from heads.probe.weighted_sum import WeightedSumConfig, fit_weighted_sum
-from heads.registry import get_head
 from heads.rundir import jsonable, make_run_dir, run_dir
 from heads.rundir import write_text as write_text_atomic
 from heads.scoring import CI_LEVEL, HEADLINE_TEXT, Resamples
@@ -90,6 +89,8 @@ def _fit_other_head(cfg: ProbeConfig, X: np.ndarray, data: ProbeData, seed: int,
                     tag: str, probe_dir: Path) -> dict[str, np.ndarray]:
     """Any head of ``train`` through the head protocol (classical or torch); its files go to
     ``<probe_dir>/fits/runs/<tag>/``."""
+    from heads.registry import get_head  # the registry imports torch: only when probing
+
     head = get_head(cfg.head)
     ds = Dataset(list(data.ids), data.split, X, [data.task], {data.task.name: data.truths}, [])
     options = FitOptions(n_jobs=cfg.n_jobs, run_config=asdict(cfg))
@@ -169,6 +170,8 @@ def _check_config(cfg: ProbeConfig) -> None:
     if cfg.n_boot < 1:
         raise ValueError(f"n_boot must be at least 1, got {cfg.n_boot}")
     if cfg.head != "ridge":
+        from heads.registry import get_head
+
         get_head(cfg.head)  # raises for an unknown head, naming the known ones
 
 

@@ -52,7 +52,7 @@ def test_unknown_command_lists_every_choice(capsys):
     assert all(name in err for name in COMMANDS)
 
 
-@pytest.mark.parametrize("argv", [["list", "--json"], ["verify"]])
+@pytest.mark.parametrize("argv", [["list", "--json"], ["verify"], ["report"]])
 def test_light_commands_do_not_import_torch(tmp_path, argv):
     code = ("import sys, json\nfrom cli.main import main\n"
             f"rc = main({argv + ['--workdir', str(tmp_path)]!r})\n"
