@@ -124,6 +124,43 @@ def summary_csv(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def aux_csv(aux: dict[str, Any]) -> str:
+    """cv.csv's lines of the auxiliary heads: head, split, quantity, mean, std, each fold."""
+    lines = []
+    for head, splits in aux.items():
+        for split, block in splits.items():
+            for q, s in block.items():
+                lines.append(",".join([head, split, q, f"{s['mean']:.6f}", f"{s['std']:.6f}"]
+                                      + [f"{x:.6f}" for x in s["folds"]]))
+    return "".join(line + "\n" for line in lines)
+
+
+def train_aux_summary(results: Sequence[ExperimentResult]) -> dict[str, Any]:
+    """The auxiliary heads of ``train --adversary`` / ``--ctc`` over folds, ``{head: {split:
+    {quantity: mean/std/folds}}}`` (the shape of finetune's), for the splits every fold scored:
+    the adversary's speaker accuracy per split and the speaker probe (under ``train``), the CTC
+    head's WER / CER per split."""
+    out: dict[str, Any] = {}
+    adv = [r.metrics.get("adversary") for r in results]
+    if results and all(adv):
+        for split in ("Train", "Val", "Test"):
+            scores = [(a.get("speaker_accuracy") or {}).get(split, {}).get("score") for a in adv]
+            if all(x is not None for x in scores):
+                out.setdefault("adversary", {})[split.lower()] = {
+                    "speaker_accuracy": fold_stats(scores)}
+        probe = [(a.get("probe_accuracy") or {}).get("score") for a in adv]
+        if all(x is not None for x in probe):
+            out.setdefault("adversary", {}).setdefault("train", {})["probe_accuracy"] = fold_stats(probe)
+    ctc = [r.metrics.get("ctc") for r in results]
+    if results and all(ctc):
+        for split in ("val", "test"):
+            blocks = [c.get(split) or {} for c in ctc]
+            if all(b.get("wer_error") is not None for b in blocks):
+                out.setdefault("ctc", {})[split] = {
+                    q: fold_stats([b.get(q) for b in blocks]) for q in ("wer_error", "cer_error")}
+    return out
+
+
 def run_cross_validation(cfg: ExperimentConfig, protocol: str, *, val: str = "partner",
                          recipe: dict[str, Any] | None = None,
                          on_fold: Callable[[int, int, Fold], None] | None = None
@@ -161,10 +198,13 @@ def run_cross_validation(cfg: ExperimentConfig, protocol: str, *, val: str = "pa
                               "std": "standard deviation over folds (ddof=1)",
                               "pooled": "every fold's predictions together (summed confusions)"},
                **summarise(folds, results)}
-    rundir.write_text(folder / "cv.csv", summary_csv(summary))
+    aux = train_aux_summary(results)
+    if aux:
+        summary["aux"] = aux
+    rundir.write_text(folder / "cv.csv", summary_csv(summary) + aux_csv(aux))
     rundir.write_json(folder / CV_FILE, rundir.jsonable(summary))
     return CrossValidationResult(folder, list(zip(folds, results)), summary)
 
 
-__all__ = ["CrossValidationResult", "fold_stats", "pooled_classification", "run_cross_validation",
-           "summarise", "summary_csv"]
+__all__ = ["CrossValidationResult", "aux_csv", "fold_stats", "pooled_classification",
+           "run_cross_validation", "summarise", "summary_csv", "train_aux_summary"]

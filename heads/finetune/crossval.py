@@ -19,7 +19,7 @@ from typing import Any
 from data.folds import Fold, make_folds
 from data.workdir import open_corpus
 from heads import rundir
-from heads.crossval import CV_FILE, fold_stats, summarise, summary_csv
+from heads.crossval import CV_FILE, aux_csv, fold_stats, summarise, summary_csv
 from heads.finetune.config import (FINETUNED_DIR, FinetuneConfig, FinetuneResult, PhaseFn,
                                    ProgressFn, default_run_name)
 from heads.finetune.run import finetune
@@ -54,16 +54,6 @@ def aux_summary(results: list[FinetuneResult]) -> dict[str, Any]:
             out.setdefault(head, {})[split] = {
                 q: fold_stats([p.get(q) for p in per_fold]) for q in quantities}
     return out
-
-
-def _aux_csv(aux: dict[str, Any]) -> str:
-    lines = []
-    for head, splits in aux.items():
-        for split, block in splits.items():
-            for q, s in block.items():
-                lines.append(",".join([head, split, q, f"{s['mean']:.6f}", f"{s['std']:.6f}"]
-                                      + [f"{x:.6f}" for x in s["folds"]]))
-    return "".join(line + "\n" for line in lines)
 
 
 def fold_record(fold: Fold) -> dict[str, Any]:
@@ -120,7 +110,7 @@ def finetune_cross_validation(cfg: FinetuneConfig, protocol: str, *, val: str = 
     summary["aux"] = aux_summary(results)
     if recipe is not None:
         summary["recipe"] = recipe
-    rundir.write_text(folder / "cv.csv", summary_csv(summary) + _aux_csv(summary["aux"]))
+    rundir.write_text(folder / "cv.csv", summary_csv(summary) + aux_csv(summary["aux"]))
     rundir.write_json(folder / CV_FILE, rundir.jsonable(summary))
     return FinetuneCrossValidation(folder, list(zip(folds, results)), summary)
 

@@ -56,17 +56,25 @@ def test_adversary_on_an_mlp_and_ctc_on_a_sequence_head(workdir: Path):
     text = pd.read_csv(fold / "predictions_test_text.csv", keep_default_na=False)
     assert set(text.columns) == {"File_ID", "reference", "hypothesis"}
     assert "Excuse me." in set(text["reference"])
-    # the report: both studies, and each fold's auxiliary heads beside them
+    # cv.json: the auxiliary heads over folds (one fold here), as finetune's
+    train_acc = json.loads((workdir / "runs" / "grl" / "speaker_01F" / "metrics.json").read_text()
+                           )["adversary"]["speaker_accuracy"]["Train"]["score"]
+    grl_cv = json.loads((workdir / "runs" / "grl" / "cv.json").read_text())
+    assert grl_cv["aux"]["adversary"]["train"]["speaker_accuracy"]["folds"] == [train_acc]
+    assert "val" not in grl_cv["aux"]["adversary"]  # 01M is no Train speaker
+    mtl_cv = json.loads((workdir / "runs" / "mtl" / "cv.json").read_text())
+    assert mtl_cv["aux"]["ctc"]["test"]["cer_error"]["folds"] == [m["ctc"]["test"]["cer_error"]]
+    assert "ctc,test,cer_error," in (workdir / "runs" / "mtl" / "cv.csv").read_text()
+    # the report shows them in each study's table
     cli("report", "--workdir", str(workdir))
     md = (workdir / "report.md").read_text()
     section = md[md.index("## Cross-validation"):]
-    aux = [line for line in section.splitlines() if line.startswith("| grl/speaker_01F |")]
-    assert len(aux) == 1 and "speaker beta 1.0 reverse" in aux[0]
-    train_acc = json.loads((workdir / "runs" / "grl" / "speaker_01F" / "metrics.json").read_text()
-                           )["adversary"]["speaker_accuracy"]["Train"]["score"]
-    assert f"| {train_acc:.4f} | - | - |" in aux[0]  # Val / Test: no Train speaker there
-    ctc_rows = [line for line in section.splitlines() if "| alpha 0.1 |" in line]
-    assert len(ctc_rows) == 1 and f"{m['ctc']['test']['cer_error']:.4f} |" in ctc_rows[0]
+    grl = section[section.index("### grl"):section.index("### mtl")]
+    row = next(line for line in grl.splitlines() if "| adversary speaker accuracy |" in line)
+    assert row.startswith("| Train |") and row.rstrip().endswith(f"| {train_acc:.4f} |")
+    mtl = section[section.index("### mtl"):]
+    row = next(line for line in mtl.splitlines() if line.startswith("| Test | ctc cer error |"))
+    assert row.rstrip().endswith(f"| {m['ctc']['test']['cer_error']:.4f} |")
 
 
 def test_refusals_name_the_reason(workdir: Path):
