@@ -50,6 +50,7 @@ from extract.store import FeatureStore
 from heads.classical import RIDGE_ALPHAS
 from heads.features import find_set, request_checks, resolve_field
 from heads.probe import ProbeData, fit_ridge_task, load_probe_data, standardise
+from heads.rundir import read_results
 from heads.rundir import write_text as write_text_atomic
 from heads.scoring import HEADLINE_TEXT, score_task
 
@@ -379,14 +380,6 @@ def write_study(summary: dict[str, Any], study_dir: Path) -> dict[str, Path]:
 
 def load_studies(workdir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every readable WORKDIR/permutation/*/permutation.json (with ``dir`` added)."""
-    base = Path(workdir) / PERMUTATION_DIR
-    out = []
-    for d in sorted(base.iterdir()) if base.is_dir() else []:
-        p = d / "permutation.json"
-        if p.is_file():
-            try:
-                out.append({**json.loads(p.read_text(encoding="utf-8")), "dir": str(d)})
-            except ValueError as exc:
-                log.warning("skipping permutation study %s: unreadable (%s)", d, exc)
-    return out
+    return [{**d, "dir": str(folder)}
+            for folder, d in read_results(Path(workdir) / PERMUTATION_DIR, "permutation.json")]
 

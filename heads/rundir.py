@@ -111,3 +111,15 @@ def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def read_results(base: str | os.PathLike, filename: str) -> list[tuple[Path, dict[str, Any]]]:
+    """``(folder, content)`` of every ``base/<folder>/<filename>`` that reads as JSON, in folder
+    order; an unreadable one is logged and left out (one broken study never hides the others)."""
+    out = []
+    for path in sorted(Path(base).glob(f"*/{filename}")):
+        try:
+            out.append((path.parent, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as exc:
+            log.warning("skipping unreadable %s: %s", path, exc)
+    return out

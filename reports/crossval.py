@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from heads.rundir import read_results
 from reports.auxiliary import auxiliary_blocks
 from reports.blocks import fmt
 
@@ -24,16 +25,9 @@ STUDY_FOLDERS = ("runs", "finetuned")
 
 def load_studies(workdir: str | Path) -> list[dict[str, Any]]:
     """Every readable cv.json of a workdir, with ``name`` and ``stage`` (train / finetune)."""
-    out = []
-    for folder, stage in zip(STUDY_FOLDERS, ("train", "finetune")):
-        for path in sorted((Path(workdir) / folder).glob("*/cv.json")):
-            try:
-                d = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                log.warning("skipping unreadable %s: %s", path, exc)
-                continue
-            out.append({**d, "name": path.parent.name, "stage": stage})
-    return out
+    return [{**d, "name": folder.name, "stage": stage}
+            for base, stage in zip(STUDY_FOLDERS, ("train", "finetune"))
+            for folder, d in read_results(Path(workdir) / base, "cv.json")]
 
 
 def _mean_std(s: dict[str, Any] | None, digits: int = 4) -> str:

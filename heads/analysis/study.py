@@ -25,7 +25,7 @@ from heads.analysis.cka import cka_matrix
 from heads.analysis.descriptors import descriptor_groups
 from heads.features import FeatureError, find_set
 from heads.scoring.bootstrap import CI_LEVEL, Resamples, percentile_ci
-from heads.rundir import jsonable, safe_name, write_json, write_text
+from heads.rundir import jsonable, read_results, safe_name, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -307,15 +307,5 @@ def write_analysis(summary: dict[str, Any], folder: Path) -> None:
 
 def load_analyses(workdir: str | Path) -> list[dict[str, Any]]:
     """Every ``analysis.json`` of a workdir, oldest first, each with its ``folder``."""
-    import json
-
-    out = []
-    for path in sorted((Path(workdir) / ANALYSES_DIR).glob("*/analysis.json")):
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            log.warning("skipping unreadable %s: %s", path, exc)
-            continue
-        d["folder"] = str(path.parent)
-        out.append(d)
-    return out
+    return [{**d, "folder": str(folder)}
+            for folder, d in read_results(Path(workdir) / ANALYSES_DIR, "analysis.json")]

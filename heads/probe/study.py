@@ -29,7 +29,7 @@ from heads.probe.data import (SPEAKER_SPLIT_RULE, SPEAKER_TASK, ProbeData, layer
 from heads.probe.summary import summarise_seeds
 from heads.probe.ridge import best_index, fit_ridge_task, train_counts
 from heads.probe.weighted_sum import WeightedSumConfig, fit_weighted_sum
-from heads.rundir import jsonable, make_run_dir, run_dir
+from heads.rundir import jsonable, make_run_dir, read_results, run_dir
 from heads.rundir import write_text as write_text_atomic
 from heads.scoring import CI_LEVEL, HEADLINE_TEXT, Resamples
 
@@ -373,13 +373,5 @@ def write_probe(summary: dict[str, Any], probe_dir: Path) -> dict[str, Path]:
 
 def load_probes(workdir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every readable WORKDIR/probes/*/probe.json, oldest name first (with ``dir`` added)."""
-    base = Path(workdir) / PROBES_DIR
-    out = []
-    for d in sorted(base.iterdir()) if base.is_dir() else []:
-        p = d / "probe.json"
-        if p.is_file():
-            try:
-                out.append({**json.loads(p.read_text(encoding="utf-8")), "dir": str(d)})
-            except ValueError as exc:
-                log.warning("skipping probe %s: unreadable (%s)", d, exc)
-    return out
+    return [{**d, "dir": str(folder)}
+            for folder, d in read_results(Path(workdir) / PROBES_DIR, "probe.json")]
