@@ -291,35 +291,37 @@ class FeatureStore:
     def _part_paths(self, key: str) -> list[Path]:
         return part_paths(self.journal / key)
 
-    def _compacted_source(self, key: str) -> tuple[Path, str] | None:
-        """The set's own file, else its group in the single-file store, else None.
+    def _compacted_sources(self, key: str) -> list[tuple[Path, str]]:
+        """The set's compacted records: its group in the single-file store, then its own file.
 
-        A migration writes every set file before it deletes ``features.h5``, so looking at
-        ``features.h5`` first and the set file second never misses both.
+        Both exist when a migration was cut short (the set file then holds everything the group
+        holds, and wins) or when an older version of this tool wrote a new ``features.h5`` into
+        a workdir already moved to set files: its group then adds the clips the set file lacks,
+        and the set file's records win where both hold a clip. A migration writes every set file
+        before it deletes ``features.h5``, so looking at ``features.h5`` first and the set file
+        second never misses both.
         """
         for _ in range(5):
-            legacy = self.path.exists()
-            if self.set_path(key).exists():
-                return self.set_path(key), ""
-            if not legacy:
-                return None
+            out: list[tuple[Path, str]] = []
             try:
-                with open_read(self.path) as f:
-                    if f"sets/{key}" not in f:
-                        return None
-                return self.path, f"sets/{key}"
+                if self.path.exists():
+                    with open_read(self.path) as f:
+                        if f"sets/{key}" in f:
+                            out.append((self.path, f"sets/{key}"))
             except FileNotFoundError:  # migrated meanwhile: its set file is there now
                 continue
+            if self.set_path(key).exists():
+                out.append((self.set_path(key), ""))
+            return out
         raise AssertionError(f"{self.path} appears and disappears")
 
     def sources_of(self, key: str) -> list[tuple[Path, str]]:
         """Where a set's records live, oldest first: (file, group inside it) pairs.
 
-        The set's own file when it has one, else its group in the single-file store, then
-        the journal parts.
+        Its group in the single-file store (layout 1), if any, then the set's own file, if
+        any, then the journal parts.
         """
-        first = self._compacted_source(key)
-        return ([first] if first else []) + [(p, "") for p in self._part_paths(key)]
+        return self._compacted_sources(key) + [(p, "") for p in self._part_paths(key)]
 
     def reader(self, key: str) -> SetView:
         """A view of one set: one consistent snapshot of its records, open until closed.
@@ -435,7 +437,7 @@ class FeatureStore:
         for k in keys:
             self._compact_set(all_headers[k])
         if self.path.exists():
-            self._migrate(all_headers, skip=drop)
+            self._migrate(all_headers, skip=drop, compacted=set(keys))
         for k in sorted(drop):
             self._drop_set(k)
         remove_empty_dir(self.journal)
@@ -459,26 +461,40 @@ class FeatureStore:
         (jd / "set.json").unlink(missing_ok=True)
         remove_empty_dir(jd)
 
-    def _migrate(self, headers: dict[str, SetHeader], *, skip: set[str]) -> None:
+    def _migrate(self, headers: dict[str, SetHeader], *, skip: set[str],
+                 compacted: set[str]) -> None:
         """Give every set of the single-file store its own file, then delete ``features.h5``.
 
-        A kill midway leaves complete set files and the single file; readers take a set's own
-        file over its group in the single file, and the next compaction goes on.
+        A set that already has its own file keeps it, unless the single file holds clips the
+        set file lacks (an older version of this tool wrote ``features.h5`` into this workdir
+        after it had moved to set files): then the two are folded into a new set file, the set
+        file's records winning where both hold a clip. Sets in ``compacted`` were just folded
+        from both already. A kill midway leaves complete set files and the single file; readers
+        read both, and the next compaction goes on.
         """
         with open_read(self.path) as f:
             legacy = sorted(f.get("sets", {}))
-        moved = 0
+        moved = folded = 0
         for k in legacy:
-            if k in skip or self.set_path(k).exists():
+            if k in skip or k in compacted:
                 continue
-            # its group alone (journal parts, if any, stay in the journal as newer records)
-            with SetView(headers[k], [Source(self.path, f"sets/{k}")]) as view:
+            sources = [Source(self.path, f"sets/{k}")]
+            if self.set_path(k).exists():
+                sources.append(Source(self.set_path(k), ""))
+            with SetView(headers[k], sources) as view:
+                if len(sources) == 2 and all(r.source == 1 for r in view.records.values()):
+                    continue  # the set file already holds every record of the group
                 self._write_set_file(headers[k], view)
-            moved += 1
+            if len(sources) == 2:
+                folded += 1
+                log.warning("folded set %s of %s (written by an older version of vocal-probe "
+                            "beside the set files) into %s", k, self.path, self.set_path(k))
+            else:
+                moved += 1
         self.path.unlink()
         fsync_dir(self.workdir)
-        log.info("moved the single-file store %s into one file per set in %s (%d set(s) copied)",
-                 self.path, self.sets_dir, moved)
+        log.info("moved the single-file store %s into one file per set in %s (%d set(s) copied, "
+                 "%d folded into existing set files)", self.path, self.sets_dir, moved, folded)
 
     def _drop_set(self, key: str) -> None:
         self.set_path(key).unlink(missing_ok=True)

@@ -111,7 +111,8 @@ class SetView:
     """Latest record per clip of one set over its sources (oldest first), and reads from them.
 
     Within a set the newest record of a clip wins: a part is newer than the compacted file,
-    and parts are ordered by their names. Use as a context manager (or :meth:`close`).
+    and parts are ordered by their names. One exception keeps computed values: a failure does
+    not replace a stored row with the same content hash (the same audio), whatever wrote it. Use as a context manager (or :meth:`close`).
 
     Raises:
         OSError: a source cannot be opened (gone or damaged) while the view is made.
@@ -126,6 +127,9 @@ class SetView:
             for row, (cid, h) in enumerate(zip(src.ids(), src.hashes())):
                 self.records[cid] = Record(si, row, h, None)
             for cid, h, reason in src.failures():
+                kept = self.records.get(cid)
+                if kept is not None and kept.reason is None and kept.hash == h:
+                    continue  # a failure never replaces a stored row of the same audio
                 self.records[cid] = Record(si, -1, h, reason)
             for cid, text in src.notes():
                 self.notes.setdefault(cid, [])

@@ -166,6 +166,57 @@ def test_a_migration_cut_short_loses_nothing_and_the_next_compaction_finishes_it
     _check_values(again, pending=True)
 
 
+def test_an_older_version_writing_features_h5_beside_the_set_files_loses_nothing(tmp_path):
+    """beside/: the old code (a79f7eb) ran on a workdir already moved to set files and wrote a
+    new features.h5 (a new clip c012, c000 again, a failure over c003's stored row of the same
+    audio, a new set late-ghi). Readers see both; the next compaction folds them, once."""
+    store = _legacy(tmp_path, "beside")
+    assert store.path.exists() and sorted(store.set_files()) == ["small-def", "toy-abc"]
+    want = _expected(pending=True)
+    want["c012"] = ("h12", make.values(12))
+
+    def check(s: FeatureStore) -> None:
+        done, failed = s.status("toy-abc")
+        assert done == {c: h for c, (h, _) in want.items()} and failed == {}
+        ids = sorted(done)
+        X, present = s.read("toy-abc", "vec", ids)
+        assert present.all()
+        for cid, x in zip(ids, X):
+            np.testing.assert_array_equal(x, want[cid][1]["vec"])
+        np.testing.assert_array_equal(s.read_sequence("toy-abc", "frames", "c012"),
+                                      make.values(12)["frames"])
+        L, ok = s.read("late-ghi", "functionals", ["c000", "c001"])
+        assert ok.all() and L.tolist() == [[0, 0, 0], [1, 1, 1]]
+
+    assert store.keys() == ["late-ghi", "small-def", "toy-abc"]
+    check(store)
+    small = _stamp(store.workdir)["features/small-def.h5"]
+    assert store.compact() == []  # no journal: the single file alone is folded
+    assert not store.path.exists()
+    assert sorted(store.set_files()) == ["late-ghi", "small-def", "toy-abc"]
+    assert _stamp(store.workdir)["features/small-def.h5"] == small  # it held nothing new
+    check(FeatureStore(store.workdir))
+    before = _stamp(store.workdir)
+    assert store.compact() == [] and _stamp(store.workdir) == before
+
+
+def test_a_failure_never_replaces_a_stored_row_of_the_same_audio(tmp_path):
+    """Within a set a newer record wins, except a failure over a row with the same content
+    hash; a failure for changed audio still replaces the row of the old audio."""
+    store = FeatureStore(tmp_path)
+    h = make.small_header()
+    with store.writer(h) as w:
+        w.add("c000", "s0", {"functionals": np.zeros(2, "f4")})
+        w.add("c001", "s1", {"functionals": np.ones(2, "f4")})
+    with store.writer(h) as w:
+        w.fail("c000", "s0", "c000.wav: file not found")
+        w.fail("c001", "s1-changed", "c001.wav: too short")
+    for _ in range(2):  # in the journal, then compacted
+        done, failed = store.status("small-def")
+        assert done == {"c000": "s0"} and set(failed) == {"c001"}
+        store.compact()
+
+
 def test_compacting_one_set_leaves_every_other_set_file_alone(tmp_path):
     store = FeatureStore(tmp_path)
     make.write(tmp_path, pending=False)

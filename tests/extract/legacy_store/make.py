@@ -6,6 +6,12 @@ whose extract/store.py wrote one ``features.h5`` per workdir); kept to say how i
 ``compacted/``: two sets compacted into ``features.h5`` (a failure and a note included);
 ``pending/``: the same, then rows of a third extraction left in the journal as by a kill before
 its compaction (a new clip, a newer value of c001, a failure replaced by a row).
+
+``beside/``: ``pending/`` moved into set files by the new code (``FeatureStore(wd).compact()``),
+then this commit's code run on it with :func:`write_beside`, as an older checkout used on a
+workdir that newer code had converted: it sees no sets, journals three records of toy-abc (an
+unchanged row, a new clip, a failure over a stored row of the same audio) and a new set
+late-ghi, and compacts them into a new ``features.h5`` beside ``features/``.
 """
 from __future__ import annotations
 
@@ -59,6 +65,22 @@ def write(wd: Path, *, pending: bool) -> None:
             w.add("c011", "h11", values(11))
             w.add("c001", "h1-new", values(101))
             w.add("c010", "h10", values(10))
+    (wd / "extract.lock").unlink(missing_ok=True)
+
+
+def write_beside(wd: Path) -> None:
+    store = FeatureStore(wd)
+    with store.writer(header(), flush_rows=2) as w:
+        w.add("c000", "h0", values(0))
+        w.add("c012", "h12", values(12))
+        w.fail("c003", "h3", "c003.wav: file not found")
+    late = SetHeader(key="late-ghi", name="late", spec="late:z",
+                     config={"extractor": "late", "dims": 3}, config_hash="ghi",
+                     fields={"functionals": FieldSpec((3,), "float32", False, {})})
+    with store.writer(late) as w:
+        for i in range(2):
+            w.add(f"c{i:03d}", f"g{i}", {"functionals": np.full(3, i, "f4")})
+    store.compact()
     (wd / "extract.lock").unlink(missing_ok=True)
 
 
