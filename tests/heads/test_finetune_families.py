@@ -279,3 +279,26 @@ def test_options_that_do_not_apply_are_refused_with_the_option_and_family(setup:
                                          "trimmed.*python run_pipeline.py extract"):
         store_embeddings(model_dir, wd, ExtractOptions(device="cpu", whisper_input="padded"))
     assert not any((wd / "finetuned" / n).exists() for n in ("no1", "no2"))
+
+
+@pytest.mark.parametrize("family", ["whisper-trimmed", "w2vbert"])
+def test_layer_checkpointing_and_a_trained_feature_encoder(setup: dict, family: str) -> None:
+    model = setup["models"][family]
+    r = finetune(small(setup["wd"], model, run_name=f"gc-{family}", frozen_epochs=0, epochs=1,
+                       layer=1, gradient_checkpointing=True, freeze_feature_encoder=False,
+                       task="country", whisper_input=whisper_input(family)))
+    cfg = json.loads((r.run_dir / "config.json").read_text())
+    assert cfg["layer"] == 1 and cfg["family"] == ("w2v-bert-fbank" if family == "w2vbert" else "whisper-log-mel")
+    base, after = params(model), params(r.model_dir)
+    stem = "encoder.conv1." if family.startswith("whisper") else "feature_projection."
+    assert any(not torch.equal(after[n], base[n]) for n in base if n.startswith(stem))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cuda_bf16_autocast_run(setup: dict, family: str) -> None:
+    r = finetune(small(setup["wd"], setup["models"][family], run_name=f"cuda-{family}", device="cuda",
+                       frozen_epochs=1, epochs=1, whisper_input=whisper_input(family)))
+    cfg = json.loads((r.run_dir / "config.json").read_text())
+    assert cfg["compute_dtype"] == "bfloat16-autocast" and np.isfinite(r.metrics["val"]["score"])
