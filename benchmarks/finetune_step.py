@@ -3,7 +3,7 @@
 One step is what stage 2 of ``finetune`` does per batch: the backbone's masked mean of its
 last hidden state (:class:`heads.finetune.backbone.Backbone`, bf16 autocast on CUDA), the
 ``mlp-mtl`` heads (:class:`heads.finetune.backbone.FinetuneHeads`), a loss, backward and an
-AdamW step over the backbone (feature encoder frozen, :func:`heads.finetune.stages.trainable_params`)
+AdamW step over the backbone (feature encoder frozen, :func:`heads.finetune.backbone.trainable_params`)
 and the heads. The model is a random wav2vec2 of base size (or ``--size large``); the batch is
 ``--batch`` clips of ``--seconds`` each, drawn once. The loss is the mean squared error against
 fixed random targets: the loss function's cost is nothing next to the backbone's.
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from extract.untrained import make_untrained_wav2vec2
     from heads.finetune.backbone import Backbone, FinetuneHeads
     from heads.finetune.batches import normalise_clip
-    from heads.finetune.stages import trainable_params
+    from heads.finetune.backbone import trainable_params
 
     if args.batch < 1 or args.steps < 1 or args.seconds <= 0:
         raise ValueError(f"--batch, --steps must be >= 1 and --seconds > 0; got {args.batch}, "
@@ -122,7 +122,7 @@ def _ser_steps(args: argparse.Namespace, model: Any, backbone: Any, waves: list,
 
     from heads.ctc import SPECIALS, CharVocab
     from heads.finetune.auxiliary import AuxHeads, AuxTargets, aux_losses
-    from heads.finetune.stages import trainable_params
+    from heads.finetune.backbone import trainable_params
     from heads.nets import length_mask, masked_mean
 
     rng = np.random.default_rng(1)

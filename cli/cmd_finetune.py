@@ -114,7 +114,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="Val of each fold: partner (default), next-session, next-group, none "
                          "(none: train on every clip not held out, keep the last epoch)")
     p.add_argument("--train-feature-encoder", action="store_true", default=None,
-                   help="also train the CNN feature encoder in stage 2 (frozen by default)")
+                   help="also train the feature encoder in stage 2 (frozen by default): the CNN "
+                        "feature encoder of wav2vec2-style models, Whisper's conv stem, w2v-BERT's "
+                        "feature projection")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None,
                    help="recompute activations in the backward pass: less memory, slower")
     p.add_argument("--shared-head", action="store_true", default=None,
@@ -128,7 +130,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extract", action=argparse.BooleanOptionalAction, default=None,
                    help="store the fine-tuned model's embeddings in the workdir's store (default: "
                         "on for one run, off for --cv / --test-group)")
-    g = p.add_argument_group("extraction", "what --extract stores (as `extract` does)")
+    g = p.add_argument_group("extraction", "what --extract stores (as `extract` does); "
+                             "--whisper-input also sets the input fine-tuning trains on")
     add_ssl_storage(g)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -142,6 +145,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     for k in ("gradient_checkpointing", "shared_head"):
         if getattr(args, k, None):
             out[k] = True
+    if getattr(args, "whisper_input", "padded") != "padded":  # trained and stored with that input
+        out["whisper_input"] = args.whisper_input
     return out
 
 

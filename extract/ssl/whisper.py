@@ -222,7 +222,8 @@ class WhisperEncoder(Encoder):
         and the first conv's outputs past them are zero (what the convs' own zero padding
         gives the window alone), positions are the first ones, and the layers run under a
         mask that hides padded keys. The last state gets the encoder's final layer norm, as
-        the model reports it.
+        the model reports it. In train mode the encoder's dropout and LayerDrop apply as in its
+        own forward.
 
         Args:
             features: ``(W, mels, frames)`` log-mel, at least ``max(mel_frames)`` frames.
@@ -243,6 +244,8 @@ class WhisperEncoder(Encoder):
         h = nn.functional.gelu(enc.conv2(h)).permute(0, 2, 1)  # (W, E, d)
         frames = h.shape[1]
         h = h + enc.embed_positions.weight[:frames]
+        # train mode (fine-tuning): the encoder's own dropout and LayerDrop; no-ops in eval
+        h = nn.functional.dropout(h, p=enc.dropout, training=enc.training)
         e = (m - 1) // 2 + 1
         mask = None
         if min((n - 1) // 2 + 1 for n in mel_frames) < frames:  # host integers: no device sync
@@ -250,13 +253,14 @@ class WhisperEncoder(Encoder):
             mask = create_bidirectional_mask(config=self.model.config, inputs_embeds=h, attention_mask=mask2d)
         states = [h]
         for layer in enc.layers:
-            out = layer(h, mask)
-            h = out[0] if isinstance(out, tuple) else out
-            states.append(h)
+            if not (enc.training and enc.layerdrop > 0.0 and torch.rand([]) < enc.layerdrop):
+                out = layer(h, mask)
+                h = out[0] if isinstance(out, tuple) else out
+            states.append(h)  # a dropped layer passes its input on
         states[-1] = enc.layer_norm(h)
         return tuple(states)
 
-    def _assemble(self, states: tuple[torch.Tensor, ...], windows: list[list[int]]
+    def assemble(self, states: tuple[torch.Tensor, ...], windows: list[list[int]]
                   ) -> tuple[tuple[torch.Tensor, ...], list[int]]:
         """Per clip, its windows' true frames concatenated; padded into ``(B, T, H)``."""
         lengths = [sum(self.window_frames(m) for m in clip_windows) for clip_windows in windows]
@@ -281,7 +285,7 @@ class WhisperEncoder(Encoder):
                 x[r, :m] = wave[j * self.window:j * self.window + m]
                 r += 1
         mel = [math.ceil(m / self.hop) for c in windows for m in c]
-        return self._assemble(self._encode(self.log_mel(x), mel), windows)
+        return self.assemble(self._encode(self.log_mel(x), mel), windows)
 
     def reference_hidden_states(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``WhisperFeatureExtractor`` (numpy) on each 30 s window, the encoder's own forward,
@@ -291,7 +295,7 @@ class WhisperEncoder(Encoder):
         pieces = [row[j * self.window:j * self.window + m] for row, c in zip(host, windows) for j, m in enumerate(c)]
         features = self.fe(pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
         mel = [math.ceil(m / self.hop) for c in windows for m in c]
-        states, _ = self._assemble(self._encode(features.to(inputs.device), mel), windows)
+        states, _ = self.assemble(self._encode(features.to(inputs.device), mel), windows)
         return states
 
     def hidden_states(self, waves: list[torch.Tensor], *, batched: bool) -> list[list[torch.Tensor]]:

@@ -17,7 +17,8 @@ What :func:`finetune` does, top to bottom (FIELD_NOTES section 4, seed 000):
    frames of the last hidden state, or of ``layer``) are computed once in eval mode and the
    heads train on them with AdamW defaults. Frozen weights give the same vectors every epoch,
    so one forward pass replaces ``frozen_epochs`` of them;
-4. stage 2, everything unfrozen but the CNN feature encoder (``freeze_feature_encoder``):
+4. stage 2, everything unfrozen but the feature encoder (``freeze_feature_encoder``: the CNN
+   feature encoder; Whisper's conv stem; w2v-BERT's feature projection):
    AdamW at ``lr`` (4e-5), cosine schedule after ``warmup`` epochs of linear warm-up, the
    model in train mode (dropout, LayerDrop and SpecAugment as its config says), clips batched
    by length and randomly cropped to ``max_seconds``; bfloat16 autocast on CUDA;
@@ -49,6 +50,11 @@ on the pooled output (:mod:`heads.finetune.auxiliary`); ``warmup_ratio``, ``sche
 ``grad_accum`` give its schedule (:mod:`heads.finetune.schedule`); a run can hold a Test split and
 no Val (the last epoch is kept), and :func:`finetune_cross_validation` runs one fine-tuning per
 fold (``finetune --cv`` / ``--test-group``).
+
+The backbone is any encoder family of :mod:`extract.ssl.families` (wav2vec2-style models,
+Whisper's encoder with ``whisper_input`` padded or trimmed, w2v-BERT 2.0): its input is prepared
+as its extraction prepares it, and only each clip's true frames are pooled
+(:mod:`heads.finetune.backbone`).
 
 Modules: ``config`` (FinetuneConfig, names), ``schedule`` (warm-up, decay, accumulation),
 ``batches`` (decoding, normalisation, batch plans), ``backbone`` (the SSL model's frames and

@@ -13,6 +13,7 @@ from typing import Any
 
 from data.tasks import parse_tasks
 from extract.ssl import FINETUNED_FILE
+from extract.ssl.config import WHISPER_INPUTS
 from heads.nets import OUTPUT_MODES
 from extract.devices import DEVICES
 from heads.config import TrainOptions, parse_adversary
@@ -78,8 +79,13 @@ class FinetuneConfig:
             lambda: the classifier learns at full rate, the encoder gets beta times the
             gradient; at beta 0 the classifier is a probe that leaves the encoder alone).
         eval_batch_seconds: padded audio per evaluation batch.
-        freeze_feature_encoder: keep the CNN feature encoder frozen in stage 2.
+        freeze_feature_encoder: keep the feature encoder frozen in stage 2: the CNN feature
+            encoder of wav2vec2-style models, Whisper's conv stem (``conv1``, ``conv2``),
+            w2v-BERT's feature projection.
         gradient_checkpointing: recompute transformer activations in backward (less memory).
+        whisper_input: Whisper checkpoints: ``padded`` (the model's own 30 s windows) or
+            ``trimmed`` (input cut to each clip), as ``extract --whisper-input`` (the stored
+            set is extracted the same way).
         device: ``auto`` | ``cpu`` | ``cuda``.
         seed: seeds the heads, batch order, crops and SpecAugment.
         workers: audio decoding threads.
@@ -118,6 +124,7 @@ class FinetuneConfig:
     eval_batch_seconds: float = 64.0
     freeze_feature_encoder: bool = True
     gradient_checkpointing: bool = False
+    whisper_input: str = "padded"
     device: str = "auto"
     seed: int = 0
     workers: int = 2
@@ -159,6 +166,9 @@ class FinetuneConfig:
             raise ValueError(f"option label_smoothing must be in [0, 1); got {self.label_smoothing}")
         if self.output not in OUTPUT_MODES:
             raise ValueError(f"option output must be one of {OUTPUT_MODES}; got {self.output!r}")
+        if self.whisper_input not in WHISPER_INPUTS:
+            raise ValueError(f"option whisper_input must be one of {WHISPER_INPUTS}; got "
+                             f"{self.whisper_input!r}")
         if self.device not in DEVICES:
             raise ValueError(f"option device must be one of {DEVICES}; got {self.device!r}")
         if self.layer is not None and (isinstance(self.layer, bool) or not isinstance(self.layer, int)):

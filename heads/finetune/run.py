@@ -27,7 +27,7 @@ from extract.base import SAMPLE_RATE, ExtractOptions
 from extract.ssl import FINETUNED_FILE, SSLExtractor
 from extract.untrained import MARKER as UNTRAINED_MARKER
 from heads.finetune.auxiliary import VOCAB_FILE, AuxHeads, AuxTargets, aux_scores
-from heads.finetune.backbone import Backbone, FinetuneHeads, load_model, uses_attention_mask
+from heads.finetune.backbone import FinetuneHeads, WhisperBackbone, build_backbone, load_model
 from heads.finetune.batches import ClipAudio
 from heads.finetune.config import (FINETUNED_DIR, MODEL_SUBDIR, FinetuneConfig, FinetuneResult,
                                    PhaseFn, ProgressFn, default_run_name, option_defaults,
@@ -40,9 +40,6 @@ from heads.dataset import Dataset
 from heads.training.inputs import pick_device
 from heads.training.outputs import Labels, make_outputs, train_class_weights
 from heads.training.weighting import build_weighting
-
-FINETUNE_FAMILY = "conv-waveform"
-"""The encoder family (:mod:`extract.ssl.encoder`) whose backbones finetune trains."""
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +85,11 @@ def finetune(cfg: FinetuneConfig, *, on_phase: PhaseFn | None = None,
     if corpus is None:
         corpus = open_corpus(cfg.workdir, need_split=True)
     tasks = [resolve_task(t, corpus.labels) for t in parse_tasks(cfg.task)]
-    ex = SSLExtractor(cfg.model, ExtractOptions(device="cpu"))
-    ex.resolve()  # ValueError: not an SSL model; ExtractorUnavailable: weights missing
-    if ex.family_.family != FINETUNE_FAMILY:
-        raise ValueError(
-            f"finetune trains waveform encoders (wav2vec2, HuBERT, WavLM, data2vec-audio); "
-            f"{cfg.model!r} is a {ex.family_.family} model, whose fine-tuning is not built yet. "
-            f"Its frozen layers work with extract, train, probe and analyze")
-    n_states = ex.config_.num_hidden_layers + 1
+    ex = SSLExtractor(cfg.model, ExtractOptions(device="cpu", whisper_input=cfg.whisper_input))
+    # ValueError: not an SSL model, whisper_input trimmed for another family;
+    # ExtractorUnavailable: weights missing
+    ex.resolve()
+    n_states = ex.family_.num_states(ex.config_)
     layer = cfg.layer
     if layer is not None:
         if not -n_states <= layer < n_states:
@@ -155,14 +149,13 @@ def finetune(cfg: FinetuneConfig, *, on_phase: PhaseFn | None = None,
     model = load_model(ex).to(device)
     for p in model.parameters():
         p.requires_grad_(False)
-    backbone = Backbone(model, do_normalize=ex.do_normalize_, use_mask=uses_attention_mask(ex),
-                         min_samples=ex.min_samples_, layer=layer, device=device)
-    heads = FinetuneHeads(model.config.hidden_size, [o.spec() for o in outputs],
+    backbone = build_backbone(model, ex, layer=layer, device=device)
+    heads = FinetuneHeads(backbone.hidden_size, [o.spec() for o in outputs],
                           hidden=cfg.head_hidden, output=cfg.output, shared=cfg.shared_head).to(device)
     weighting = build_weighting(cfg.weighting, len(outputs)).to(device)
     aux = None
     if aux_targets is not None:
-        aux = AuxHeads(model.config.hidden_size,
+        aux = AuxHeads(backbone.hidden_size,
                        vocab_size=len(aux_targets.vocab) if aux_targets.vocab is not None else None,
                        n_classes=len(aux_targets.classes) or None,
                        beta=adversary[1] if adversary else 0.0, mode=cfg.adversary_mode,
@@ -177,9 +170,9 @@ def finetune(cfg: FinetuneConfig, *, on_phase: PhaseFn | None = None,
     _remove_stale_tmp(root, run_dir.name)
     tmp_dir = root / f".{run_dir.name}.{os.getpid()}.tmp"
     tmp_dir.mkdir()
-    log.info("fine-tune %s on %s: %d Train / %d Val / %d Test clips, outputs %s%s, mask %s, "
-             "normalise %s, device %s", cfg.model, cfg.task, len(train_rows), len(val_rows),
-             len(test_rows), names, _aux_text(cfg, aux_targets), backbone.use_mask,
+    log.info("fine-tune %s (%s) on %s: %d Train / %d Val / %d Test clips, outputs %s%s, mask %s, "
+             "normalise %s, device %s", cfg.model, backbone.family, cfg.task, len(train_rows),
+             len(val_rows), len(test_rows), names, _aux_text(cfg, aux_targets), backbone.use_mask,
              backbone.do_normalize, device)
     run = Run(cfg, tasks, ds, outputs, labels,
                train_class_weights(outputs, ds, train_rows, device, cfg.class_weights),
@@ -348,6 +341,8 @@ def save_run(run: Run, ex: SSLExtractor, layer: int | None, metrics: dict[str, A
     src = ex.source_.directory
     if src is not None and (src / "preprocessor_config.json").is_file():
         shutil.copy2(src / "preprocessor_config.json", model_dir / "preprocessor_config.json")
+    elif hasattr(run.backbone, "enc"):  # the log-mel / fbank feature extractor it was trained with
+        run.backbone.enc.fe.save_pretrained(model_dir)
     else:  # spell out what the base was used with, so extraction reads the same
         Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
                                  do_normalize=run.backbone.do_normalize,
@@ -360,12 +355,14 @@ def save_run(run: Run, ex: SSLExtractor, layer: int | None, metrics: dict[str, A
               "base_weights": base_id, "base_untrained": untrained, "run": cfg.run_name,
               "run_dir": str(Path(cfg.workdir).resolve() / FINETUNED_DIR / cfg.run_name),
               "tasks": [t.name for t in run.tasks], "layer": layer, "pooling": "mean",
-              "val": metrics["val"], "date": metrics["date"]}
+              "val": metrics["val"], "date": metrics["date"], "family": run.backbone.family}
+    if run.backbone.family == WhisperBackbone.family:
+        record["whisper_input"] = cfg.whisper_input
     write_json(model_dir / FINETUNED_FILE, record)
     torch.save({"heads": run.heads.state_dict(), "weighting": run.weighting.state_dict(),
                 "weighting_spec": cfg.weighting, "head_hidden": cfg.head_hidden,
                 "shared_head": cfg.shared_head, "output": cfg.output,
-                "input_dim": run.backbone.model.config.hidden_size, "layer": layer, "pooling": "mean",
+                "input_dim": run.backbone.hidden_size, "layer": layer, "pooling": "mean",
                 "net_tasks": [o.spec() for o in run.outputs],
                 "outputs": [{"name": o.name, "task": o.task, "target": o.target.name, "loss": o.loss,
                              "lo": o.lo, "hi": o.hi, "classes": o.target.classes}
@@ -379,6 +376,7 @@ def save_run(run: Run, ex: SSLExtractor, layer: int | None, metrics: dict[str, A
         run.aux_targets.vocab.save(tmp_dir / VOCAB_FILE)
     config = {"options": dataclasses.asdict(cfg), "run_name": cfg.run_name, "base_model": cfg.model,
               "base_weights": base_id, "model_type": ex.config_.model_type,
+              "family": run.backbone.family,
               "tasks": [t.name for t in run.tasks], "outputs": [o.name for o in run.outputs],
               "layer": layer, "normalize": run.backbone.do_normalize,
               "attention_mask": run.backbone.use_mask,
@@ -454,7 +452,8 @@ def store_embeddings(model_dir: str | os.PathLike, workdir: str | os.PathLike,
 
     Raises:
         WorkdirBusy: another extraction holds the workdir.
-        ValueError / ExtractorUnavailable: a bad option, or the folder cannot be loaded.
+        ValueError / ExtractorUnavailable: a bad option (a Whisper model's ``whisper_input``
+            other than the one it was fine-tuned on), or the folder cannot be loaded.
     """
     from extract.lock import WorkdirLock
     from extract.run import extract_corpus, prepare_extractor
@@ -462,6 +461,14 @@ def store_embeddings(model_dir: str | os.PathLike, workdir: str | os.PathLike,
 
     options = options or ExtractOptions()
     spec = f"ssl:{Path(model_dir).resolve()}"
+    info_file = Path(model_dir) / FINETUNED_FILE
+    trained_on = json.loads(info_file.read_text()).get("whisper_input") if info_file.is_file() else None
+    if trained_on is not None and options.whisper_input != trained_on:
+        raise ValueError(
+            f"{model_dir} was fine-tuned on whisper-input {trained_on}; its set is stored with the "
+            f"input it was trained on (give --whisper-input {trained_on}). For the other "
+            f"representation: python run_pipeline.py extract --workdir {workdir} --features "
+            f"{spec} --whisper-input {options.whisper_input}")
     prepared = prepare_extractor(spec, options)  # fails before the store is touched
     corpus = open_corpus(workdir)
     store = FeatureStore(workdir)

@@ -253,18 +253,6 @@ def run_stage1(run: Run, t0: float) -> dict[str, Any]:
             "val": {k: s for k, (s, _) in scores.items()}, "embedding_seconds": round(secs, 3)}
 
 
-def trainable_params(model: nn.Module, freeze_feature_encoder: bool) -> list[nn.Parameter]:
-    for p in model.parameters():
-        p.requires_grad_(True)
-    if freeze_feature_encoder:
-        if hasattr(model, "freeze_feature_encoder"):
-            model.freeze_feature_encoder()  # also skips the encoder's own checkpointing
-        else:
-            for p in model.feature_extractor.parameters():
-                p.requires_grad_(False)
-    return [p for p in model.parameters() if p.requires_grad]
-
-
 @dataclass
 class Micro:
     """One micro-batch ready for the model: normalised clips, their dataset rows, and whether
@@ -350,9 +338,10 @@ def stage2_schedule(cfg: FinetuneConfig, n_train: int) -> tuple[int, int, int]:
 
 
 def run_stage2(run: Run, t0: float) -> dict[str, Any]:
-    """Everything trained (but the frozen feature encoder); best Val epoch restored."""
+    """Everything trained (but the frozen feature encoder: :meth:`Backbone.trainable_params`
+    per family); best Val epoch restored."""
     cfg, model = run.cfg, run.backbone.model
-    backbone_params = trainable_params(model, cfg.freeze_feature_encoder)
+    backbone_params = run.backbone.trainable_params(cfg.freeze_feature_encoder)
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     head_params = list(run.heads.parameters()) + (list(run.aux.parameters()) if run.aux is not None else [])

@@ -66,3 +66,28 @@ def test_finetune_usage_errors(tmp_path: Path, corpus_and_model: tuple[Path, Pat
     p = cli("finetune", "--workdir", str(tmp_path), "--features", f"ssl:{model}", "--task",
             "avb-nope", check=2, env=ENV)
     assert "unknown task 'avb-nope'" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("family", ["whisper-trimmed", "w2vbert"])
+def test_finetune_trains_the_log_mel_and_fbank_families(tmp_path: Path, corpus_and_model: tuple[Path, Path],
+                                                       family: str) -> None:
+    """Whisper with --whisper-input trimmed (the flag reaches training and the stored set) and
+    w2v-BERT 2.0, a few steps each, through the real CLI."""
+    from extract.untrained import make_untrained_w2vbert, make_untrained_whisper
+
+    corpus, _ = corpus_and_model
+    model = (make_untrained_whisper(tmp_path / "whisper") if family.startswith("whisper")
+             else make_untrained_w2vbert(tmp_path / "w2vbert"))
+    wd = tmp_path / "wd"
+    save_corpus_ref(wd, corpus, "avb")
+    args = list(FINETUNE)
+    args[args.index("--frozen-epochs") + 1] = "1"
+    extra = ["--whisper-input", "trimmed"] if family.startswith("whisper") else []
+    p = cli("finetune", "--workdir", str(wd), "--features", f"ssl:{model}", *args, *extra, env=ENV)
+    assert "avb-type: Val uar = " in p.stdout and "40 computed, 0 failed" in p.stdout
+    options = json.loads((wd / "finetuned" / "r1" / "config.json").read_text())["options"]
+    assert options["whisper_input"] == ("trimmed" if extra else "padded")
+    sets = json.loads(cli("list", "--workdir", str(wd), "--json").stdout)
+    assert len(sets) == 1 and sets[0]["provenance"]["finetuned"]["base_model"] == str(model)
+    if extra:
+        assert sets[0]["config"]["input"]["whisper_input"] == "trimmed-to-clip"

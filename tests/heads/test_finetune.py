@@ -211,11 +211,9 @@ def test_bad_options_fail_before_any_work_with_clear_messages(setup: dict, tmp_p
         finetune(small(wd, tmp_path / "bert", run_name="x3"))
     with pytest.raises(FileNotFoundError, match="corpus.json.*extract"):
         finetune(small(tmp_path / "empty", model))
-    from extract.untrained import make_untrained_whisper
-
-    whisper = make_untrained_whisper(tmp_path / "whisper")
-    with pytest.raises(ValueError, match="is a whisper-log-mel model, whose fine-tuning is not built"):
-        finetune(small(wd, whisper, run_name="x4"))
+    with pytest.raises(ValueError, match="--whisper-input trimmed applies to Whisper checkpoints "
+                                         "only; .* is a conv-waveform model"):
+        finetune(small(wd, model, whisper_input="trimmed", run_name="x4"))
     assert not any((wd / ft.FINETUNED_DIR / n).exists() for n in ("x1", "x2", "x3", "x4"))
 
 
