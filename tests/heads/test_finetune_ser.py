@@ -240,6 +240,11 @@ def test_train_and_finetune_write_the_same_aux_layout(setup: dict, study: dict,
     assert [s for s in ("train", "val", "test") if s in train_aux["ctc"]] == ["val", "test"]
     fine_cv = json.loads((setup["wd"] / "finetuned" / "loso" / "cv.json").read_text())
     assert _key_paths(train_cv.summary["aux"]) == _key_paths(fine_cv["aux"])
+    # and the CLI prints both with the same lines (adversary, probe, CTC)
+    from cli.cmd_train import auxiliary_lines
+
+    heads_of = lambda m: [line.split()[0] for line in auxiliary_lines(m)]
+    assert heads_of(result.metrics) == heads_of(fine) == ["adversary", "speaker", "ctc"]
 
 
 def test_fold_run_stores_its_vocabulary_and_scores_wer_with_jiwer(setup: dict, study: dict) -> None:
