@@ -207,7 +207,8 @@ def probe_split(probes: Sequence[dict[str, Any]]) -> dict[str, Any]:
     seed)."""
     return split_entry({"speaker_accuracy": [p["score"] for p in probes],
                         "majority_accuracy": [p["majority"] for p in probes]},
-                       probes[0]["n_scored"], note="a half of the Train clips is empty",
+                       probes[0]["n_scored"],
+                       note="the Train clips give no two halves to fit and score",
                        n_fit=probes[0]["n_fit"])
 
 
