@@ -301,31 +301,10 @@ def _print_published(recipe, record) -> None:
         say(f"  published numbers not shown: they are for {recipe.task}")
 
 
-def _aux_lines(m: dict, splits: tuple[str, ...]) -> list[str]:
-    """WER / CER and speaker accuracy per split of one run's metrics."""
-    lines = []
-    for split in splits:
-        ctc = (m.get("ctc") or {}).get(split)
-        if ctc and ctc.get("wer_error") is not None:
-            lines.append(f"ctc: {split.capitalize()} WER = {ctc['wer_error']:.4f}, CER = {ctc['cer_error']:.4f} "
-                         f"(greedy decodes of {ctc['n']} clips)")
-        adv = (m.get("adversary") or {}).get(split)
-        if adv and adv.get("speaker_accuracy") is not None:
-            lines.append(f"adversary: {split.capitalize()} {m['adversary']['column']} accuracy = "
-                         f"{adv['speaker_accuracy']:.4f} (n={adv['n']}, {len(m['adversary']['classes'])} classes)")
-    return lines
-
-
 def _print_cv(summary: dict, folder) -> None:
     from cli.cmd_train import print_cv
 
-    print_cv(summary, folder)
-    for head, splits in summary.get("aux", {}).items():
-        for split, block in splits.items():
-            for q, s in block.items():
-                folds = ", ".join(f"{x:.4f}" for x in s["folds"])
-                say(f"{head}: {split.capitalize()} {q} = {s['mean']:.4f} ± {s['std']:.4f} "
-                    f"(mean ± std over {len(s['folds'])} folds: {folds})")
+    print_cv(summary, folder)  # the auxiliary heads over folds too
 
 
 def _print_metrics(result) -> None:
@@ -345,7 +324,9 @@ def _print_metrics(result) -> None:
             for tg, t in v.get("targets", {}).items():
                 if "wa" in t:
                     say(f"  {tg}: WA {t['wa']:.4f}, UA {t['uar']:.4f}, macro-F1 {t['macro_f1']:.4f}")
-    for line in _aux_lines(m, ("train", "val", "test")):
+    from cli.cmd_train import auxiliary_lines
+
+    for line in auxiliary_lines(m):  # the same lines as train's
         say(line)
     if m.get("stage2_clips_per_s"):
         say(f"stage 2: {m['stage2_clips_per_s']:.1f} clips/s, {m['stage2_audio_s_per_s']:.1f} audio-s/s")

@@ -7,6 +7,9 @@ from typing import Any
 
 from cli.common import EXIT_OK, UsageError, add_workdir, say
 from extract.devices import DEVICES
+from heads.aux_metrics import OLDER_TEXT, older_layout, run_aux
+from heads.aux_metrics import SPLITS as AUX_SPLITS
+from heads.aux_metrics import quantities as aux_quantities
 from heads.config import TRAIN_OPTION_NAMES
 from heads.registry import HEADS, head_help
 
@@ -247,7 +250,7 @@ def _protocol(args: argparse.Namespace) -> str | None:
 
 def print_cv(summary: dict, folder) -> None:
     """Per task and split: the headline per fold, mean ± std over folds, and for classification
-    targets WA / UA / macro-F1 over folds and pooled."""
+    targets WA / UA / macro-F1 over folds and pooled; the auxiliary heads over folds."""
     names = [f["name"] for f in summary["folds"]]
     say(f"{len(names)} fold(s) of {summary['protocol']} (Val: {summary['val_rule']}): "
         + ", ".join(names))
@@ -264,6 +267,10 @@ def print_cv(summary: dict, folder) -> None:
                     f"{t['macro_f1']['mean']:.4f} ± {t['macro_f1']['std']:.4f} (over folds); "
                     f"pooled over {p['n']} clips: WA {p['wa']:.4f}, UA {p['uar']:.4f}, "
                     f"macro-F1 {p['macro_f1']:.4f}")
+    for head, split, q, st in aux_quantities(summary.get("aux") or {}):
+        folds = ", ".join(f"{x:.4f}" for x in st["folds"])
+        say(f"{head}: {split.capitalize()} {q} = {st['mean']:.4f} ± {st['std']:.4f} "
+            f"(mean ± std over {len(st['folds'])} folds: {folds})")
     say(f"written to {folder} (cv.json, cv.csv; one run folder per fold)")
 
 
@@ -337,25 +344,32 @@ def print_result(metrics: dict, run_dir) -> None:
 
 
 def auxiliary_lines(metrics: dict) -> list[str]:
-    """The adversary's speaker accuracies and the CTC head's WER / CER, each saying what it is."""
+    """The auxiliary heads of one run's metrics.json (``train`` or ``finetune``, the layout of
+    :mod:`heads.aux_metrics`): the adversary's speaker accuracies, the speaker probe and the CTC
+    head's WER / CER, each saying what it is."""
+    if older_layout(metrics):
+        return [f"auxiliary heads: {OLDER_TEXT}"]
+    aux = run_aux(metrics)
     lines = []
-    adv = metrics.get("adversary")
+    adv, probe, ctc = aux.get("adversary"), aux.get("speaker_probe"), aux.get("ctc")
     if adv is not None:
-        col = adv["column"]
-        acc = ", ".join(f"{s} {b['score']:.4f} (n={b['n']})" if b["score"] is not None
-                        else f"{s} - (no Train {col} there)"
-                        for s, b in adv["speaker_accuracy"].items())
-        lines.append(f"adversary {col} (beta {adv['beta']:g}, {adv['mode']}): {col} accuracy of "
-                     f"the adversary {acc}; chance {adv['chance']:.4f}")
-        p = adv["probe_accuracy"]
-        if p["score"] is not None:
-            lines.append(f"  {col} information left: a fresh linear probe on the head's "
-                         f"representation gets {p['score']:.4f} on {p['n_scored']} held-out Train "
-                         f"clips (majority {p['majority']:.4f})")
-    ctc = metrics.get("ctc")
+        st = adv["settings"]
+        col = st["column"]
+        acc = ", ".join(f"{s.capitalize()} {b['speaker_accuracy']:.4f} (n={b['n']})"
+                        if b["speaker_accuracy"] is not None
+                        else f"{s.capitalize()} - (no Train {col} there)"
+                        for s in AUX_SPLITS if (b := adv.get(s)) is not None)
+        lines.append(f"adversary {col} (beta {st['beta']:g}, {st['mode']}): {col} accuracy of "
+                     f"the adversary {acc}; chance {st['chance']:.4f}")
+    if probe is not None and (p := probe.get("train")) and p["speaker_accuracy"] is not None:
+        col = probe["settings"]["column"]
+        lines.append(f"  {col} information left: a fresh linear probe on "
+                     f"{probe['settings']['representation']} gets {p['speaker_accuracy']:.4f} on "
+                     f"{p['n']} held-out Train clips (majority {p['majority_accuracy']:.4f})")
     if ctc is not None:
+        st = ctc["settings"]
         parts = [f"{s.capitalize()} WER {b['wer_error']:.4f}, CER {b['cer_error']:.4f} (n={b['n']})"
                  for s in ("val", "test") if (b := ctc.get(s)) and b.get("n")]
-        lines.append(f"ctc (alpha {ctc['alpha']:g}, {ctc['vocab_size']} symbols in "
-                     f"{ctc['vocab']}): " + ("; ".join(parts) or "no Val/Test transcript"))
+        lines.append(f"ctc (alpha {st['alpha']:g}, {st['vocab_size']} symbols in "
+                     f"{st['vocab_file']}): " + ("; ".join(parts) or "no Val/Test transcript"))
     return lines

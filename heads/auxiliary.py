@@ -13,29 +13,37 @@ paper's, and every ``--cv`` fold of this project: Val is the held-out speaker's 
 Val or Test clip has a Train speaker, so a classifier over Train speakers cannot be right on
 them. We report two numbers, each saying what it is:
 
-* ``speaker_accuracy``: the adversary's own accuracy on the clips whose speaker is a Train
-  speaker, per split: Train always; Val / Test only where they share speakers with Train (else
-  null, n = 0). With the paper's equation (beta on the loss) the classifier learns at rate
-  beta, so at beta = 0 it is untrained: this number is the paper's kind, not a measure of what
-  the representation holds.
-* ``probe_accuracy``: speaker information left in the trained head's representation. A fresh
-  logistic regression (scikit-learn, standardised inputs) is fitted on the representation of
-  half of each Train speaker's clips (every other clip in row order) and scored on the other
-  half (:func:`speaker_probe`). This is the number that compares beta = 0 with beta = 1.
+* the ``adversary`` head's ``speaker_accuracy``: the adversary's own accuracy on the clips whose
+  speaker is a Train speaker, per split: Train always; Val / Test only where they share
+  speakers with Train (else null, n = 0). With the paper's equation (beta on the loss) the
+  classifier learns at rate beta, so at beta = 0 it is untrained: this number is the paper's
+  kind, not a measure of what the representation holds.
+* the ``speaker_probe`` head's ``speaker_accuracy``: speaker information left in the trained
+  representation (``train``: the head's shared representation; ``finetune``: the pooled
+  backbone output). A fresh logistic regression (scikit-learn, standardised inputs) is fitted
+  on the representation of half of each Train speaker's clips (every other clip in row order)
+  and scored on the other half (:func:`speaker_probe`). This is the number that compares
+  beta = 0 with beta = 1.
 
 Transcripts are scored after :func:`heads.ctc.normalise_transcript` (what the vocabulary is
 built on), over the clips with a non-empty normalised reference, by jiwer's corpus-level WER
 and CER (:mod:`heads.scoring.text`).
+
+Both stages score with :func:`adversary_splits`, :func:`probe_split` / :func:`speaker_probe` and
+:func:`transcript_splits`, and write the blocks of :mod:`heads.aux_metrics` (``train``:
+:func:`score_adversary`, :func:`score_transcripts`; ``finetune``:
+:func:`heads.finetune.auxiliary.aux_metrics`).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from data.corpus import Corpus
+from heads.aux_metrics import adversary_entry, ctc_entry, probe_entry, split_entry
 from heads.config import SPEAKER_COLUMN, SPLITS, TrainOptions, parse_adversary
 from heads.ctc import normalise_transcript
 from heads.scoring import character_error, speaker_accuracy_score, word_error
@@ -165,82 +173,117 @@ def speaker_probe(hidden: np.ndarray, codes: np.ndarray, train_rows: np.ndarray)
             "majority": float(np.mean(codes[scored] == majority))}
 
 
-def _mean_over_seeds(values: list[float]) -> dict[str, Any]:
-    v = np.asarray(values, dtype=np.float64)
-    ok = v[np.isfinite(v)]
-    return {"score": float(ok.mean()) if ok.size else None,
-            "score_std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0,
-            "seed_scores": [float(x) if np.isfinite(x) else None for x in v]}
+def adversary_splits(codes: np.ndarray, predicted: Sequence[Any],
+                     rows_by_split: Mapping[str, Sequence[int]], column: str
+                     ) -> dict[str, dict[str, Any]]:
+    """The adversary's own accuracy per split (:func:`heads.aux_metrics.split_entry` blocks).
+
+    Args:
+        codes: (n,) class code per row, -1 for none (:func:`train_classes`).
+        predicted: per seed, the predicted code of each row (anything indexable by row).
+        rows_by_split: split name (``train`` / ``val`` / ``test``) -> the rows scored there;
+            rows without a class are left out.
+        column: the adversary's column (for the note of a split without any class).
+    """
+    codes = np.asarray(codes)
+    out: dict[str, dict[str, Any]] = {}
+    for split, rows in rows_by_split.items():
+        rows = [int(r) for r in rows if codes[int(r)] >= 0]
+        if not rows:
+            out[split] = split_entry(
+                {"speaker_accuracy": [None]}, 0,
+                note=f"no {split} clip has a Train {column}: a classifier over the Train "
+                     f"{column}s cannot be scored there")
+            continue
+        truth = codes[rows]
+        out[split] = split_entry({"speaker_accuracy": [
+            speaker_accuracy_score(truth, np.asarray([p[r] for r in rows])) for p in predicted]},
+            len(rows))
+    return out
+
+
+def probe_split(probes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``speaker_probe`` head's ``train`` block from :func:`speaker_probe`'s dicts (one per
+    seed)."""
+    return split_entry({"speaker_accuracy": [p["score"] for p in probes],
+                        "majority_accuracy": [p["majority"] for p in probes]},
+                       probes[0]["n_scored"],
+                       note="the Train clips give no two halves to fit and score",
+                       n_fit=probes[0]["n_fit"])
+
+
+def transcript_splits(references: Sequence[str | None], hypotheses: Sequence[Any],
+                      rows_by_split: Mapping[str, Sequence[int]]) -> dict[str, dict[str, Any]]:
+    """Corpus-level WER and CER per split (jiwer, :mod:`heads.scoring.text`; lower is better).
+
+    Args:
+        references: the raw transcript of each row (None: none); normalised here as the
+            vocabulary is (:func:`heads.ctc.normalise_transcript`), and a row whose transcript
+            normalises to nothing is not scored.
+        hypotheses: per seed, the greedy decode of each row (anything indexable by row).
+        rows_by_split: split name -> the rows decoded there.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for split, rows in rows_by_split.items():
+        scored = [(int(r), normalise_transcript(references[int(r)])) for r in rows
+                  if references[int(r)]]
+        scored = [(r, ref) for r, ref in scored if ref]
+        if not scored:
+            out[split] = split_entry({"wer_error": [None], "cer_error": [None]}, 0,
+                                     note=f"no {split} clip has a transcript")
+            continue
+        ref = [t for _, t in scored]
+        hyps = [[h[r] for r, _ in scored] for h in hypotheses]
+        out[split] = split_entry({"wer_error": [word_error(ref, h) for h in hyps],
+                                  "cer_error": [character_error(ref, h) for h in hyps]},
+                                 len(scored))
+    return out
+
+
+def _split_rows(split: np.ndarray) -> dict[str, np.ndarray]:
+    """``train`` / ``val`` / ``test`` -> the rows of that split, for the splits with rows."""
+    split = np.asarray(split)
+    rows = {s.lower(): np.flatnonzero(split == s) for s in SPLITS}
+    return {s: r for s, r in rows.items() if len(r)}
+
+
+PROBED_HEAD = "the trained head's shared representation (pooled)"
+"""What ``train``'s speaker probe reads (:meth:`heads.nets.HeadNet.tap`)."""
 
 
 def score_adversary(seeds: list[dict[str, Any]], split: np.ndarray, *, spec: str,
                     mode: str) -> dict[str, Any]:
-    """The adversary block of metrics.json over seeds (see the module docstring).
+    """The ``adversary`` and ``speaker_probe`` heads of a ``train`` run over its seeds, in
+    :mod:`heads.aux_metrics`' layout.
 
     Args:
         seeds: per seed the adversary's outputs: ``classes``, ``codes`` (n,), ``predicted``
             (n,) and ``probe`` (:func:`speaker_probe`'s dict).
-        split: (n,) the split of every row.
+        split: (n,) the split of every row (``Train`` / ``Val`` / ``Test``).
         spec: ``COLUMN:BETA``; mode: ``reverse`` | ``forward``.
     """
     column, beta = parse_adversary(spec)
     first = seeds[0]
-    codes = np.asarray(first["codes"])
-    per_split: dict[str, Any] = {}
-    for s in SPLITS:
-        rows = np.flatnonzero((np.asarray(split) == s) & (codes >= 0))
-        if len(rows) == 0:
-            per_split[s] = {"score": None, "n": 0,
-                            "note": f"no {s} clip has a Train {column}: a classifier over the "
-                                    f"Train {column}s cannot be scored there"}
-            continue
-        scores = [speaker_accuracy_score(codes[rows], np.asarray(o["predicted"])[rows]) for o in seeds]
-        per_split[s] = {**_mean_over_seeds(scores), "n": len(rows)}
-    probe = [o["probe"] for o in seeds]
-    return {
-        "column": column, "beta": beta, "mode": mode, "classes": list(first["classes"]),
-        "chance": 1.0 / len(first["classes"]),
-        "speaker_accuracy": per_split,
-        "speaker_accuracy_means": (
-            f"the adversary's own accuracy over the clips whose {column} is a Train {column} "
-            f"(beta on the loss, as paper 004's equation: at beta 0 it is untrained)"),
-        "probe_accuracy": {**_mean_over_seeds([p["score"] for p in probe]),
-                           "n_fit": probe[0]["n_fit"], "n_scored": probe[0]["n_scored"],
-                           "majority": probe[0]["majority"]},
-        "probe_accuracy_means": (
-            f"a fresh logistic regression of the {column} on the trained head's shared "
-            f"representation, fitted on every other Train clip of each {column} and scored on "
-            f"the rest: the {column} information the representation still holds"),
-        "aggregate": f"mean over {len(seeds)} seed(s)",
-    }
+    splits = adversary_splits(first["codes"], [o["predicted"] for o in seeds], _split_rows(split),
+                              column)
+    return {"adversary": adversary_entry(column=column, beta=beta, mode=mode, beta_at="loss",
+                                         classes=first["classes"], splits=splits,
+                                         seeds=len(seeds)),
+            "speaker_probe": probe_entry(column=column, train=probe_split([o["probe"] for o in seeds]),
+                                         representation=PROBED_HEAD, seeds=len(seeds))}
 
 
 def score_transcripts(references: Sequence[str | None], hypotheses_by_seed: list[list[str]],
                       split: np.ndarray, *, alpha: float, vocab_file: str, vocab_size: int
                       ) -> dict[str, Any]:
-    """The CTC block of metrics.json: WER and CER per split over seeds (lower is better).
-
-    Only rows with a reference count; references are normalised as the vocabulary is.
-    """
-    out: dict[str, Any] = {"alpha": alpha, "vocab": vocab_file, "vocab_size": vocab_size,
-                           "normalised": "heads.ctc.normalise_transcript on both sides",
-                           "aggregate": f"mean over {len(hypotheses_by_seed)} seed(s)"}
-    refs = [normalise_transcript(r) if r else "" for r in references]
-    for s in SPLITS:
-        rows = [i for i, (r, sp) in enumerate(zip(refs, split)) if sp == s and r]
-        if not rows:
-            out[s.lower()] = {"wer_error": None, "cer_error": None, "n": 0}
-            continue
-        ref = [refs[i] for i in rows]
-        wer = [word_error(ref, [h[i] for i in rows]) for h in hypotheses_by_seed]
-        cer = [character_error(ref, [h[i] for i in rows]) for h in hypotheses_by_seed]
-        w, c = _mean_over_seeds(wer), _mean_over_seeds(cer)
-        out[s.lower()] = {"wer_error": w["score"], "wer_error_std": w["score_std"],
-                          "wer_seed_scores": w["seed_scores"], "cer_error": c["score"],
-                          "cer_error_std": c["score_std"], "cer_seed_scores": c["seed_scores"],
-                          "n": len(rows)}
-    return out
+    """The ``ctc`` head of a ``train`` run: WER and CER on Val and Test over seeds, in
+    :mod:`heads.aux_metrics`' layout."""
+    rows = {s: r for s, r in _split_rows(split).items() if s != "train"}
+    return ctc_entry(alpha=alpha, vocab_file=vocab_file, vocab_size=vocab_size,
+                     splits=transcript_splits(references, hypotheses_by_seed, rows),
+                     seeds=len(hypotheses_by_seed))
 
 
-__all__ = ["ADVERSARY", "TEXT_COLUMN", "auxiliary_columns", "probe_halves", "score_adversary",
-           "score_transcripts", "speaker_probe", "train_classes"]
+__all__ = ["ADVERSARY", "PROBED_HEAD", "TEXT_COLUMN", "adversary_splits", "auxiliary_columns",
+           "probe_halves", "probe_split", "score_adversary", "score_transcripts", "speaker_probe",
+           "train_classes", "transcript_splits"]

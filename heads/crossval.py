@@ -24,7 +24,7 @@ import numpy as np
 
 from data.folds import Fold, make_folds
 from data.workdir import open_corpus
-from heads import rundir
+from heads import aux_metrics, rundir
 from heads.config import ExperimentConfig
 from heads.experiment import ExperimentResult, default_run_name, run_experiment
 
@@ -126,38 +126,43 @@ def summary_csv(summary: dict[str, Any]) -> str:
 
 def aux_csv(aux: dict[str, Any]) -> str:
     """cv.csv's lines of the auxiliary heads: head, split, quantity, mean, std, each fold."""
-    lines = []
-    for head, splits in aux.items():
-        for split, block in splits.items():
-            for q, s in block.items():
-                lines.append(",".join([head, split, q, f"{s['mean']:.6f}", f"{s['std']:.6f}"]
-                                      + [f"{x:.6f}" for x in s["folds"]]))
-    return "".join(line + "\n" for line in lines)
+    return "".join(",".join([head, split, q, f"{s['mean']:.6f}", f"{s['std']:.6f}"]
+                            + [f"{x:.6f}" for x in s["folds"]]) + "\n"
+                   for head, split, q, s in aux_metrics.quantities(aux))
 
 
-def train_aux_summary(results: Sequence[ExperimentResult]) -> dict[str, Any]:
-    """The auxiliary heads of ``train --adversary`` / ``--ctc`` over folds, ``{head: {split:
-    {quantity: mean/std/folds}}}`` (the shape of finetune's), for the splits every fold scored:
-    the adversary's speaker accuracy per split and the speaker probe (under ``train``), the CTC
-    head's WER / CER per split."""
+def aux_over_folds(metrics: Sequence[dict[str, Any]], names: Sequence[str] | None = None
+                   ) -> dict[str, Any]:
+    """cv.json's ``aux``: the auxiliary heads of every fold's metrics.json (one layout,
+    :mod:`heads.aux_metrics`, for ``train --cv`` and ``finetune --cv``) over folds, ``{head:
+    {"measures", split: {quantity: mean/std/folds}}}``, for the heads, splits and quantities
+    every fold scored.
+
+    Args:
+        metrics: each fold's metrics.json.
+        names: the folds' names, for the warning about a fold in an older layout.
+    """
+    names = list(names) if names is not None else [str(i) for i in range(len(metrics))]
+    old = [n for n, m in zip(names, metrics) if aux_metrics.older_layout(m)]
+    if old:
+        log.warning("fold(s) %s: %s; no auxiliary head is summarised over folds",
+                    ", ".join(old), aux_metrics.OLDER_TEXT)
+    runs = [aux_metrics.run_aux(m) for m in metrics]
     out: dict[str, Any] = {}
-    adv = [r.metrics.get("adversary") for r in results]
-    if results and all(adv):
-        for split in ("Train", "Val", "Test"):
-            scores = [(a.get("speaker_accuracy") or {}).get(split, {}).get("score") for a in adv]
-            if all(x is not None for x in scores):
-                out.setdefault("adversary", {})[split.lower()] = {
-                    "speaker_accuracy": fold_stats(scores)}
-        probe = [(a.get("probe_accuracy") or {}).get("score") for a in adv]
-        if all(x is not None for x in probe):
-            out.setdefault("adversary", {}).setdefault("train", {})["probe_accuracy"] = fold_stats(probe)
-    ctc = [r.metrics.get("ctc") for r in results]
-    if results and all(ctc):
-        for split in ("val", "test"):
-            blocks = [c.get(split) or {} for c in ctc]
-            if all(b.get("wer_error") is not None for b in blocks):
-                out.setdefault("ctc", {})[split] = {
-                    q: fold_stats([b.get(q) for b in blocks]) for q in ("wer_error", "cer_error")}
+    if not runs:
+        return out
+    for head, quantities in aux_metrics.HEADS.items():
+        entries = [r.get(head) for r in runs]
+        if any(e is None for e in entries):
+            continue
+        for split in aux_metrics.SPLITS:
+            blocks = [e.get(split) for e in entries]
+            if any(b is None for b in blocks):
+                continue
+            stats = {q: fold_stats([b.get(q) for b in blocks]) for q in quantities
+                     if all(b.get(q) is not None for b in blocks)}
+            if stats:
+                out.setdefault(head, {"measures": entries[0]["measures"]})[split] = stats
     return out
 
 
@@ -198,7 +203,7 @@ def run_cross_validation(cfg: ExperimentConfig, protocol: str, *, val: str = "pa
                               "std": "standard deviation over folds (ddof=1)",
                               "pooled": "every fold's predictions together (summed confusions)"},
                **summarise(folds, results)}
-    aux = train_aux_summary(results)
+    aux = aux_over_folds([r.metrics for r in results], [f.name for f in folds])
     if aux:
         summary["aux"] = aux
     rundir.write_text(folder / "cv.csv", summary_csv(summary) + aux_csv(aux))
@@ -206,5 +211,5 @@ def run_cross_validation(cfg: ExperimentConfig, protocol: str, *, val: str = "pa
     return CrossValidationResult(folder, list(zip(folds, results)), summary)
 
 
-__all__ = ["CrossValidationResult", "aux_csv", "fold_stats", "pooled_classification",
-           "run_cross_validation", "summarise", "summary_csv", "train_aux_summary"]
+__all__ = ["CrossValidationResult", "aux_csv", "aux_over_folds", "fold_stats",
+           "pooled_classification", "run_cross_validation", "summarise", "summary_csv"]

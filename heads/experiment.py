@@ -30,6 +30,7 @@ from data.tasks import Task, check_varied_targets, parse_tasks, resolve_task, ta
 from data.workdir import open_corpus
 from extract.store import FeatureStore
 from heads import rundir, saved_model
+from heads.aux_metrics import AUX_KEY
 from heads.auxiliary import (ADVERSARY, TEXT_COLUMN, auxiliary_columns, score_adversary,
                              score_transcripts)
 from heads.base import FitOptions
@@ -162,16 +163,17 @@ def check_auxiliary_head(cfg: ExperimentConfig) -> None:
 
 def _auxiliary_metrics(opts: TrainOptions, fits: list[dict[str, Any]], split: np.ndarray,
                        columns: dict[str, list]) -> dict[str, Any]:
+    """metrics.json's ``aux`` block (:mod:`heads.aux_metrics`) over the seeds' fits."""
     out: dict[str, Any] = {}
     if opts.adversary is not None:
-        out["adversary"] = score_adversary([f[ADVERSARY] for f in fits], split,
-                                           spec=opts.adversary, mode=opts.adversary_mode)
+        out.update(score_adversary([f[ADVERSARY] for f in fits], split,
+                                   spec=opts.adversary, mode=opts.adversary_mode))
     if opts.ctc is not None:
         text = fits[0][TEXT_COLUMN]
         out["ctc"] = score_transcripts(columns[TEXT_COLUMN], [f[TEXT_COLUMN]["hypotheses"] for f in fits],
                                        split, alpha=opts.ctc, vocab_file=text["vocab"],
                                        vocab_size=text["vocab_size"])
-    return out
+    return {AUX_KEY: out}
 
 
 def _write_transcripts(path: Path, ids: Sequence[str], references: Sequence[str | None],

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from heads.aux_metrics import quantities
 from heads.rundir import read_results
 from reports.auxiliary import auxiliary_blocks
 from reports.blocks import fmt
@@ -69,11 +70,9 @@ def crossval_blocks(studies: list[dict[str, Any]],
                         rows.append([split.capitalize(), f"{tg} {label}", _mean_std(t.get(key)),
                                      fmt(pooled.get(key)) if split == "test" else ""]
                                     + [fmt(x) for x in (t.get(key) or {}).get("folds", [])])
-            for head, splits in (s.get("aux") or {}).items():
-                for split, quantities in splits.items():
-                    for q, st in quantities.items():
-                        rows.append([split.capitalize(), f"{head} {q.replace('_', ' ')}",
-                                     _mean_std(st), ""] + [fmt(x) for x in st.get("folds", [])])
+            for head, split, q, st in quantities(s.get("aux") or {}):
+                rows.append([split.capitalize(), f"{head.replace('_', ' ')} {q.replace('_', ' ')}",
+                             _mean_std(st), ""] + [fmt(x) for x in st.get("folds", [])])
             pubs = [p for p in published.get(task, [])]
             for p in pubs:
                 rows.append([p["split"].capitalize(), f"*published*: {p['system']} ({p['metric']})",
@@ -86,7 +85,7 @@ def crossval_blocks(studies: list[dict[str, Any]],
                       "row_class": ["published" if r[1].startswith("*published*") else None
                                     for r in rows],
                       "align": ["l", "l", "r", "r"] + ["r"] * len(folds)})
-        if not s.get("aux"):  # train --cv: the auxiliary heads' numbers of each fold's run
+        if not s.get("aux"):  # none over folds: each fold's run (one in an older layout is named)
             fold_runs = _fold_metrics(s)
             b += auxiliary_blocks(fold_runs, fold_runs)
     return b

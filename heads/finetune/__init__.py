@@ -29,7 +29,8 @@ What :func:`finetune` does, top to bottom (FIELD_NOTES section 4, seed 000):
        model/            save_pretrained backbone + preprocessor_config.json + finetuned.json
        heads.pt          head nets, weighting, outputs (label ranges, classes), layer
        config.json       base model, tasks, options, dates, library versions
-       metrics.json      Val scores per task (heads.scoring) after stage 1 and at the end
+       metrics.json      Val scores per task (heads.scoring) after stage 1 and at the end;
+                         with --ctc / --adversary their numbers under aux (heads.aux_metrics)
        curves.json       per epoch: stage, train losses, Val scores, task weights, lr, speed
 
 :func:`store_embeddings` then runs :func:`extract.run.extract_corpus` with the spec

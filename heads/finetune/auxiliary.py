@@ -20,7 +20,9 @@ The columns follow ``train --ctc / --adversary`` (:mod:`heads.auxiliary`):
 
 Scores: WER and CER (:mod:`heads.scoring.text`, jiwer) of the greedy decodes against the
 normalised transcripts; speaker accuracy (:func:`heads.scoring.speaker_accuracy_score`) on the
-clips whose speaker is a class.
+clips whose speaker is a class; and, as ``train`` does, a fresh speaker probe on the Train
+clips' pooled output. Scored by :mod:`heads.auxiliary`'s functions and written in
+:mod:`heads.aux_metrics`' layout (:func:`aux_metrics`), the same as ``train``'s.
 """
 from __future__ import annotations
 
@@ -33,11 +35,12 @@ import torch
 from torch import Tensor, nn
 
 from data.corpus import Corpus
-from heads.auxiliary import ADVERSARY, TEXT_COLUMN, auxiliary_columns, train_classes
+from heads.aux_metrics import SPLITS, adversary_entry, ctc_entry, probe_entry
+from heads.auxiliary import (ADVERSARY, TEXT_COLUMN, adversary_splits, auxiliary_columns,
+                             probe_split, speaker_probe, train_classes, transcript_splits)
 from heads.config import TrainOptions, parse_adversary
-from heads.ctc import CharVocab, CTCConfig, CTCHead, normalise_transcript, pad_targets
+from heads.ctc import CharVocab, CTCConfig, CTCHead, pad_targets
 from heads.grl import AdversaryConfig, AdversaryHead
-from heads.scoring import character_error, speaker_accuracy_score, word_error
 
 VOCAB_FILE = "vocab.json"
 
@@ -170,35 +173,69 @@ def aux_predict(aux: AuxHeads, targets: AuxTargets, h: Tensor, frames: Tensor,
     return out
 
 
-def aux_scores(targets: AuxTargets, rows: Sequence[int], preds: Sequence[dict[str, Any] | None]
-               ) -> dict[str, Any]:
-    """WER / CER and speaker accuracy of one split's predictions (rows that failed: None).
+def _by_row(rows: Sequence[int], preds: Sequence[dict[str, Any] | None], key: str) -> dict[int, Any]:
+    """Row -> the prediction ``key`` of the rows that have one."""
+    return {int(r): p[key] for r, p in zip(rows, preds) if p is not None and key in p}
+
+
+def aux_scores(targets: AuxTargets, rows: Sequence[int], preds: Sequence[dict[str, Any] | None],
+               split: str = "val") -> dict[str, Any]:
+    """WER / CER and speaker accuracy of one split's predictions (rows that failed: None), with
+    the scorers of ``train`` (:func:`heads.auxiliary.transcript_splits`,
+    :func:`heads.auxiliary.adversary_splits`).
 
     Returns:
-        ``{"ctc": {"wer_error", "cer_error", "n"} | None, "adversary": {"speaker_accuracy", "n"}
-        | None}``;
-        a score is None when no clip of the split can be scored (no transcript, no speaker of
-        the classes).
+        ``{"ctc": split block | None, "adversary": split block | None}`` (None: no such head);
+        blocks as :func:`heads.aux_metrics.split_entry`, a score None when no clip of the split
+        can be scored (no transcript, no speaker of the classes).
     """
     out: dict[str, Any] = {"ctc": None, "adversary": None}
-    pairs = [(normalise_transcript(targets.texts[r]), p["text"]) for r, p in zip(rows, preds)
-             if p is not None and "text" in p and targets.texts[r] is not None]
     if targets.vocab is not None:
-        refs = [a for a, _ in pairs]
-        hyps = [b for _, b in pairs]
-        words = any(r.split() for r in refs)
-        out["ctc"] = {"wer_error": word_error(refs, hyps) if words else None,
-                      "cer_error": character_error(refs, hyps) if any(r.strip() for r in refs) else None,
-                      "n": len(pairs)}
+        hyp = _by_row(rows, preds, "text")
+        out["ctc"] = transcript_splits(targets.texts, [hyp], {split: list(hyp)})[split]
     if targets.classes:
-        got = [(int(targets.codes[r]), p["code"]) for r, p in zip(rows, preds)
-               if p is not None and "code" in p and targets.codes[r] >= 0]
-        out["adversary"] = {
-            "speaker_accuracy": (speaker_accuracy_score([a for a, _ in got], [b for _, b in got])
-                                 if got else None),
-            "n": len(got)}
+        code = _by_row(rows, preds, "code")
+        out["adversary"] = adversary_splits(targets.codes, [code], {split: list(code)},
+                                            targets.column)[split]
     return out
 
 
-__all__ = ["AuxHeads", "AuxLosses", "AuxTargets", "VOCAB_FILE", "aux_losses",
-           "aux_predict", "aux_scores"]
+POOLED = "the fine-tuned backbone's pooled output (the masked mean the task heads read)"
+"""What ``finetune``'s speaker probe reads."""
+
+
+def aux_metrics(targets: AuxTargets, aux: AuxHeads,
+                evaluated: dict[str, tuple[Tensor, np.ndarray, list]], *, alpha: float,
+                adversary: str | None, mode: str, beta_at: str) -> dict[str, Any]:
+    """metrics.json's ``aux`` block of a fine-tuning run (:mod:`heads.aux_metrics`' layout,
+    the one ``train`` writes): the adversary's accuracy per evaluated split, the speaker probe
+    on the Train clips' pooled output (:func:`heads.auxiliary.speaker_probe`, as ``train``), and
+    WER / CER on Val and Test.
+
+    Args:
+        evaluated: split (``train`` / ``val`` / ``test``) -> ``(embeddings (m, H), the m rows,
+            their auxiliary predictions)`` of the final model.
+        alpha, adversary, mode, beta_at: the run's ``ctc``, ``adversary``, ``adversary_mode``
+            and ``adversary_at``.
+    """
+    scores = {s: aux_scores(targets, rows, extra, s) for s, (_, rows, extra) in evaluated.items()}
+    out: dict[str, Any] = {}
+    if aux.adversary is not None and adversary:
+        column, beta = parse_adversary(adversary)
+        out["adversary"] = adversary_entry(
+            column=column, beta=beta, mode=mode, beta_at=beta_at, classes=targets.classes,
+            splits={s: scores[s]["adversary"] for s in SPLITS if s in scores})
+        if "train" in evaluated:
+            emb, rows, _ = evaluated["train"]
+            rows = np.asarray(rows, dtype=np.int64)
+            probe = speaker_probe(emb.float().cpu().numpy(), targets.codes[rows], np.arange(len(rows)))
+            out["speaker_probe"] = probe_entry(column=column, train=probe_split([probe]),
+                                               representation=POOLED)
+    if aux.ctc is not None and targets.vocab is not None:
+        out["ctc"] = ctc_entry(alpha=alpha, vocab_file=VOCAB_FILE, vocab_size=len(targets.vocab),
+                               splits={s: scores[s]["ctc"] for s in ("val", "test") if s in scores})
+    return out
+
+
+__all__ = ["AuxHeads", "AuxLosses", "AuxTargets", "POOLED", "VOCAB_FILE", "aux_losses",
+           "aux_metrics", "aux_predict", "aux_scores"]

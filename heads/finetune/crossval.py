@@ -5,8 +5,9 @@ each fold is an ordinary :func:`heads.finetune.finetune` run on :meth:`data.fold
 corpus, written to ``WORKDIR/finetuned/<name>/<fold>/`` (a finished fold with the same settings
 is reused, so a killed study resumes). The summary, ``WORKDIR/finetuned/<name>/cv.json`` and
 ``cv.csv``, is :func:`heads.crossval.summarise`'s (mean ± std over folds and pooled confusions
-per task and split) plus the auxiliary heads' numbers over folds (:func:`aux_summary`: WER, CER,
-speaker accuracy, mean ± std via :func:`heads.crossval.fold_stats`).
+per task and split) plus the auxiliary heads' numbers over folds
+(:func:`heads.crossval.aux_over_folds`, the same as ``train --cv``'s: WER, CER, speaker
+accuracy, the speaker probe, mean ± std over folds).
 """
 from __future__ import annotations
 
@@ -19,15 +20,12 @@ from typing import Any
 from data.folds import Fold, make_folds
 from data.workdir import open_corpus
 from heads import rundir
-from heads.crossval import CV_FILE, aux_csv, fold_stats, summarise, summary_csv
+from heads.crossval import CV_FILE, aux_csv, aux_over_folds, summarise, summary_csv
 from heads.finetune.config import (FINETUNED_DIR, FinetuneConfig, FinetuneResult, PhaseFn,
                                    ProgressFn, default_run_name)
 from heads.finetune.run import finetune
 
 log = logging.getLogger(__name__)
-
-AUX_QUANTITIES = {"ctc": ("wer_error", "cer_error"), "adversary": ("speaker_accuracy",)}
-"""The auxiliary heads' numbers summarised over folds (see :mod:`heads.finetune.auxiliary`)."""
 
 
 @dataclasses.dataclass
@@ -37,23 +35,6 @@ class FinetuneCrossValidation:
     folder: Path
     folds: list[tuple[Fold, FinetuneResult]]
     summary: dict[str, Any]
-
-
-def aux_summary(results: list[FinetuneResult]) -> dict[str, Any]:
-    """``{head: {split: {quantity: mean/std/folds}}}`` over folds, for the heads and splits every
-    fold scored."""
-    out: dict[str, Any] = {}
-    for head, quantities in AUX_QUANTITIES.items():
-        blocks = [r.metrics.get(head) for r in results]
-        if not results or any(b is None for b in blocks):
-            continue
-        for split in ("train", "val", "test"):
-            per_fold = [b.get(split) for b in blocks]
-            if any(p is None for p in per_fold):
-                continue
-            out.setdefault(head, {})[split] = {
-                q: fold_stats([p.get(q) for p in per_fold]) for q in quantities}
-    return out
 
 
 def fold_record(fold: Fold) -> dict[str, Any]:
@@ -107,7 +88,7 @@ def finetune_cross_validation(cfg: FinetuneConfig, protocol: str, *, val: str = 
                               "std": "standard deviation over folds (ddof=1)",
                               "pooled": "every fold's predictions together (summed confusions)"},
                **summarise(folds, results)}
-    summary["aux"] = aux_summary(results)
+    summary["aux"] = aux_over_folds([r.metrics for r in results], [f.name for f in folds])
     if recipe is not None:
         summary["recipe"] = recipe
     rundir.write_text(folder / "cv.csv", summary_csv(summary) + aux_csv(summary["aux"]))
@@ -115,5 +96,4 @@ def finetune_cross_validation(cfg: FinetuneConfig, protocol: str, *, val: str = 
     return FinetuneCrossValidation(folder, list(zip(folds, results)), summary)
 
 
-__all__ = ["AUX_QUANTITIES", "FinetuneCrossValidation", "aux_summary", "finetune_cross_validation",
-           "fold_record"]
+__all__ = ["FinetuneCrossValidation", "finetune_cross_validation", "fold_record"]

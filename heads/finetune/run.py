@@ -26,7 +26,8 @@ from data.workdir import open_corpus
 from extract.base import SAMPLE_RATE, ExtractOptions
 from extract.ssl import FINETUNED_FILE, SSLExtractor
 from extract.untrained import MARKER as UNTRAINED_MARKER
-from heads.finetune.auxiliary import VOCAB_FILE, AuxHeads, AuxTargets, aux_scores
+from heads.aux_metrics import AUX_KEY
+from heads.finetune.auxiliary import VOCAB_FILE, AuxHeads, AuxTargets, aux_metrics
 from heads.finetune.backbone import FinetuneHeads, WhisperBackbone, build_backbone, load_model
 from heads.finetune.batches import ClipAudio
 from heads.finetune.config import (FINETUNED_DIR, MODEL_SUBDIR, FinetuneConfig, FinetuneResult,
@@ -188,7 +189,7 @@ def finetune(cfg: FinetuneConfig, *, on_phase: PhaseFn | None = None,
         # final scores of the restored state, every split that has clips
         splits = {"val": val_rows, "test": test_rows}
         if aux is not None and aux.adversary is not None:
-            splits["train"] = train_rows  # speaker accuracy on the classes' own clips
+            splits["train"] = train_rows  # the classes' own clips: accuracy and speaker probe
         evaluated = {name: run.encode_rows(rows, f"final {name.capitalize()}")
                      for name, rows in splits.items() if len(rows)}
         metrics = _metrics(run, evaluated, stage1, stage2, unreadable, t0)
@@ -234,7 +235,6 @@ def _metrics(run: Run, evaluated: dict[str, tuple[torch.Tensor, np.ndarray, list
     summaries and the speed."""
     per_task: dict[str, Any] = {t.name: {} for t in run.tasks}
     tops: dict[str, Any] = {"val": None, "test": None}
-    aux_block: dict[str, Any] = {}
     for split, (emb, rows, extra) in evaluated.items():
         split_rows = {"val": run.val_rows, "test": run.test_rows, "train": run.train_rows}[split]
         if split != "train":
@@ -253,13 +253,6 @@ def _metrics(run: Run, evaluated: dict[str, tuple[torch.Tensor, np.ndarray, list
                     "score": float(np.mean([per_task[t.name][split]["score"] for t in run.tasks])),
                     "metric": "mean of task headlines (" + ", ".join(
                         f"{t.name}: {t.headline}" for t in run.tasks) + ")"}
-        if run.aux_targets is not None:
-            scores = aux_scores(run.aux_targets, list(rows), extra)
-            for head, value in scores.items():
-                # a split none of whose clips the head can score (the held-out speakers
-                # are no class of the adversary) gets no entry
-                if value is not None and value["n"] and (split != "train" or head == "adversary"):
-                    aux_block.setdefault(head, {})[split] = value
     c = run.curves
     s2 = [i for i, s in enumerate(c["stage"]) if s == 2]
     out = {"run": run.cfg.run_name, "base_model": run.cfg.model, "task": run.cfg.task,
@@ -274,18 +267,9 @@ def _metrics(run: Run, evaluated: dict[str, tuple[torch.Tensor, np.ndarray, list
     if tops["test"] is not None:
         out["test"] = tops["test"]
     if run.aux is not None and run.aux_targets is not None:
-        t = run.aux_targets
-        if run.aux.ctc is not None:
-            aux_block.setdefault("ctc", {}).update(
-                {"alpha": run.cfg.ctc, "vocab_size": len(t.vocab), "vocab_file": VOCAB_FILE,
-                 "scored_on": "greedy decodes against the normalised transcripts (jiwer)"})
-        if run.aux.adversary is not None:
-            aux_block.setdefault("adversary", {}).update(
-                {"column": t.column, "spec": run.cfg.adversary, "mode": run.cfg.adversary_mode,
-                 "beta_at": run.cfg.adversary_at, "classes": list(t.classes),
-                 "scored_on": "clips whose value is a class (the Train values); the held-out "
-                              "speakers of a fold are none of them"})
-        out.update(aux_block)
+        out[AUX_KEY] = aux_metrics(run.aux_targets, run.aux, evaluated, alpha=run.cfg.ctc,
+                                   adversary=run.cfg.adversary, mode=run.cfg.adversary_mode,
+                                   beta_at=run.cfg.adversary_at)
     return out
 
 

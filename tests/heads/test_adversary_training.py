@@ -160,11 +160,13 @@ def test_speaker_labels_probe_halves_and_scores():
     seeds = [{"classes": classes, "codes": codes, "predicted": np.array([0, 1, 1, 1, 0, 1, 0, 0]),
               "probe": {"score": 0.5, "n_fit": 4, "n_scored": 2, "majority": 0.5}}]
     block = score_adversary(seeds, split, spec="speaker:0.1", mode="reverse")
-    assert block["speaker_accuracy"]["Train"]["score"] == pytest.approx(5 / 6)
-    assert block["speaker_accuracy"]["Val"]["score"] == 1.0  # the Val clip's speaker is 'a'
-    assert block["speaker_accuracy"]["Test"] == {"score": None, "n": 0, "note": pytest.approx(
-        block["speaker_accuracy"]["Test"]["note"])}
-    assert block["probe_accuracy"]["score"] == 0.5 and block["beta"] == 0.1
+    adv = block["adversary"]
+    assert adv["train"]["speaker_accuracy"] == pytest.approx(5 / 6)
+    assert adv["val"]["speaker_accuracy"] == 1.0  # the Val clip's speaker is 'a'
+    assert adv["test"] == {"speaker_accuracy": None, "n": 0, "note": pytest.approx(
+        adv["test"]["note"])}
+    assert block["speaker_probe"]["train"]["speaker_accuracy"] == 0.5
+    assert adv["settings"]["beta"] == 0.1
 
 
 def test_adversary_options_are_checked():

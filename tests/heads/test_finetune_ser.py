@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import numpy as np
@@ -20,6 +21,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+import heads.finetune.auxiliary as ft_aux
 import heads.finetune.run as ft_run
 from data.workdir import save_corpus_ref
 from heads.ctc import CharVocab, normalise_transcript
@@ -104,17 +106,24 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def study(setup: dict) -> dict:
     """leave-one-out:speaker with the partner Val rule: four folds, CTC + reversed adversary."""
     captured: list = []
+    probed: list = []
     original = ft_run.run_stage2
+    original_probe = ft_aux.speaker_probe
 
     def spy(run_state, t0):
         captured.append(run_state)
         return original(run_state, t0)
 
+    def probe_spy(hidden, codes, train_rows):
+        probed.append((np.array(hidden), np.array(codes), np.array(train_rows)))
+        return original_probe(hidden, codes, train_rows)
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ft_run, "run_stage2", spy)
+        mp.setattr(ft_aux, "speaker_probe", probe_spy)
         cv = finetune_cross_validation(settings(setup["wd"], setup["model"], run_name="loso"),
                                        "leave-one-out:speaker", val="partner")
-    return {"cv": cv, "runs": captured}
+    return {"cv": cv, "runs": captured, "probed": probed}
 
 
 def test_cv_runs_every_fold_with_ctc_and_adversary_and_summarises(setup: dict, study: dict) -> None:
@@ -129,26 +138,113 @@ def test_cv_runs_every_fold_with_ctc_and_adversary_and_summarises(setup: dict, s
         assert m["n_clips"] == {"Train": 12, "Val": 6, "Test": 6}
         # the adversary's classes are the fold's Train speakers; the held-out ones are not
         train_speakers = sorted({c[3:5] + c.rsplit("_", 1)[1][0] for c in fold.ids("Train")})
-        assert m["adversary"]["classes"] == train_speakers and len(train_speakers) == 2
-        assert m["adversary"]["train"]["n"] == 12 and "test" not in m["adversary"]
-        assert 0.0 <= m["adversary"]["train"]["speaker_accuracy"] <= 1.0
-        assert m["ctc"]["test"]["n"] == 6 and m["ctc"]["alpha"] == 0.1
+        adv = m["aux"]["adversary"]
+        assert adv["settings"]["classes"] == train_speakers and len(train_speakers) == 2
+        assert adv["train"]["n"] == 12 and adv["test"]["n"] == 0
+        assert adv["test"]["speaker_accuracy"] is None and "note" in adv["test"]
+        assert 0.0 <= adv["train"]["speaker_accuracy"] <= 1.0
+        assert m["aux"]["ctc"]["test"]["n"] == 6 and m["aux"]["ctc"]["settings"]["alpha"] == 0.1
     # mean ± std over folds: the fold scores, numpy by hand
     test = summary["tasks"]["iemocap4"]["test"]
     scores = [m["tasks"]["iemocap4"]["test"]["score"] for m in metrics]
     assert test["score"]["folds"] == pytest.approx(scores)
     assert test["score"]["mean"] == pytest.approx(np.mean(scores))
     assert test["score"]["std"] == pytest.approx(np.std(scores, ddof=1))
-    wers = [m["ctc"]["test"]["wer_error"] for m in metrics]
+    wers = [m["aux"]["ctc"]["test"]["wer_error"] for m in metrics]
     assert summary["aux"]["ctc"]["test"]["wer_error"]["mean"] == pytest.approx(np.mean(wers))
-    accs = [m["adversary"]["train"]["speaker_accuracy"] for m in metrics]
+    accs = [m["aux"]["adversary"]["train"]["speaker_accuracy"] for m in metrics]
     assert summary["aux"]["adversary"]["train"]["speaker_accuracy"]["folds"] == pytest.approx(accs)
+    probes = [m["aux"]["speaker_probe"]["train"]["speaker_accuracy"] for m in metrics]
+    assert summary["aux"]["speaker_probe"]["train"]["speaker_accuracy"]["mean"] == pytest.approx(np.mean(probes))
+    assert summary["aux"]["speaker_probe"]["train"]["speaker_accuracy"]["std"] == pytest.approx(np.std(probes, ddof=1))
+    assert "test" not in summary["aux"]["adversary"]  # no fold's Test speaker is a class
     csv = (folder / "cv.csv").read_text()
     assert "iemocap4,test,uar," in csv and "ctc,test,wer_error," in csv and "adversary,train,speaker_accuracy," in csv
+    assert "speaker_probe,train,speaker_accuracy," in csv
     wa = test["targets"]["emotion"]["pooled"]["wa"]
     pooled = pd.concat(pd.read_csv(folder / d / "predictions_test.csv")
                        for d in ("speaker_01F", "speaker_01M", "speaker_02F", "speaker_02M"))
     assert wa == pytest.approx((pooled["emotion_true"] == pooled["emotion_pred"]).mean())
+
+
+FOLD_DIRS = ("speaker_01F", "speaker_01M", "speaker_02F", "speaker_02M")
+
+
+def test_speaker_probe_is_sklearns_logistic_regression_on_the_train_clips_pooled_output(
+        setup: dict, study: dict) -> None:
+    """finetune's speaker probe (the one train reports): a LogisticRegression fitted here on the
+    final model's pooled output of the Train clips, standardised with the fitting clips'
+    moments, every other clip of each speaker (row order) fitting and the others scored."""
+    from sklearn.linear_model import LogisticRegression
+
+    folder = setup["wd"] / "finetuned" / "loso"
+    assert len(study["probed"]) == len(study["runs"]) == 4
+    for run, (hidden, _, _), d in zip(study["runs"], study["probed"], FOLD_DIRS):
+        probe = json.loads((folder / d / "metrics.json").read_text())["aux"]["speaker_probe"]
+        emb, rows, _ = run.encode_rows(run.train_rows, "probe reference")
+        X = emb.numpy().astype(np.float64)
+        np.testing.assert_allclose(hidden, X, rtol=1e-5, atol=1e-6)  # what the probe read
+        speakers = np.array([run.ds.ids[r][3:5] + run.ds.ids[r].rsplit("_", 1)[1][0] for r in rows])
+        fit = np.zeros(len(rows), dtype=bool)
+        for spk in np.unique(speakers):
+            fit[np.flatnonzero(speakers == spk)[0::2]] = True
+        mean, std = X[fit].mean(axis=0), X[fit].std(axis=0)
+        std[std < 1e-8] = 1.0
+        Z = (X - mean) / std
+        reference = LogisticRegression(max_iter=2000).fit(Z[fit], speakers[fit])
+        want = float(np.mean(reference.predict(Z[~fit]) == speakers[~fit]))
+        assert probe["train"]["speaker_accuracy"] == pytest.approx(want)
+        assert probe["train"]["n"] == int((~fit).sum()) == 6 and probe["train"]["n_fit"] == 6
+        # 3 + 3 fitting clips: the first speaker is the majority, right on 3 of the 6 scored
+        assert probe["train"]["majority_accuracy"] == pytest.approx(0.5)
+        assert probe["settings"]["column"] == "speaker" and "measures" in probe
+
+
+def _key_paths(tree: Any, prefix: str = "") -> set[str]:
+    """Every key path of nested dicts (values left out)."""
+    if not isinstance(tree, dict):
+        return {prefix}
+    return set().union(*(_key_paths(v, f"{prefix}.{k}" if prefix else k) for k, v in tree.items()))
+
+
+def test_train_and_finetune_write_the_same_aux_layout(setup: dict, study: dict,
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The same heads (CTC 0.1, reversed speaker adversary, beta 1) on the same fold (01F held
+    out, Val its partner 01M): train on cached log-mel frames and finetune write the same key
+    paths under metrics.json's aux and cv.json's aux."""
+    from data.corpora import read_corpus
+    from extract.base import ExtractOptions
+    from extract.run import extract_corpus
+    from extract.store import FeatureStore
+    from heads.config import ExperimentConfig
+    from heads.crossval import run_cross_validation
+
+    wd = tmp_path_factory.mktemp("train-aux") / "wd"
+    save_corpus_ref(wd, setup["release"], "iemocap")
+    extract_corpus(FeatureStore(wd), read_corpus(setup["release"], "iemocap"), "logmel:16",
+                   options=ExtractOptions(workers=1))
+    cfg = ExperimentConfig(workdir=str(wd), task="iemocap4", features=("logmel:16",),
+                           head="lstm128", n_boot=0, run_name="t",
+                           options={"epochs": 1, "device": "cpu", "ctc": 0.1,
+                                    "adversary": "speaker:1", "frames_field": "logmel"})
+    train_cv = run_cross_validation(cfg, "test-group:01F", val="partner")
+    ((fold, result),) = train_cv.folds
+    fine = json.loads((setup["wd"] / "finetuned" / "loso" / "speaker_01F" / "metrics.json").read_text())
+    assert fold.name == "speaker=01F" and fine["fold"]["val_groups"] == list(fold.val_groups)
+    train_aux, fine_aux = result.metrics["aux"], fine["aux"]
+    assert set(train_aux) == set(fine_aux) == {"adversary", "speaker_probe", "ctc"}
+    assert _key_paths(train_aux) == _key_paths(fine_aux)
+    assert "adversary" not in result.metrics and "ctc" not in result.metrics  # one place only
+    # the same splits: the adversary on train / val / test, the probe on train, CTC on val / test
+    assert [s for s in ("train", "val", "test") if s in train_aux["adversary"]] == ["train", "val", "test"]
+    assert [s for s in ("train", "val", "test") if s in train_aux["ctc"]] == ["val", "test"]
+    fine_cv = json.loads((setup["wd"] / "finetuned" / "loso" / "cv.json").read_text())
+    assert _key_paths(train_cv.summary["aux"]) == _key_paths(fine_cv["aux"])
+    # and the CLI prints both with the same lines (adversary, probe, CTC)
+    from cli.cmd_train import auxiliary_lines
+
+    heads_of = lambda m: [line.split()[0] for line in auxiliary_lines(m)]
+    assert heads_of(result.metrics) == heads_of(fine) == ["adversary", "speaker", "ctc"]
 
 
 def test_fold_run_stores_its_vocabulary_and_scores_wer_with_jiwer(setup: dict, study: dict) -> None:
@@ -166,8 +262,8 @@ def test_fold_run_stores_its_vocabulary_and_scores_wer_with_jiwer(setup: dict, s
     pred = pd.read_csv(run_dir / "predictions_test.csv", keep_default_na=False)
     refs = [normalise_transcript(t) for t in pred["text_true"]]
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert m["ctc"]["test"]["wer_error"] == pytest.approx(jiwer.wer(refs, list(pred["text_pred"])))
-    assert m["ctc"]["test"]["cer_error"] == pytest.approx(jiwer.cer(refs, list(pred["text_pred"])))
+    assert m["aux"]["ctc"]["test"]["wer_error"] == pytest.approx(jiwer.wer(refs, list(pred["text_pred"])))
+    assert m["aux"]["ctc"]["test"]["cer_error"] == pytest.approx(jiwer.cer(refs, list(pred["text_pred"])))
     ckpt = torch.load(run_dir / "heads.pt", weights_only=False)
     assert ckpt["aux"]["ctc"]["vocab_size"] == len(vocab)
     assert ckpt["aux"]["adversary"]["beta"] == 1.0 and ckpt["aux"]["adversary"]["mode"] == "reverse"

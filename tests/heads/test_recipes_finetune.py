@@ -129,12 +129,13 @@ def test_finetune_recipe_runs_the_papers_fold_through_the_cli(tmp_path: Path, ca
     assert "1 fold(s) of test-group:01F (Val: none): speaker=01F" in out
     assert "iemocap4: Test uar = " in out and "ctc: Test wer_error = " in out
     assert "adversary: Train speaker_accuracy = " in out and "published test: iemocap4.wa 0.751" in out
+    assert "speaker_probe: Train speaker_accuracy = " in out  # over folds, as train --cv prints
     assert "not extracted" in out
     fold = wd / "finetuned" / "paper" / "speaker_01F"
     m = json.loads((fold / "metrics.json").read_text())
     assert m["n_clips"] == {"Train": 18, "Val": 0, "Test": 6} and m["val"] is None
     assert m["stage2"]["selected_on"] == "last epoch (no Val clips)"
-    assert m["recipe"]["name"] == "ser-mtl-grl-1" and m["adversary"]["classes"] == ["01M", "02F", "02M"]
+    assert m["recipe"]["name"] == "ser-mtl-grl-1" and m["aux"]["adversary"]["settings"]["classes"] == ["01M", "02F", "02M"]
     cfg = json.loads((fold / "config.json").read_text())["options"]
     assert cfg["epochs"] == 2 and cfg["grad_accum"] == 2 and cfg["adversary"] == "speaker:1"
     assert json.loads((wd / "finetuned" / "paper" / "cv.json").read_text())["recipe"]["name"] == "ser-mtl-grl-1"

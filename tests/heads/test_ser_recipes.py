@@ -73,6 +73,7 @@ def test_every_frozen_recipe_runs_one_epoch_on_the_01F_fold(name, iemocap_wd):
     ((_, result),) = study.folds
     m = result.metrics
     beta, mode = FROZEN[name]
-    assert m["adversary"]["beta"] == beta and m["adversary"]["mode"] == mode
-    assert m["ctc"]["alpha"] == 0.1 and m["ctc"]["test"]["n"] >= 1
+    adv, ctc = m["aux"]["adversary"], m["aux"]["ctc"]
+    assert adv["settings"]["beta"] == beta and adv["settings"]["mode"] == mode
+    assert ctc["settings"]["alpha"] == 0.1 and ctc["test"]["n"] >= 1
     assert (result.run_dir / "vocab.json").is_file()
