@@ -203,3 +203,23 @@ def test_val_is_unaltered_by_default_and_the_head_trains_per_trial(study, monkey
     with pytest.raises(ValueError, match="ridge .* or a torch head on vectors"):
         run_permutation(PermutationConfig(workdir=str(wd), features=SYNTHETIC_SPEC, layer=0,
                                           trials=2, head="lstm"))
+
+
+def test_permutation_command_trains_a_recipes_head(study, capsys):
+    """--recipe: the recipe's head (mlp-avb) and options, retrained per trial; Student t-tests."""
+    import argparse
+
+    from cli import cmd_permutation
+
+    parser = argparse.ArgumentParser()
+    cmd_permutation.add_parser(parser.add_subparsers())
+    wd, _ = study
+    rc = cmd_permutation.run(parser.parse_args([
+        "permutation", "--workdir", str(wd), "--features", SYNTHETIC_SPEC, "--layer", "0",
+        "--trials", "2", "--conditions", "true,wrong", "--name", "recipe",
+        "--recipe", "exvo-baseline-egemaps", "--epochs", "1"]))
+    out = capsys.readouterr().out
+    assert rc == 0 and "Student two-sample t-tests" in out and "head mlp-avb" in out
+    saved = json.loads((wd / "permutation" / "recipe" / "permutation.json").read_text())
+    assert saved["head"] == "mlp-avb" and saved["recipe"] == "exvo-baseline-egemaps"
+    assert saved["config"]["head_options"]["epochs"] == 1
