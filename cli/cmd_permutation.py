@@ -11,12 +11,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "permutation", help="permutation study: true vs shuffled vs wrong auxiliary labels",
         description="Concatenates auxiliary labels (country one-hot, age) to one SSL layer's "
-                    "features and trains a ridge head on the task with no, true, shuffled and "
-                    "deliberately wrong auxiliary labels, --trials times each (each trial: a "
-                    "bootstrap resample of Train, fresh shuffles). Conditions are compared with "
-                    "Welch two-sample t-tests (scipy.stats.ttest_ind, equal_var=False). Writes "
-                    "WORKDIR/permutation/<name>/permutation.json, scores.csv, tests.csv and "
-                    "permutation.png (score densities). Cached features only.")
+                    "features and trains a head on the task with no, true, shuffled and "
+                    "deliberately wrong auxiliary labels, --trials times each (Belanich et al.: "
+                    "country and age shuffled across the Train clips with an independent "
+                    "permutation each, or a wrong country and age for every Train clip; Val "
+                    "unaltered). The head: --recipe NAME (its torch vector head and training "
+                    "options, trained anew per trial with the trial's seed) or --head; ridge "
+                    "(the default, the fast option) gets its trial-to-trial variation from a "
+                    "bootstrap resample of Train. Conditions are compared with Student "
+                    "two-sample t-tests (scipy.stats.ttest_ind, equal_var=True; --welch: "
+                    "Welch's). Writes WORKDIR/permutation/<name>/permutation.json, scores.csv, "
+                    "tests.csv and permutation.png (score densities). Cached features only.")
     add_workdir(p)
     p.add_argument("--features", required=True, metavar="SPEC|KEY", help="an ssl: feature set")
     p.add_argument("--task", default="avb-high",
@@ -27,9 +32,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--conditions", default="none,true,shuffled,wrong",
                    help="conditions (default: none,true,shuffled,wrong)")
     p.add_argument("--trials", type=int, default=50, help="trials per condition (default: 50)")
-    p.add_argument("--eval-aux", choices=("same", "true"), default="same",
-                   help="auxiliary labels seen on Val/Test: the condition's (same, default) or "
-                        "the true ones")
+    p.add_argument("--eval-aux", choices=("same", "true"), default="true",
+                   help="auxiliary labels seen on Val/Test: the true ones (true, default: only "
+                        "Train is manipulated, as the paper) or the condition's (same)")
+    p.add_argument("--recipe", metavar="NAME",
+                   help="train this recipe's head with its [train] options in every trial (a "
+                        "torch head on vectors, e.g. exvo-baseline-egemaps)")
+    p.add_argument("--head", help="the head: ridge (default without --recipe: fast, bootstrap "
+                                  "trials) or a torch vector head (mlp-avb, mlp-mtl)")
+    p.add_argument("--epochs", type=int, help="torch head: epochs per trial (overrides the recipe)")
+    p.add_argument("--welch", action="store_true",
+                   help="Welch's unequal-variance t-test instead of Student's (the paper's)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
     p.add_argument("--name", help="folder name under WORKDIR/permutation")
     p.add_argument("--jobs", type=int, default=1, help="BLAS threads (default: 1)")
@@ -47,11 +60,35 @@ def run(args: argparse.Namespace) -> int:
     from heads.permutation import PermutationConfig, run_permutation
     from reports.plots import plot_permutation_density
 
+    head, options = args.head or "ridge", {}
+    if args.recipe:
+        from heads.recipes import RecipeError, load_recipe
+
+        try:
+            recipe = load_recipe(args.recipe)
+        except RecipeError as exc:
+            raise UsageError(str(exc)) from exc
+        if recipe.stage != "train":
+            raise UsageError(f"recipe {recipe.name} fine-tunes a backbone; the permutation study "
+                             "trains a head on stored features: give a recipe with a [train] table")
+        head = args.head or recipe.head
+        use = recipe.reuse(args.task)  # what of the recipe applies to the study's task
+        options = dict(use.options)
+        for line in use.dropped:
+            if not line.startswith(("published numbers", "run name")):
+                say(f"recipe {recipe.name}: no longer applies: {line}")
+    if args.epochs is not None:
+        options["epochs"] = args.epochs
+    if head == "ridge" and (args.epochs is not None):
+        raise UsageError("--epochs trains a torch head; ridge has none: add --head mlp-avb or "
+                         "--recipe NAME")
     cfg = PermutationConfig(workdir=args.workdir, features=args.features, task=args.task,
                             layer=args.layer, pooling=args.pooling, aux=_items(args.aux),
                             conditions=_items(args.conditions), trials=args.trials,
                             eval_aux=args.eval_aux, seed=args.seed, name=args.name,
-                            n_jobs=args.jobs)
+                            n_jobs=args.jobs, head=head,
+                            head_options=options if head != "ridge" else {},
+                            recipe=args.recipe, welch=args.welch)
     try:
         result = run_permutation(cfg)
     except (FeatureError, TaskError, CorpusError, FileNotFoundError, ValueError) as exc:
@@ -62,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         f"{', '.join(s['aux'])}; {s['trials']} trials per condition; Val {s['metric']}:")
     for c, st in s["stats"].items():
         say(f"  {c:<9} {st['mean']:.4f} ± {st['std']:.4f}  (min {st['min']:.4f}, max {st['max']:.4f})")
-    say("Welch two-sample t-tests (two-sided):")
+    say(f"{'Welch' if args.welch else 'Student'} two-sample t-tests (two-sided), head {s['head']}:")
     for t in s["tests"]:
         say(f"  {t['a']:>8} vs {t['b']:<8} diff {t['diff']:+.4f}  t = {_f(t['t'], 2)}  "
             f"p = {_p(t['p'])}  d = {_f(t['cohen_d'], 2)}")

@@ -23,6 +23,9 @@ OUTPUT_MODES = ("sigmoid", "clamp", "clamp-st", "linear")
 """Regression output modes: sigmoid; clamp to [0, 1] (plain ``torch.clamp``: zero gradient
 outside, as in seed 000); clamp-st (clamp forward, identity gradient: straight-through);
 linear (no transform)."""
+STOP_ON = ("score", "loss")
+"""What early stopping and the best epoch follow: the mean Val headline score, or the Val loss
+(the training losses on Val summed with the current task weights; the ExVo organisers' rule)."""
 SPLITS = ("Train", "Val", "Test")
 """The corpus splits a run uses, in order."""
 ADVERSARY_MODES = ("reverse", "forward")
@@ -95,6 +98,8 @@ class TrainOptions:
         device: ``auto`` (CUDA when present) | ``cpu`` | ``cuda``.
         separate: one net per target instead of one multitask net (single-task baselines).
         restore_best: restore the state of the best Val epoch (else keep the last).
+        stop_on: :data:`STOP_ON`: ``score`` (the mean Val headline) or ``loss`` (the Val loss)
+            decides the best epoch and early stopping.
         max_memory_gb: frame sequences larger than this are streamed from the store.
         net: options of the net's config dataclass (e.g. ``{"pooling": "last"}``).
         adversary: ``COLUMN:BETA``, a classifier of that column (``speaker``: the corpus's
@@ -131,6 +136,7 @@ class TrainOptions:
     adversary: str | None = None
     adversary_mode: str = "reverse"
     ctc: float | None = None
+    stop_on: str = "score"
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> "TrainOptions":
@@ -172,7 +178,8 @@ class TrainOptions:
 
     def check(self) -> None:
         """Raise ValueError naming the first invalid value."""
-        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "device": DEVICES}
+        choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "device": DEVICES,
+                   "stop_on": STOP_ON}
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise ValueError(f"option {key} must be one of {valid}; got {getattr(self, key)!r}")

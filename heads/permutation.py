@@ -1,29 +1,37 @@
-"""The task-relationship permutation study of seed 001: do auxiliary labels help, and is it
-their information or just extra inputs?
+"""The task-relationship permutation study of seed 001 (Belanich et al., sec. 3.3): do auxiliary
+labels help, and is it their information or just extra inputs?
 
 Auxiliary labels of each clip (country as a one-hot block, age standardised on Train) are
-concatenated to the features of one SSL layer, and a ridge head predicts the task (e.g. the
-10 A-VB emotions). Conditions::
+concatenated to the features of one SSL layer, and a head predicts the task (e.g. the 10
+emotions). Conditions::
 
     none      features only (reference)
     true      the clip's own auxiliary labels
-    shuffled  the auxiliary rows permuted across clips (within each split): same marginal
-              distribution, no relation to the clip
-    wrong     deliberately wrong: each clip gets a country other than its own (uniformly among
-              the others) and its age moved by 10 to 25 years up or down (random sign)
+    shuffled  "we shuffled the country and age values (with different random seeds for each
+              variable) across all samples in the training set": country and age permuted
+              across the Train clips, each variable with its own permutation
+    wrong     "assigning incorrect country and age labels for all samples": each Train clip
+              gets a country other than its own (uniformly among the others) and its age moved
+              by 10 to 25 years up or down (random sign)
 
-Each of ``trials`` trials draws a bootstrap resample of Train (so that ridge, a deterministic
-fit, has trial-to-trial variation; the same resample serves every condition of a trial) and
-fresh shuffles / wrong labels; the Val score of every condition is recorded. Conditions are
-compared with two-sample t-tests (``scipy.stats.ttest_ind``, **Welch's** unequal-variance
-form, two-sided), with Cohen's d (pooled standard deviation).
+The model (``head``): a torch vector head (``mlp-avb``, ``mlp-mtl``; ``permutation --recipe
+NAME`` takes a recipe's head and training options) trained anew in every trial with the
+trial's seed, as the paper retrains its model 50 times; or ``ridge``, the fast option, whose
+deterministic fit gets its trial-to-trial variation from a bootstrap resample of Train (the
+same resample serves every condition of a trial). Each trial draws fresh shuffles / wrong
+labels; the Val score of every condition is recorded.
 
-Manipulated labels are applied to Train and, with ``eval_aux="same"`` (default), to Val and
-Test as well; ``eval_aux="true"`` evaluates every model with the true labels.
+Val and Test are left unaltered by default (``eval_aux="true"``: "scores from the unaltered
+validation set"); ``eval_aux="same"`` manipulates them as well (shuffled within each split).
 
-Missing auxiliary values: no country -> an all-zero block, no age -> the Train mean. The
-features are standardised on Train; the one-hot block is left as 0/1. Ridge's alpha is chosen
-on Val per condition and trial (the ``ridge`` head's grid).
+Conditions are compared with two-sample t-tests (``scipy.stats.ttest_ind``, two-sided): the
+Student form with a pooled variance by default, as the paper's "two-sample t-tests"; Welch's
+unequal-variance form with ``welch=True``; Cohen's d (pooled standard deviation) beside them.
+
+Missing auxiliary values: no country -> an all-zero block, no age -> the Train mean; they
+stay missing under every condition. The features are standardised on Train (the torch heads
+standardise their whole input on Train again); the one-hot block is left as 0/1. Ridge's
+alpha is chosen on Val per condition and trial (the ``ridge`` head's grid).
 
 Writes ``WORKDIR/permutation/<name>/permutation.json``, ``scores.csv`` (trial, condition,
 score) and ``tests.csv``.
@@ -36,9 +44,10 @@ import json
 import logging
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +87,17 @@ class PermutationConfig:
         aux: auxiliary labels, from ``country`` and ``age``.
         conditions: from :data:`CONDITIONS`.
         trials: trials per condition.
-        eval_aux: ``same`` (Val/Test get the condition's labels) or ``true``.
-        seed: base seed; trial t uses ``numpy.random.default_rng([seed, t])``.
+        eval_aux: ``true`` (default: Val/Test keep their true labels, only Train is
+            manipulated, as the paper) or ``same`` (Val/Test get the condition's labels).
+        seed: base seed; trial t uses ``numpy.random.default_rng([seed, t])`` for the labels
+            and ``seed + t`` as the torch head's seed.
         alphas: ridge grid.
         name: folder name under permutation/ (default: settings + time).
         n_jobs: BLAS threads.
+        head: ``ridge`` (the fast option) or a torch vector head trained per trial.
+        head_options: the torch head's training options (:class:`heads.config.TrainOptions`).
+        recipe: the recipe the head and its options came from (recorded only).
+        welch: Welch's unequal-variance t-test instead of Student's (the paper's).
     """
 
     workdir: str
@@ -93,11 +108,15 @@ class PermutationConfig:
     aux: tuple[str, ...] = ("country", "age")
     conditions: tuple[str, ...] = CONDITIONS
     trials: int = 50
-    eval_aux: str = "same"
+    eval_aux: str = "true"
     seed: int = 0
     alphas: tuple[float, ...] = RIDGE_ALPHAS
     name: str | None = None
     n_jobs: int = 1
+    head: str = "ridge"
+    head_options: dict[str, Any] = field(default_factory=dict)
+    recipe: str | None = None
+    welch: bool = False
 
 
 @dataclass
@@ -152,27 +171,40 @@ def read_aux(labels: pd.DataFrame, ids: list[str], aux: tuple[str, ...],
     return AuxLabels(country, countries, age)
 
 
-def shuffled_aux(aux: AuxLabels, split: np.ndarray, rng: np.random.Generator) -> AuxLabels:
-    """The auxiliary rows permuted across clips within each split (country and age together)."""
-    perm = np.arange(len(split))
-    for s in np.unique(split):
-        rows = np.flatnonzero(split == s)
-        perm[rows] = rows[rng.permutation(len(rows))]
-    return AuxLabels(None if aux.country is None else aux.country[perm], aux.countries,
-                     None if aux.age is None else aux.age[perm])
+def shuffled_aux(aux: AuxLabels, split: np.ndarray, rng: np.random.Generator,
+                 splits: tuple[str, ...] | None = None) -> AuxLabels:
+    """Country and age each permuted across the clips of each split in ``splits`` (None:
+    every split), with two independent permutations ("different random seeds for each
+    variable"); rows of other splits keep their labels."""
+    country_rng, age_rng = rng.spawn(2)
+
+    def permuted(values: np.ndarray | None, gen: np.random.Generator) -> np.ndarray | None:
+        if values is None:
+            return None
+        perm = np.arange(len(split))
+        for s in (np.unique(split) if splits is None else splits):
+            rows = np.flatnonzero(split == s)
+            perm[rows] = rows[gen.permutation(len(rows))]
+        return values[perm]
+
+    return AuxLabels(permuted(aux.country, country_rng), aux.countries, permuted(aux.age, age_rng))
 
 
-def wrong_aux(aux: AuxLabels, rng: np.random.Generator) -> AuxLabels:
-    """Deliberately wrong labels: another country than the clip's own (uniform among the
-    others), the age moved by 10-25 years with a random sign. Missing values stay missing."""
+def wrong_aux(aux: AuxLabels, rng: np.random.Generator, rows: np.ndarray | None = None) -> AuxLabels:
+    """Deliberately wrong labels for ``rows`` (None: every row): another country than the
+    clip's own (uniform among the others), the age moved by 10-25 years with a random sign.
+    Missing values stay missing; other rows keep their labels."""
+    n = len(aux.country if aux.country is not None else aux.age)
+    sel = np.zeros(n, dtype=bool)
+    sel[np.arange(n) if rows is None else rows] = True
     country = age = None
     if aux.country is not None:
         k = len(aux.countries)
-        offset = rng.integers(1, k, size=len(aux.country))  # never 0: always another country
-        country = np.where(aux.country >= 0, (aux.country + offset) % k, -1)
+        offset = rng.integers(1, k, size=n)  # never 0: always another country
+        country = np.where(sel & (aux.country >= 0), (aux.country + offset) % k, aux.country)
     if aux.age is not None:
-        shift = rng.uniform(*WRONG_AGE_SHIFT, size=len(aux.age)) * rng.choice([-1.0, 1.0], len(aux.age))
-        age = aux.age + shift
+        shift = rng.uniform(*WRONG_AGE_SHIFT, size=n) * rng.choice([-1.0, 1.0], n)
+        age = np.where(sel, aux.age + shift, aux.age)
     return AuxLabels(country, aux.countries, age)
 
 
@@ -196,11 +228,14 @@ def aux_matrix(aux: AuxLabels, age_mean: float, age_std: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def compare_conditions(scores: dict[str, list[float]]) -> list[dict[str, Any]]:
-    """Welch two-sample t-test (two-sided) and Cohen's d for every pair of conditions.
+def compare_conditions(scores: dict[str, list[float]], *, equal_var: bool = True
+                       ) -> list[dict[str, Any]]:
+    """Two-sample t-test (two-sided) and Cohen's d for every pair of conditions.
 
     Args:
         scores: condition -> trial scores.
+        equal_var: Student's test with a pooled variance (the paper's two-sample t-test);
+            False: Welch's unequal-variance test.
 
     Returns:
         One dict per pair (in condition order): a, b, mean_a, mean_b, diff (a - b), t, df,
@@ -209,8 +244,8 @@ def compare_conditions(scores: dict[str, list[float]]) -> list[dict[str, Any]]:
 
     Example:
         >>> r = compare_conditions({"a": [1.0, 2.0, 3.0], "b": [2.0, 3.0, 4.0]})[0]
-        >>> round(r["t"], 4), round(r["p"], 4)
-        (-1.2247, 0.2879)
+        >>> round(r["t"], 4), round(r["p"], 4), r["df"]
+        (-1.2247, 0.2879, 4.0)
     """
     from scipy import stats
 
@@ -221,7 +256,7 @@ def compare_conditions(scores: dict[str, list[float]]) -> list[dict[str, Any]]:
         x, y = x[np.isfinite(x)], y[np.isfinite(y)]
         t = p = df = float("nan")
         if len(x) >= 2 and len(y) >= 2 and (np.var(x) > 0 or np.var(y) > 0):
-            res = stats.ttest_ind(x, y, equal_var=False)
+            res = stats.ttest_ind(x, y, equal_var=equal_var)
             t, p = float(res.statistic), float(res.pvalue)
             df = float(getattr(res, "df", float("nan")))
         pooled = np.sqrt(((len(x) - 1) * np.var(x, ddof=1) + (len(y) - 1) * np.var(y, ddof=1))
@@ -231,9 +266,15 @@ def compare_conditions(scores: dict[str, list[float]]) -> list[dict[str, Any]]:
                     "mean_b": float(y.mean()) if len(y) else float("nan"),
                     "diff": float(x.mean() - y.mean()) if len(x) and len(y) else float("nan"),
                     "t": t, "df": df, "p": p, "cohen_d": d, "n_a": int(len(x)), "n_b": int(len(y)),
-                    "test": "Welch two-sample t-test (scipy.stats.ttest_ind, equal_var=False), "
-                            "two-sided"})
+                    "test": test_name(equal_var)})
     return out
+
+
+def test_name(equal_var: bool) -> str:
+    """The t-test's name as studies record it."""
+    if equal_var:
+        return "Student two-sample t-test (scipy.stats.ttest_ind, equal_var=True), two-sided"
+    return "Welch two-sample t-test (scipy.stats.ttest_ind, equal_var=False), two-sided"
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,6 +290,13 @@ def _check(cfg: PermutationConfig) -> None:
         raise ValueError(f"conditions must be among {list(CONDITIONS)}, got {list(cfg.conditions)}")
     if cfg.eval_aux not in ("same", "true"):
         raise ValueError(f"eval_aux must be 'same' or 'true', got {cfg.eval_aux!r}")
+    if cfg.head != "ridge":
+        from heads.registry import HEADS, head_names
+
+        torch_vector = sorted(n for n in head_names("torch") if HEADS[n].input_kind == "vector")
+        if cfg.head not in torch_vector:
+            raise ValueError(f"the study's head must be ridge (the fast option) or a torch head "
+                             f"on vectors ({', '.join(torch_vector)}); got {cfg.head!r}")
 
 
 def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str], None] | None = None
@@ -294,24 +342,31 @@ def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str
     scores: dict[str, list[float]] = {c: [] for c in cfg.conditions}
     alphas: dict[str, list[float]] = {c: [] for c in cfg.conditions}
     total = cfg.trials * len(cfg.conditions)
-    with threadpool_limits(limits=max(1, cfg.n_jobs)):
+    va = data.rows("Val")
+    with threadpool_limits(limits=max(1, cfg.n_jobs)), tempfile.TemporaryDirectory() as scratch:
         for trial in range(cfg.trials):
             rng = np.random.default_rng([cfg.seed, trial])
             counts = np.zeros(len(data.ids))
-            counts[tr] = np.bincount(rng.integers(0, len(tr), len(tr)), minlength=len(tr))
+            if cfg.head == "ridge":  # a deterministic fit: a bootstrap resample per trial
+                counts[tr] = np.bincount(rng.integers(0, len(tr), len(tr)), minlength=len(tr))
+            else:
+                counts[tr] = 1.0
             counts[bad] = 0.0
             for cond in cfg.conditions:
                 Xc = _inputs(cond, Xs, aux, true_block, data, rng, age_mean, age_std, cfg.eval_aux)
-                preds, chosen = fit_ridge_task(Xc, data, counts, cfg.alphas)
-                va = data.rows("Val")
+                if cfg.head == "ridge":
+                    preds, chosen = fit_ridge_task(Xc, data, counts, cfg.alphas)
+                    alphas[cond].append(next(iter(chosen.values())))
+                else:
+                    preds = _fit_torch_head(cfg, Xc, data, counts > 0, cfg.seed + trial,
+                                            Path(scratch) / f"{trial}-{cond}")
                 s = score_task(task, {k: v[va] for k, v in data.truths.items()},
                                {k: v[va] for k, v in preds.items()})["score"]
                 scores[cond].append(float(s))
-                alphas[cond].append(next(iter(chosen.values())))
                 if progress:
                     progress(trial * len(cfg.conditions) + cfg.conditions.index(cond) + 1, total,
                              f"trial {trial} {cond}")
-    tests = compare_conditions(scores)
+    tests = compare_conditions(scores, equal_var=not cfg.welch)
     summary = {
         "name": name, "kind": "permutation",
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
@@ -324,11 +379,17 @@ def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str
         "condition_meaning": {
             "none": "features only",
             "true": "features + the clip's own auxiliary labels",
-            "shuffled": "features + auxiliary labels permuted across clips within each split",
+            "shuffled": "features + country and age each permuted (independently) across the "
+                        + ("Train clips" if cfg.eval_aux == "true" else "clips of each split"),
             "wrong": "features + another country than the clip's own, age moved by "
-                     f"{WRONG_AGE_SHIFT[0]:g}-{WRONG_AGE_SHIFT[1]:g} years (random sign)"},
-        "trial_meaning": "each trial: a bootstrap resample of Train (shared by the conditions of "
-                         "the trial), fresh shuffles and wrong labels; alpha chosen on Val",
+                     f"{WRONG_AGE_SHIFT[0]:g}-{WRONG_AGE_SHIFT[1]:g} years (random sign), for "
+                     + ("every Train clip" if cfg.eval_aux == "true" else "every clip")},
+        "head": cfg.head, "recipe": cfg.recipe, "test": test_name(not cfg.welch),
+        "trial_meaning": ("each trial: a bootstrap resample of Train (shared by the conditions "
+                          "of the trial), fresh shuffles and wrong labels; alpha chosen on Val"
+                          if cfg.head == "ridge" else
+                          f"each trial: {cfg.head} trained anew with seed {cfg.seed} + trial, "
+                          "fresh shuffles and wrong labels; its epoch chosen on Val"),
         "scores": scores,
         "alphas": alphas,
         "stats": {c: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)),
@@ -345,18 +406,37 @@ def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str
 
 def _inputs(cond: str, Xs: np.ndarray, aux: AuxLabels, true_block: np.ndarray, data: ProbeData,  # noqa: N803
             rng: np.random.Generator, age_mean: float, age_std: float, eval_aux: str) -> np.ndarray:
-    """Features plus the condition's auxiliary block, (n, d + k) float32."""
+    """Features plus the condition's auxiliary block, (n, d + k) float32; with ``eval_aux``
+    ``true`` only the Train rows are manipulated."""
     if cond == "none":
         return Xs
     if cond == "true":
         block = true_block
     else:
-        fake = shuffled_aux(aux, data.split, rng) if cond == "shuffled" else wrong_aux(aux, rng)
+        train_only = eval_aux == "true"
+        if cond == "shuffled":
+            fake = shuffled_aux(aux, data.split, rng, ("Train",) if train_only else None)
+        else:
+            fake = wrong_aux(aux, rng, data.rows("Train") if train_only else None)
         block = aux_matrix(fake, age_mean, age_std)
-        if eval_aux == "true":
-            train = data.split == "Train"
-            block = np.where(train[:, None], block, true_block)
     return np.concatenate([Xs, block], axis=1)
+
+
+def _fit_torch_head(cfg: PermutationConfig, X: np.ndarray, data: ProbeData, train_ok: np.ndarray,  # noqa: N803
+                    seed: int, out_dir: Path) -> dict[str, np.ndarray]:
+    """One trial's torch head on ``X`` (Train rows with ``train_ok``; Val picks the epoch):
+    target -> predictions of every row. Its files go to a scratch folder."""
+    from heads.base import FitOptions
+    from heads.dataset import Dataset
+    from heads.registry import HEADS
+
+    split = np.where(train_ok | (data.split != "Train"), data.split, "Unused")
+    ds = Dataset(list(data.ids), split, X.astype(np.float32), [data.task],
+                 {data.task.name: data.truths}, [])
+    result = HEADS[cfg.head].fit(ds, [data.task], seed=seed, out_dir=out_dir,
+                                 options=FitOptions(head_options=dict(cfg.head_options),
+                                                    n_jobs=cfg.n_jobs))
+    return result.predictions[data.task.name]
 
 
 def _default_name(cfg: PermutationConfig, set_name: str, layer: int | None) -> str:

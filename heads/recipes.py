@@ -313,6 +313,15 @@ class Recipe:
                 dropped.append(f"unscaled {', '.join(entries)}: {', '.join(e for e in entries if e not in names)} "
                                f"not a target of {task}; " + (f"using {', '.join(kept)}" if kept else "none"))
                 options["unscaled"] = kept
+        linear = dict(options.get("net") or {}).get("linear_outputs")
+        if linear and "net" not in given:  # mlp-avb's per-output linear mode (age in years)
+            entries = [e.strip() for e in (linear.split(",") if isinstance(linear, str) else linear)]
+            kept = [e for e in entries if e in names]
+            if len(kept) < len(entries):
+                dropped.append(f"net linear_outputs {', '.join(entries)}: "
+                               f"{', '.join(e for e in entries if e not in names)} not a target "
+                               f"of {task}; " + (f"using {', '.join(kept)}" if kept else "none"))
+                options["net"] = {**options["net"], "linear_outputs": kept}
         if options.get("chain") and "chain" not in given:
             entries = [e.strip() for e in str(options["chain"]).split(",") if e.strip()]
             gone = [e for e in entries if e not in names]

@@ -52,6 +52,11 @@ PUBLISHED: tuple[Published, ...] = (
     Published("avb-high", "wav2vec2 LV60K L12 + LSTM (seed 002)", "val", 0.6676, "ccc", "seed paper 002, Table V"),
     Published("avb-culture", "wav2vec2 LV60K L12 + LSTM (seed 002)", "val", 0.5493, "ccc", "seed paper 002, Table V"),
     Published("avb-type", "wav2vec2 XLSR53 L12 + LSTM (seed 002)", "val", 0.4989, "uar", "seed paper 002, Table V"),
+    # seed 002, Table I: BASE extractor (CCC loss, last pooling, 20 epochs; the frozen-base recipe slabcnu-lstm)
+    Published("avb-two", "wav2vec2 BASE L12 + LSTM (seed 002)", "val", 0.5465, "ccc", "seed paper 002, Table I"),
+    Published("avb-high", "wav2vec2 BASE L12 + LSTM (seed 002)", "val", 0.5869, "ccc", "seed paper 002, Table I"),
+    Published("avb-culture", "wav2vec2 BASE L12 + LSTM (seed 002)", "val", 0.4718, "ccc", "seed paper 002, Table I"),
+    Published("avb-type", "wav2vec2 BASE L12 + LSTM (seed 002)", "val", 0.4165, "uar", "seed paper 002, Table I"),
     # Seed 001 and 003 (ExVo multitask, validation unless noted)
     Published("exvo", "Conformer single-task (seed 001)", "val", 0.432, "exvo", "seed paper 001, Table 1"),
     Published("exvo", "Conformer multitask (seed 001)", "val", 0.424, "exvo", "seed paper 001, Table 1"),

@@ -81,9 +81,13 @@ def permutation_blocks(studies: list[dict[str, Any]], figures: Figures) -> list[
                   "rows": [[t["a"], t["b"], f"{t['diff']:+.4f}", fmt(t["t"], 2), fmt(t["df"], 1),
                             p_text(t["p"]), fmt(t["cohen_d"], 2)] for t in s["tests"]],
                   "align": ["l", "l", "r", "r", "r", "r", "r"]})
+        # studies before issue 12 ran Welch's test and recorded no "test"
+        test = s.get("test") or (s["tests"][0].get("test") if s.get("tests") else None) or \
+            "Welch two-sample t-test (scipy.stats.ttest_ind, equal_var=False), two-sided"
+        other = (" (Welch's unequal-variance form: `permutation --welch`)"
+                 if test.startswith("Student") else "")
         b.append({"kind": "p", "class": "meta",
-                  "text": "Welch two-sample t-tests (`scipy.stats.ttest_ind`, equal_var=False), "
-                          "two-sided."})
+                  "text": f"{test}{other}; head {s.get('head', 'ridge')}."})
     return b
 
 

@@ -88,10 +88,12 @@ def regression_output(y: Tensor, mode: str) -> Tensor:
     raise ValueError(f"output must be one of {OUTPUT_MODES}; got {mode!r}")
 
 
-def finish_outputs(tasks: Sequence[TaskSpec], raw: Sequence[Tensor], mode: str) -> dict[str, Tensor]:
-    """Per-task raw outputs -> dict, regression through ``mode``, logits untouched."""
+def finish_outputs(tasks: Sequence[TaskSpec], raw: Sequence[Tensor], mode: str,
+                   linear: Sequence[str] = ()) -> dict[str, Tensor]:
+    """Per-task raw outputs -> dict, regression through ``mode`` (``linear`` for the tasks
+    named in ``linear``), logits untouched."""
     return {
-        name: regression_output(y, mode) if kind == REGRESSION else y
+        name: regression_output(y, "linear" if name in linear else mode) if kind == REGRESSION else y
         for (name, kind, _), y in zip(tasks, raw)
     }
 
@@ -148,6 +150,14 @@ class HeadNet(nn.Module):
         """
         if self.tapping:
             self.tapped = {"pooled": pooled, "frames": frames, "lengths": lengths}
+
+    def output_mode(self, task: str) -> str:
+        """The output mode applied to regression task ``task``: ``linear`` when the net names
+        it in ``linear_outputs`` (nets with that setting), else the config's ``output``
+        (``linear`` for a net without one)."""
+        if task in getattr(self, "linear_outputs", ()):
+            return "linear"
+        return getattr(self.config, "output", "linear")
 
     def _task_linears(self, in_dim: int) -> nn.ModuleList:
         return nn.ModuleList(nn.Linear(in_dim, k) for _, _, k in self.tasks)

@@ -14,7 +14,7 @@ What a fit does:
    weighting strategy, Adam / AdamW, optional cosine schedule with warm-up; after each epoch
    the Val headline score of every task, the task weights and the losses go to the log and to
    ``curves_seed<k>.json``; early stopping on the mean Val headline (MAE counts negated) with
-   patience; the best state is restored and saved to ``model_seed<k>.pt``
+   patience, or on the Val loss (``stop_on = "loss"``, :func:`weighted_val_loss`); the best state is restored and saved to ``model_seed<k>.pt``
    (:mod:`heads.training.checkpoint`).
 
 Logging: one INFO line per net when it is trained; each epoch's line is a progress record
@@ -186,6 +186,24 @@ def predict_raw(net: torch.nn.Module, inputs: Inputs, rows: np.ndarray, batch_si
             for (name, _, k), c in zip(net.tasks, chunks.values())}
 
 
+def weighted_val_loss(outputs: Sequence[Output], raw_val: dict[str, np.ndarray], labels: Labels,
+                      val_rows: np.ndarray, class_weights: dict[str, torch.Tensor | None],
+                      label_smoothing: float, task_weights: Sequence[float],
+                      device: torch.device) -> float:
+    """The Val loss that ``stop_on = "loss"`` follows: each output's loss on the whole Val
+    split (the Train losses' own definitions: CCC / MSE / MAE, class-weighted cross-entropy),
+    summed with the weighting's current task weights (its regularising terms left out). NaN
+    when Val is empty."""
+    if len(val_rows) == 0:
+        return float("nan")
+    rows = torch.as_tensor(val_rows, device=device)
+    pred = {o.name: torch.as_tensor(raw_val[o.name], device=device) for o in outputs}
+    with torch.no_grad():
+        losses = output_losses(outputs, pred, labels, rows, class_weights, label_smoothing)  # (K,)
+        w = torch.as_tensor(list(task_weights), dtype=losses.dtype, device=device)
+        return float((w * losses).sum())
+
+
 def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
               outputs: Sequence[Output], inputs: Inputs, labels: Labels, seed: int, *,
               device: torch.device, run_dir: Path, tag: str,
@@ -220,10 +238,17 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
         if head != "mlp-mtl":
             raise ValueError(f"option chain needs head mlp-mtl; got head {head!r}")
         net_options["chain"] = resolve_chain(opts.chain, outputs)
+    unscaled = [o.name for o in outputs if o.kind != "classification"
+                and (o.target.name in opts.unscaled or o.task in opts.unscaled)]
     net = build_net(head, inputs.dim, [o.spec() for o in outputs], **net_options).to(device)
-    if opts.unscaled and getattr(net.config, "output", "linear") != "linear":
+    wrong = [n for n in unscaled if net.output_mode(n) != "linear"]
+    if wrong:
         raise ValueError(f"option unscaled trains {', '.join(opts.unscaled)} in label units: head "
-                         f"{head} outputs {net.config.output!r}; add --output linear")
+                         f"{head} outputs {net.output_mode(wrong[0])!r} for {', '.join(wrong)}; "
+                         "add --output linear"
+                         + (f" (or --net linear_outputs={','.join(wrong)}: a linear output for "
+                            "those alone)" if "linear_outputs" in
+                            {f.name for f in dataclasses.fields(NETS[head].config_type)} else ""))
     weighting = build_weighting(opts.weighting, len(outputs)).to(device)
     aux = None
     if opts.adversary is not None or opts.ctc is not None:
@@ -254,6 +279,7 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
     if aux is not None:
         curves["auxiliary_loss"] = {n: [] for n in aux.names}
     best_score, best_epoch, best_state, epochs_run = None, -1, None, 0
+    best_loss: float | None = None
     train_rows_t = torch.as_tensor(train_rows)
     for epoch in range(opts.epochs):
         # ---- one pass over Train in a seeded random order
@@ -303,8 +329,17 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
                 curves["auxiliary_loss"][n].append(v)
         curves["lr"].append(optimizer.param_groups[0]["lr"])
         curves["seconds"].append(round(time.perf_counter() - t0, 3))
-        if best_score is None or selection > best_score:
+        if opts.stop_on == "loss":  # the organisers' ExVo baseline: the lowest Val loss
+            val_loss = weighted_val_loss(outputs, raw_val, labels, val_rows, class_weights,
+                                         opts.label_smoothing, task_weights, device)
+            curves.setdefault("val_loss", []).append(val_loss)
+            better = best_loss is None or val_loss < best_loss
+        else:
+            better = best_score is None or selection > best_score
+        if better:
             best_score, best_epoch, bad_epochs = selection, epoch, 0
+            if opts.stop_on == "loss":
+                best_loss = val_loss
             best_state = {"net": copy.deepcopy(net.state_dict()),
                           "weighting": copy.deepcopy(weighting.state_dict())}
             if aux is not None:
@@ -322,8 +357,8 @@ def train_net(head: str, opts: TrainOptions, ds: Dataset, tasks: Sequence[Task],
                  extra={"progress": {"key": f"{head} {tag}", "done": epoch + 1,
                                      "total": opts.epochs, "unit": "epoch", "finished": stop}})
         if stop:
-            log.debug("%s: no better Val score for %d epochs; stopping after epoch %d (best %d)",
-                      tag, opts.patience, epoch + 1, best_epoch + 1)
+            log.debug("%s: no better Val %s for %d epochs; stopping after epoch %d (best %d)",
+                      tag, opts.stop_on, opts.patience, epoch + 1, best_epoch + 1)
             break
 
     # ---- restore the best state, predict every row, save the checkpoint
