@@ -260,8 +260,9 @@ def test_ctc_and_speaker_adversary_heads_train_on_the_new_families(tmp_path: Pat
     cv = finetune_cross_validation(cfg, "test-group:01F", val="partner")
     (fold, result), = cv.folds
     m = result.metrics
-    assert m["ctc"]["test"]["n"] == 6 and 0.0 <= m["ctc"]["test"]["cer_error"]
-    assert m["adversary"]["train"]["n"] == 12 and len(m["adversary"]["classes"]) == 2
+    aux = m["aux"]
+    assert aux["ctc"]["test"]["n"] == 6 and 0.0 <= aux["ctc"]["test"]["cer_error"]
+    assert aux["adversary"]["train"]["n"] == 12 and len(aux["adversary"]["settings"]["classes"]) == 2
     curves = json.loads((result.run_dir / "curves.json").read_text())
     assert all(np.isfinite(v) for v in curves["train_ctc"]) and len(curves["train_adversary"]) == 2
 

@@ -42,7 +42,9 @@ def workdir(tmp_path_factory):
     store = FeatureStore(wd)
     header = store.find(SYNTHETIC_SPEC)
     with store.writer(header) as w:
-        w.fail("c000007", "h7", "audio could not be decoded (test)")
+        # its audio changed (a new content hash) and the new file cannot be decoded: a failure
+        # replaces the row of the old audio (one of the same audio never would)
+        w.fail("c000007", "h7-changed", "audio could not be decoded (test)")
     for name, task, layer in (("high-l1", "avb-high", 1), ("high-l2", "avb-high", 2),
                               ("country-l2", "classify:Country", 2)):
         run_experiment(ExperimentConfig(workdir=str(wd), task=task, features=(SYNTHETIC_SPEC,),
