@@ -9,7 +9,7 @@ from cli.common import (EXIT_OK, UsageError, add_auxiliary_flags, add_fold_flags
                         fold_protocol, say)
 from extract.devices import DEVICES
 from heads.config import TRAIN_OPTION_NAMES
-from heads.registry import head_help
+from heads.catalog import head_help
 
 log = logging.getLogger(__name__)
 
