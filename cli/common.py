@@ -304,3 +304,21 @@ def add_auxiliary_flags(p: argparse.ArgumentParser, *, title: str, description: 
                    help=f"a character CTC head on {ctc_on}, its loss weighted ALPHA (paper 004: "
                         f"0.1); {ctc_needs}; reports WER / CER")
     return g
+
+
+def add_corpus_flags(p: argparse.ArgumentParser, *, layout_required: bool) -> None:
+    """How a corpus is read, ``--layout`` / ``--labels`` / ``--table`` / ``--column`` (``extract``
+    and ``predict``, which reads a corpus as ``extract`` does)."""
+    from data.corpora import LAYOUTS
+
+    p.add_argument("--layout", required=layout_required, choices=sorted(LAYOUTS),
+                   help="corpus layout: avb (A-VB 2022), exvo (ExVo 2022 data_info.csv), csv (any "
+                        "corpus; optional start/end columns make segments), iemocap "
+                        "(IEMOCAP_full_release as distributed), audformat (a db.yaml database "
+                        "folder), hf (a `datasets` folder written by save_to_disk)")
+    p.add_argument("--labels", metavar="CSV",
+                   help="label table (csv layout: the CSV with a `file` column; default ROOT/labels.csv)")
+    p.add_argument("--table", metavar="NAME[,NAME]",
+                   help="audformat: the filewise/segmented table(s) holding the labels (default: all)")
+    p.add_argument("--column", metavar="COL[,COL]",
+                   help="audformat, hf: the label column(s) to read (default: all)")
