@@ -6,35 +6,24 @@ import logging
 import os
 from pathlib import Path
 
-from cli.common import (EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, add_ssl_storage,
-                        add_workdir, say, ssl_storage)
+from cli.common import (EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, add_corpus_flags,
+                        add_ssl_storage, add_workdir, say, ssl_storage)
+from extract.devices import DEVICES
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from data.corpora import LAYOUTS
-
     p = sub.add_parser(
         "extract", help="extract feature sets of a corpus into the workdir's HDF5 store",
         description="Compute feature sets into WORKDIR/features/ (one file per set). Rerunning computes only what "
                     "is missing; a killed run loses no stored row. Clips that fail are recorded "
                     "with the reason and listed; the rest is stored (exit code 3).")
     p.add_argument("--corpus", required=True, metavar="ROOT", help="corpus root folder")
-    p.add_argument("--layout", required=True, choices=sorted(LAYOUTS),
-                   help="corpus layout: avb (A-VB 2022), exvo (ExVo 2022 data_info.csv), csv (any "
-                        "corpus; optional start/end columns make segments), iemocap "
-                        "(IEMOCAP_full_release as distributed), audformat (a db.yaml database "
-                        "folder), hf (a `datasets` folder written by save_to_disk)")
-    p.add_argument("--labels", metavar="CSV",
-                   help="label table (csv layout: the CSV with a `file` column; default ROOT/labels.csv)")
+    add_corpus_flags(p, layout_required=True)
     p.add_argument("--text-column", metavar="COL",
                    help="label column holding each clip's transcript; it becomes the column `text` "
                         "(the iemocap layout fills `text` itself)")
-    p.add_argument("--table", metavar="NAME[,NAME]",
-                   help="audformat: the filewise/segmented table(s) holding the labels (default: all)")
-    p.add_argument("--column", metavar="COL[,COL]",
-                   help="audformat, hf: the label column(s) to read (default: all)")
     p.add_argument("--group-column", metavar="COL",
                    help="csv: the column naming each clip's speaker/subject (default: the first of "
                         "group, speaker, speaker_id, subject); it is the group, not a label")
@@ -62,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="processes for openSMILE / log-mel and for audio decoding (default: all cores)")
     p.add_argument("--level", default="functionals", choices=["functionals", "lld"],
                    help="openSMILE level: functionals (one vector per clip) or lld (frame sequences)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+    p.add_argument("--device", default="auto", choices=DEVICES,
                    help="where SSL models run (auto: CUDA when available)")
     add_ssl_storage(p)
     p.add_argument("--shard", metavar="K/N",

@@ -7,8 +7,9 @@ import os
 
 from typing import Any
 
-from cli.common import (EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, add_ssl_storage,
-                        add_workdir, say, ssl_storage)
+from cli.common import (EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, add_auxiliary_flags,
+                        add_fold_flags, add_ssl_storage, add_workdir, fold_protocol, say,
+                        ssl_storage)
 from extract.devices import DEVICES
 
 log = logging.getLogger(__name__)
@@ -87,32 +88,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seconds", type=float, metavar="S",
                    help="training crops longer clips to a random window of S seconds (bounds "
                         "memory; Val sees whole clips; a cropped clip leaves the CTC term; default 8)")
-    g = p.add_argument_group("paper 004's auxiliary heads",
-                             "CTC on the frame outputs and a speaker classifier behind gradient "
-                             "reversal on the pooled output: L = L_tasks + alpha L_CTC + beta L_spk")
-    g.add_argument("--ctc", type=float, metavar="ALPHA",
-                   help="a character CTC head weighted ALPHA (paper 004: 0.1); vocabulary from the "
-                        "Train transcripts (column text), stored as vocab.json; WER / CER reported")
-    g.add_argument("--adversary", metavar="COLUMN:BETA",
-                   help="a classifier of COLUMN (speaker) on the pooled output, its loss weighted "
-                        "BETA (paper 004: speaker:0.1, speaker:1); speaker accuracy reported")
-    g.add_argument("--adversary-mode", metavar="MODE",
-                   help="reverse (default: gradient reversal) or forward (paper 004's ablation)")
+    g = add_auxiliary_flags(
+        p, title="paper 004's auxiliary heads",
+        description="CTC on the frame outputs and a speaker classifier behind gradient reversal "
+                    "on the pooled output: L = L_tasks + alpha L_CTC + beta L_spk",
+        adversary_on="the pooled output", adversary_reports="",
+        ctc_on="the backbone's frame outputs",
+        ctc_needs="vocabulary from the Train transcripts (column text), stored as vocab.json")
     g.add_argument("--adversary-at", metavar="WHERE",
                    help="where BETA scales: loss (default, the paper's joint loss) or grl (the "
                         "reversal layer; the classifier then learns at full rate)")
-    cv = p.add_argument_group(
-        "cross-validation", "one fine-tuning run per fold (WORKDIR/finetuned/<run-name>/<fold>/), "
-        "then the scores over folds (mean ± std, pooled) in cv.json / cv.csv; the fold models are "
-        "not extracted into the store unless --extract is given")
-    cv.add_argument("--cv", metavar="PROTOCOL",
-                    help="leave-one-out:COLUMN (IEMOCAP: leave-one-out:session or "
-                         "leave-one-out:speaker), test-group:[COLUMN=]VALUE, emobox:FOLDER")
-    cv.add_argument("--test-group", metavar="VALUE",
-                    help="one fold holding out one speaker: --cv test-group:VALUE (paper 004: 01F)")
-    cv.add_argument("--cv-val", metavar="RULE",
-                    help="Val of each fold: partner (default), next-session, next-group, none "
-                         "(none: train on every clip not held out, keep the last epoch)")
+    add_fold_flags(p, description="one fine-tuning run per fold (WORKDIR/finetuned/<run-name>/"
+                   "<fold>/), then the scores over folds (mean ± std, pooled) in cv.json / cv.csv; "
+                   "the fold models are not extracted into the store unless --extract is given",
+                   cv_val_default=None,
+                   cv_val_none="none: train on every clip not held out, keep the last epoch")
     p.add_argument("--train-feature-encoder", action="store_true", default=None,
                    help="also train the feature encoder in stage 2 (frozen by default): the CNN "
                         "feature encoder of wav2vec2-style models, Whisper's conv stem, w2v-BERT's "
@@ -163,10 +153,7 @@ def _config(args: argparse.Namespace):
             parse_tasks(args.task)  # before torch is imported: a typo fails in a moment
         except TaskError as exc:
             raise UsageError(str(exc)) from exc
-    cv, group = getattr(args, "cv", None), getattr(args, "test_group", None)
-    if cv and group:
-        raise UsageError("give --cv PROTOCOL or --test-group VALUE, not both "
-                         f"(--test-group {group} is --cv test-group:{group})")
+    protocol = fold_protocol(args)
     flags = _flags(args)
     runtime = {"device": args.device, "workers": args.workers}
     if args.recipe:
@@ -177,7 +164,8 @@ def _config(args: argparse.Namespace):
             if spec is not None:
                 flags["features"] = spec
             cfg = recipe.finetune_config(args.workdir, run_name=args.run_name, **flags, **runtime)
-            protocol, val = recipe.fold_protocol(cv=cv, test_group=group, cv_val=args.cv_val)
+            protocol, val = recipe.fold_protocol(cv=args.cv, test_group=args.test_group,
+                                                 cv_val=args.cv_val)
         except RecipeError as exc:
             raise UsageError(str(exc)) from exc
         return cfg, recipe, protocol, val
@@ -191,7 +179,6 @@ def _config(args: argparse.Namespace):
         cfg.check()
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    protocol = cv or (f"test-group:{group}" if group else None)
     return cfg, None, protocol, args.cv_val or "partner"
 
 

@@ -6,15 +6,13 @@ import logging
 import os
 from pathlib import Path
 
-from cli.common import EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, say
+from cli.common import EXIT_CLIPS_FAILED, EXIT_OK, Progress, UsageError, add_corpus_flags, say
 from extract.devices import DEVICES
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from data.corpora import LAYOUTS
-
     p = sub.add_parser(
         "predict", help="score new audio with a trained run's saved model",
         description="Computes exactly the features the run was trained on (the extractor "
@@ -32,10 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--corpus", metavar="ROOT", help="a corpus folder to score (with --layout)")
     src.add_argument("--audio", nargs="+", metavar="FILE", help="audio files to score")
-    p.add_argument("--layout", choices=sorted(LAYOUTS), help="layout of --corpus (as for extract)")
-    p.add_argument("--labels", metavar="CSV", help="label table of --corpus (as for extract)")
-    p.add_argument("--table", metavar="NAME[,NAME]", help="audformat: table(s) of --corpus")
-    p.add_argument("--column", metavar="COL[,COL]", help="audformat, hf: label column(s) to read")
+    add_corpus_flags(p, layout_required=False)  # of --corpus, as for extract
     p.add_argument("--split", metavar="SPLIT",
                    help="only the clips of this split of --corpus (Train, Val, Test)")
     p.add_argument("--out", default="predictions.csv", metavar="FILE",

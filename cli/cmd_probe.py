@@ -6,7 +6,7 @@ import logging
 import math
 
 from cli.common import EXIT_OK, UsageError, add_workdir, parse_int_list, say, step_progress
-from heads.registry import head_names
+from heads.catalog import head_names
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,14 @@ import argparse
 import logging
 from typing import Any
 
-from cli.common import EXIT_OK, UsageError, add_workdir, say
+from cli.common import (EXIT_OK, UsageError, add_auxiliary_flags, add_fold_flags, add_workdir,
+                        fold_protocol, say)
 from extract.devices import DEVICES
 from heads.aux_metrics import OLDER_TEXT, older_layout, run_aux
 from heads.aux_metrics import SPLITS as AUX_SPLITS
 from heads.aux_metrics import quantities as aux_quantities
 from heads.config import TRAIN_OPTION_NAMES
-from heads.registry import HEADS, head_help
+from heads.catalog import head_help
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples for the Val CI")
     p.add_argument("--run-name", help="folder name under WORKDIR/runs (default: settings + time)")
     p.add_argument("--jobs", type=int, default=1, help="CPU threads for heads that use them")
-    cv = p.add_argument_group(
-        "cross-validation", "one run per fold (WORKDIR/runs/<run-name>/<fold>/), then the scores "
-        "over folds (mean ± std, and pooled over every fold's Test predictions) in cv.json / cv.csv")
-    cv.add_argument("--cv", metavar="PROTOCOL",
-                    help="leave-one-out:COLUMN (IEMOCAP: leave-one-out:session, 5 folds, or "
-                         "leave-one-out:speaker, 10), test-group:[COLUMN=]VALUE, emobox:FOLDER")
-    cv.add_argument("--test-group", metavar="VALUE",
-                    help="one fold holding out one speaker (or COLUMN=VALUE): --cv test-group:VALUE "
-                         "(paper 004: --test-group 01F)")
-    cv.add_argument("--cv-val", default="partner", metavar="RULE",
-                    help="Val of each fold: partner (default: the held-out speaker's session "
-                         "partner; the next session when the whole session is held out), "
-                         "next-session, next-group, none")
+    add_fold_flags(p, description="one run per fold (WORKDIR/runs/<run-name>/<fold>/), then the "
+                   "scores over folds (mean ± std, and pooled over every fold's Test predictions) "
+                   "in cv.json / cv.csv", cv_val_default="partner")
 
     g = p.add_argument_group("torch heads", "training options of the torch heads (heads/training/)")
     g.add_argument("--weighting", metavar="SPEC",
@@ -96,21 +87,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--net", action="append", metavar="KEY=VALUE", default=None,
                    help="a setting of the net's config, e.g. --net pooling=last --net hidden=256 "
                         "(repeatable)")
-    a = p.add_argument_group(
-        "auxiliary heads (paper 004)", "extra heads on the torch net's shared representation; "
-        "the loss is L = L_task + alpha L_CTC + beta L_speaker; metrics.json gains adversary / ctc")
-    a.add_argument("--adversary", metavar="COLUMN:BETA",
-                   help="a classifier of COLUMN (speaker: the clips' speaker) behind gradient "
-                        "reversal, weight BETA, e.g. speaker:0.1; reports speaker accuracy and a "
-                        "probe of the speaker information left")
-    a.add_argument("--adversary-mode", metavar="MODE",
-                   help="reverse (default: gradient reversal) or forward (no reversal: the "
-                        "paper's ablation)")
-    a.add_argument("--ctc", type=float, metavar="ALPHA",
-                   help="a CTC character head on the net's frames, weight ALPHA (paper: 0.1); "
-                        "needs the corpus's text column and a sequence head with frames (lstm, "
-                        "lstm128, fc128 --net order=fc-pool, autopool --net pool=outputs); "
-                        "reports WER / CER")
+    add_auxiliary_flags(
+        p, title="auxiliary heads (paper 004)",
+        description="extra heads on the torch net's shared representation; the loss is L = "
+                    "L_task + alpha L_CTC + beta L_speaker; metrics.json gains adversary / ctc",
+        adversary_on="the net's shared representation",
+        adversary_reports=" and a probe of the speaker information left",
+        ctc_on="the net's frames",
+        ctc_needs="needs the corpus's text column and a sequence head with frames (lstm, "
+                  "lstm128, fc128 --net order=fc-pool, autopool --net pool=outputs)")
     p.set_defaults(func=run)
 
 
@@ -137,13 +122,16 @@ def _net_options(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def build_config(args: argparse.Namespace):
-    """The experiment config from the flags (and the recipe, when given).
+def _config(args: argparse.Namespace):
+    """The checked experiment config from the flags (and the recipe, when given), and the
+    recipe with what of it applies (None without one).
 
     Raises:
         UsageError: missing or conflicting flags, unknown recipe, bad option values.
+        ValueError, heads.features.FeatureError: what :func:`heads.experiment.check_config`
+            refuses (the caller maps them to exit 2).
     """
-    from heads.config import ExperimentConfig
+    from heads.experiment import build_config, check_config
 
     options = {k: getattr(args, k) for k in TORCH_OPTIONS if getattr(args, k, None) is not None}
     net = _net_options(getattr(args, "net", None))
@@ -163,17 +151,17 @@ def build_config(args: argparse.Namespace):
             use = recipe.reuse(exp.get("task"), given=options)
         except (RecipeError, ValueError) as exc:
             raise UsageError(str(exc)) from exc
-        return cfg, (recipe, use)
+        return check_config(cfg), (recipe, use)
     if not args.task:
         raise UsageError("train needs --task (or --recipe NAME)")
     if not args.features or not args.head:
         raise UsageError("train needs --features and --head (or --recipe NAME)")
     if net:
         options["net"] = net
-    cfg = ExperimentConfig(workdir=args.workdir, task=args.task, features=tuple(args.features),
-                           head=args.head, layer=args.layer, pooling=args.pooling or "mean",
-                           seeds=args.seeds if args.seeds is not None else 1, n_boot=args.n_boot,
-                           run_name=args.run_name, n_jobs=args.jobs, options=options)
+    cfg = build_config(args.workdir, task=args.task, features=args.features, head=args.head,
+                       layer=args.layer, pooling=args.pooling or "mean",
+                       seeds=args.seeds if args.seeds is not None else 1, n_boot=args.n_boot,
+                       run_name=args.run_name, n_jobs=args.jobs, options=options)
     return cfg, None
 
 
@@ -183,28 +171,8 @@ def run(args: argparse.Namespace) -> int:
     from heads.experiment import run_experiment
     from heads.features import FeatureError
 
-    cfg, recipe_use = build_config(args)
-    if cfg.seeds < 1:
-        raise UsageError(f"--seeds must be at least 1, got {cfg.seeds}")
-    torch_head = _is_torch_head(cfg.head)
-    if not torch_head and cfg.head in HEADS:
-        from heads.experiment import check_auxiliary_head
-
-        try:
-            check_auxiliary_head(cfg)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-    if cfg.options and not torch_head:
-        raise UsageError(f"options {sorted(cfg.options)} apply to torch heads only; head {cfg.head!r} "
-                         f"is classical")
     try:
-        from heads.recipes import check_features
-
-        if torch_head:
-            from heads.config import TrainOptions
-
-            TrainOptions.from_dict(cfg.options)
-        check_features(cfg)  # a missing set, layer or pooling: the whole extract command
+        cfg, recipe_use = _config(args)
         if recipe_use is not None and recipe_use[1].dropped:
             recipe, use = recipe_use
             say(f"recipe {recipe.name} on --task {use.task} (its own: {recipe.task}); "
@@ -212,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
             for line in use.dropped:
                 say(f"  {line}")
         record = None if recipe_use is None else recipe_use[0].run_record(recipe_use[1])
-        protocol = _protocol(args)
+        protocol = fold_protocol(args)
         if protocol is not None:
             from heads.crossval import run_cross_validation
 
@@ -239,15 +207,6 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _protocol(args: argparse.Namespace) -> str | None:
-    """The fold protocol of --cv / --test-group (one of them), or None for one plain run."""
-    cv, group = getattr(args, "cv", None), getattr(args, "test_group", None)
-    if cv and group:
-        raise UsageError("give --cv PROTOCOL or --test-group VALUE, not both "
-                         f"(--test-group {group} is --cv test-group:{group})")
-    return cv or (f"test-group:{group}" if group else None)
-
-
 def print_cv(summary: dict, folder) -> None:
     """Per task and split: the headline per fold, mean ± std over folds, and for classification
     targets WA / UA / macro-F1 over folds and pooled; the auxiliary heads over folds."""
@@ -272,11 +231,6 @@ def print_cv(summary: dict, folder) -> None:
         say(f"{head}: {split.capitalize()} {q} = {st['mean']:.4f} ± {st['std']:.4f} "
             f"(mean ± std over {len(st['folds'])} folds: {folds})")
     say(f"written to {folder} (cv.json, cv.csv; one run folder per fold)")
-
-
-def _is_torch_head(head: str) -> bool:
-    """True for heads of the torch family in the registry."""
-    return head in HEADS and HEADS[head].family == "torch"
 
 
 def _split_line(task: str, split: str, v: dict, n_text: str) -> str:

@@ -239,3 +239,86 @@ def step_progress(desc: str, unit: str):
             bar.close()
 
     return update
+
+
+def add_fold_flags(p: argparse.ArgumentParser, *, description: str, cv_val_default: str | None,
+                   cv_val_none: str = "") -> None:
+    """The cross-validation flags ``--cv`` / ``--test-group`` / ``--cv-val`` (``train`` and
+    ``finetune``), in their own group.
+
+    Args:
+        description: the group's text: where the stage writes each fold and the scores.
+        cv_val_default: ``--cv-val``'s default (``finetune``: None, so that a recipe's
+            ``cv_val`` applies when the flag is not given).
+        cv_val_none: what ``none`` means for the stage, appended to ``--cv-val``'s help.
+    """
+    g = p.add_argument_group("cross-validation", description)
+    g.add_argument("--cv", metavar="PROTOCOL",
+                   help="leave-one-out:COLUMN (IEMOCAP: leave-one-out:session, 5 folds, or "
+                        "leave-one-out:speaker, 10), test-group:[COLUMN=]VALUE, emobox:FOLDER")
+    g.add_argument("--test-group", metavar="VALUE",
+                   help="one fold holding out one speaker (or COLUMN=VALUE): --cv test-group:VALUE "
+                        "(paper 004: --test-group 01F)")
+    g.add_argument("--cv-val", default=cv_val_default, metavar="RULE",
+                   help="Val of each fold: partner (default: the held-out speaker's session "
+                        "partner; the next session when the whole session is held out), "
+                        "next-session, next-group, none" + (f" ({cv_val_none})" if cv_val_none else ""))
+
+
+def fold_protocol(args: argparse.Namespace) -> str | None:
+    """The fold protocol of :func:`add_fold_flags`' ``--cv`` / ``--test-group`` (one of
+    them), or None for one plain run.
+
+    Raises:
+        UsageError: both are given.
+    """
+    cv, group = getattr(args, "cv", None), getattr(args, "test_group", None)
+    if cv and group:
+        raise UsageError("give --cv PROTOCOL or --test-group VALUE, not both "
+                         f"(--test-group {group} is --cv test-group:{group})")
+    return cv or (f"test-group:{group}" if group else None)
+
+
+def add_auxiliary_flags(p: argparse.ArgumentParser, *, title: str, description: str,
+                        adversary_on: str, adversary_reports: str, ctc_on: str, ctc_needs: str
+                        ) -> Any:
+    """Paper 004's auxiliary heads, ``--adversary`` / ``--adversary-mode`` / ``--ctc``
+    (``train`` and ``finetune``; none by default), in their own group, which is returned.
+
+    Args:
+        title, description: the group's title and text.
+        adversary_on: what the speaker classifier reads (``the pooled output``).
+        adversary_reports: what the stage reports beside the speaker accuracy ("" for none).
+        ctc_on: what the CTC head reads (``the net's frames``).
+        ctc_needs: what the CTC head needs or writes in the stage.
+    """
+    g = p.add_argument_group(title, description)
+    g.add_argument("--adversary", metavar="COLUMN:BETA",
+                   help=f"a classifier of COLUMN (speaker: the clips' speaker) on {adversary_on}, "
+                        f"its loss weighted BETA (paper 004: speaker:0.1, speaker:1); reports "
+                        f"speaker accuracy{adversary_reports}")
+    g.add_argument("--adversary-mode", metavar="MODE",
+                   help="reverse (default: gradient reversal) or forward (no reversal: paper "
+                        "004's ablation)")
+    g.add_argument("--ctc", type=float, metavar="ALPHA",
+                   help=f"a character CTC head on {ctc_on}, its loss weighted ALPHA (paper 004: "
+                        f"0.1); {ctc_needs}; reports WER / CER")
+    return g
+
+
+def add_corpus_flags(p: argparse.ArgumentParser, *, layout_required: bool) -> None:
+    """How a corpus is read, ``--layout`` / ``--labels`` / ``--table`` / ``--column`` (``extract``
+    and ``predict``, which reads a corpus as ``extract`` does)."""
+    from data.corpora import LAYOUTS
+
+    p.add_argument("--layout", required=layout_required, choices=sorted(LAYOUTS),
+                   help="corpus layout: avb (A-VB 2022), exvo (ExVo 2022 data_info.csv), csv (any "
+                        "corpus; optional start/end columns make segments), iemocap "
+                        "(IEMOCAP_full_release as distributed), audformat (a db.yaml database "
+                        "folder), hf (a `datasets` folder written by save_to_disk)")
+    p.add_argument("--labels", metavar="CSV",
+                   help="label table (csv layout: the CSV with a `file` column; default ROOT/labels.csv)")
+    p.add_argument("--table", metavar="NAME[,NAME]",
+                   help="audformat: the filewise/segmented table(s) holding the labels (default: all)")
+    p.add_argument("--column", metavar="COL[,COL]",
+                   help="audformat, hf: the label column(s) to read (default: all)")

@@ -161,6 +161,63 @@ def check_auxiliary_head(cfg: ExperimentConfig) -> None:
             f"{', '.join(torch_heads)}")
 
 
+class ConfigError(ValueError):
+    """A run's settings that cannot run (seeds, options for the wrong head family, a bad
+    training option); the message says which and what to do."""
+
+
+def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Check a run's settings before anything is read or trained, as ``train`` and
+    :meth:`vocal_probe.Workdir.train` both do, in this order: the number of seeds,
+    ``adversary`` / ``ctc`` on a classical head, options on a classical head, the torch
+    heads' options, and what the store must hold (:func:`heads.recipes.check_features`).
+
+    Returns:
+        ``cfg`` itself.
+
+    Raises:
+        ConfigError: seeds < 1, options for a classical head, an invalid training option.
+        ValueError: an unknown head (lists the known ones).
+        heads.features.FeatureError: the store lacks what the run reads (names the
+            ``extract`` command).
+    """
+    from heads.recipes import check_features
+
+    if cfg.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {cfg.seeds}")
+    head = HEADS.get(cfg.head)
+    torch_head = head is not None and head.family == "torch"
+    if head is not None and not torch_head:
+        check_auxiliary_head(cfg)
+    if cfg.options and not torch_head:
+        raise ConfigError(f"options {sorted(cfg.options)} apply to torch heads only; head "
+                          f"{cfg.head!r} is classical")
+    if torch_head:
+        try:
+            TrainOptions.from_dict(cfg.options)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    check_features(cfg)  # a missing set, layer or pooling: the whole extract command
+    return cfg
+
+
+def build_config(workdir: str | Path, *, task: str, features: Sequence[str] | str, head: str,
+                 layer: int | None = None, pooling: str = "mean", seeds: int = 1,
+                 n_boot: int = 500, run_name: str | None = None, n_jobs: int = 1,
+                 options: dict[str, Any] | None = None) -> ExperimentConfig:
+    """The checked :class:`ExperimentConfig` of one run (``train``'s flags as keywords;
+    ``features`` one spec or several): :func:`check_config` of what it builds.
+
+    Raises:
+        ConfigError, ValueError, heads.features.FeatureError: as :func:`check_config`.
+    """
+    cfg = ExperimentConfig(workdir=str(workdir), task=task,
+                           features=(features,) if isinstance(features, str) else tuple(features),
+                           head=head, layer=layer, pooling=pooling, seeds=seeds, n_boot=n_boot,
+                           run_name=run_name, n_jobs=n_jobs, options=dict(options or {}))
+    return check_config(cfg)
+
+
 def _auxiliary_metrics(opts: TrainOptions, fits: list[dict[str, Any]], split: np.ndarray,
                        columns: dict[str, list]) -> dict[str, Any]:
     """metrics.json's ``aux`` block (:mod:`heads.aux_metrics`) over the seeds' fits."""
@@ -321,4 +378,5 @@ def run_experiment(cfg: ExperimentConfig, *, recipe: dict[str, Any] | None = Non
     return ExperimentResult(run_dir, metrics_out)
 
 
-__all__ = ["ExperimentConfig", "ExperimentResult", "run_experiment", "default_run_name", "run_dir_of"]
+__all__ = ["ExperimentConfig", "ExperimentResult", "ConfigError", "build_config", "check_config",
+           "run_experiment", "default_run_name", "run_dir_of"]

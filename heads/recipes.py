@@ -74,12 +74,14 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from heads.config import ExperimentConfig, TrainOptions, parse_loss_spec
 from heads.features import AmbiguousFeatures, FeatureError, find_set, request_checks, resolve_field
-from heads.finetune.config import FinetuneConfig
-from heads.registry import get_head, head_names
+from heads.catalog import head_kind, head_names
+
+if TYPE_CHECKING:
+    from heads.finetune.config import FinetuneConfig
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 """The recipe files shipped with the project."""
@@ -108,11 +110,24 @@ end (``[finetune]``, run by ``finetune --recipe``)."""
 FINETUNE_FOLD_KEYS = ("cv", "test_group", "cv_val")
 _FINETUNE_NOT_IN_RECIPES = ("workdir", "model", "run_name", "device", "workers", "cache_gb",
                             "eval_batch_seconds", "n_boot")
-FINETUNE_KEYS = ("task", "features", *FINETUNE_FOLD_KEYS) + tuple(
-    f.name for f in dataclasses.fields(FinetuneConfig)
-    if f.name not in _FINETUNE_NOT_IN_RECIPES and f.name != "task")
-"""Keys of a ``[finetune]`` table: the task, the backbone, the fold protocol, and every
-:class:`heads.finetune.FinetuneConfig` setting that defines the trained model."""
+
+
+def finetune_keys() -> tuple[str, ...]:
+    """Keys of a ``[finetune]`` table (also :data:`FINETUNE_KEYS`): the task, the backbone, the
+    fold protocol, and every :class:`heads.finetune.FinetuneConfig` setting that defines the
+    trained model. (The fine-tune stage imports torch: only a recipe of that stage reads it.)"""
+    from heads.finetune.config import FinetuneConfig
+
+    return ("task", "features", *FINETUNE_FOLD_KEYS) + tuple(
+        f.name for f in dataclasses.fields(FinetuneConfig)
+        if f.name not in _FINETUNE_NOT_IN_RECIPES and f.name != "task")
+
+
+def __getattr__(name: str) -> Any:
+    """``FINETUNE_KEYS``, computed when first asked for (:func:`finetune_keys`)."""
+    if name == "FINETUNE_KEYS":
+        return finetune_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RecipeError(ValueError):
@@ -254,7 +269,7 @@ class Recipe:
             return [extract_command(workdir if workdir is not None else "WORKDIR", spec,
                                     layer=None, pooling="mean", layout=self.layout or None)
                     for spec in self.features]
-        sequence = get_head(self.head).input_kind == "sequence"
+        sequence = head_kind(self.head).input_kind == "sequence"
         frames = self.options.get("frames_field")
         if sequence and frames is None and self.layer is not None:
             frames = f"frames_l{self.layer}"
@@ -377,9 +392,12 @@ class Recipe:
             raise RecipeError(f"recipe {self.name} trains a head on stored features: run it with "
                               f"`python run_pipeline.py train --workdir {workdir} --recipe {self.name}`")
         runtime = ("device", "workers", "cache_gb", "eval_batch_seconds", "n_boot")
-        unknown = sorted(set(overrides) - set(FINETUNE_KEYS) - set(runtime) - set(FINETUNE_FOLD_KEYS))
+        from heads.finetune.config import FinetuneConfig
+
+        keys = finetune_keys()
+        unknown = sorted(set(overrides) - set(keys) - set(runtime) - set(FINETUNE_FOLD_KEYS))
         if unknown:
-            raise RecipeError(f"unknown override(s) {unknown}; valid: {', '.join(FINETUNE_KEYS + runtime)}")
+            raise RecipeError(f"unknown override(s) {unknown}; valid: {', '.join(keys + runtime)}")
         table = {**self.finetune, **overrides}
         settings = {k: v for k, v in table.items() if k not in FINETUNE_FOLD_KEYS + ("features",)}
         spec = str(table["features"])
@@ -557,9 +575,11 @@ def _parse_finetune_recipe(data: dict[str, Any], meta: dict[str, Any], table: di
     """Validate a recipe with a ``[finetune]`` table (see the module docstring)."""
     from data.folds import FoldError, ValRule
 
+    from heads.finetune.config import FinetuneConfig
+
     where = f"{source} [finetune]"
     _check_keys(meta, RECIPE_KEYS, f"{source} [recipe]")
-    _check_keys(table, FINETUNE_KEYS, where)
+    _check_keys(table, finetune_keys(), where)
     for key in ("name", "paper", "table"):
         if not isinstance(meta.get(key), str) or not meta[key]:
             raise RecipeError(f"{source} [recipe]: {key} (text) is required")
@@ -656,7 +676,7 @@ def check_features(cfg: ExperimentConfig) -> None:
     from heads.sequences import choose_frames_field
 
     store = FeatureStore(cfg.workdir)
-    sequence = get_head(cfg.head).input_kind == "sequence"
+    sequence = head_kind(cfg.head).input_kind == "sequence"
     frames_field = cfg.options.get("frames_field")
     if sequence and frames_field is None and cfg.layer is not None:
         frames_field = f"frames_l{cfg.layer}"
@@ -720,5 +740,5 @@ def _last_layer(header: Any) -> int | None:
     return None
 
 
-__all__ = ["Recipe", "RecipeReuse", "Published", "Fidelity", "FidelityRow", "FIDELITY_ASPECTS", "STATUSES", "RecipeError", "RECIPES_DIR", "TRAIN_KEYS", "FINETUNE_KEYS", "STAGES", "load_recipe",
+__all__ = ["Recipe", "RecipeReuse", "Published", "Fidelity", "FidelityRow", "FIDELITY_ASPECTS", "STATUSES", "RecipeError", "RECIPES_DIR", "TRAIN_KEYS", "FINETUNE_KEYS", "finetune_keys", "STAGES", "load_recipe",
            "list_recipes", "parse_recipe", "recipe_path", "extract_command", "check_features"]

@@ -31,11 +31,8 @@ from extract.base import ExtractOptions
 from extract.export import column_names
 from extract.job import ExtractJob, ExtractJobResult, ExtractListener, extract_workdir
 from extract.store import FeatureStore, SetHeader
-from heads.config import ExperimentConfig, TrainOptions
-from heads.experiment import ExperimentResult, run_experiment
+from heads.experiment import ExperimentResult, build_config, run_experiment
 from heads.features import find_set, request_checks, resolve_field
-from heads.recipes import check_features
-from heads.registry import HEADS
 from heads.sequences import choose_frames_field
 from heads.training import loop as training_loop
 
@@ -379,24 +376,16 @@ class Workdir:
             ``metrics.json`` holds).
 
         Raises:
-            ValueError: seeds < 1, options for a classical head, an invalid option.
+            heads.experiment.ConfigError: seeds < 1, options for a classical head, an
+                invalid option (a ValueError; the message is the one ``train`` prints).
+            ValueError: an unknown head.
             heads.features.FeatureError: the store lacks what the run reads (names the
                 ``extract`` command).
             data.tasks.TaskError, data.corpus.CorpusError: the corpus lacks the task's labels
                 or a split.
         """
-        cfg = ExperimentConfig(workdir=str(self.path), task=task,
-                               features=(features,) if isinstance(features, str) else tuple(features),
-                               head=head, layer=layer, pooling=pooling, seeds=seeds,
-                               n_boot=n_boot, run_name=run_name, n_jobs=n_jobs, options=options)
-        if cfg.seeds < 1:
-            raise ValueError(f"seeds must be at least 1, got {cfg.seeds}")
-        torch_head = head in HEADS and HEADS[head].family == "torch"
-        if options and not torch_head:
-            raise ValueError(f"options {sorted(options)} apply to torch heads only; head "
-                             f"{head!r} is classical")
-        if torch_head:
-            TrainOptions.from_dict(options)
-        check_features(cfg)
+        cfg = build_config(self.path, task=task, features=features, head=head, layer=layer,
+                           pooling=pooling, seeds=seeds, n_boot=n_boot, run_name=run_name,
+                           n_jobs=n_jobs, options=options)
         with _training_progress(progress):
             return run_experiment(cfg)

@@ -109,3 +109,26 @@ def test_training_progress_reaches_the_callback_and_logging_is_unchanged():
     assert calls == [("net seed0", 1, 2)]
     assert [r.getMessage() for r in keep.records] == ["a warning still shows"]
     assert logger.level == level_before and not logger.filters
+
+
+@pytest.mark.parametrize("head, keywords, flags", [
+    ("logreg", {"seeds": 0}, ["--seeds", "0"]),
+    ("logreg", {"epochs": 3}, ["--epochs", "3"]),
+    ("logreg", {"adversary": "speaker:1"}, ["--adversary", "speaker:1"]),
+    ("mlp-mtl", {"optimizer": "sgd"}, ["--optimizer", "sgd"]),
+    ("mlp-mtl", {"features": "toy:nothing"}, []),
+])
+def test_train_and_the_cli_refuse_alike(wd, capsys, head, keywords, flags):
+    """The notebook API and ``train`` run the same checks (heads.experiment.check_config):
+    the same bad settings, the same message; the command line exits 2 with it."""
+    from cli.main import main
+
+    w, _ = wd
+    settings = {"task": "classify:x", "features": "toy:vec", "head": head, **keywords}
+    with pytest.raises((ValueError, FeatureError)) as exc:
+        w.train(**settings)
+    message = str(exc.value)
+    argv = ["train", "--workdir", str(w.path), "--task", settings["task"], "--features",
+            settings["features"], "--head", head, *flags]
+    assert main(argv) == 2
+    assert f"error: {message}" in capsys.readouterr().err
