@@ -295,7 +295,7 @@ def _choose_val(
         if sessions is None:
             raise FoldError(
                 f"validation rule {rule.value!r} needs a {SESSION_COLUMN!r} label column, which the "
-                f"{corpus.layout} corpus at {corpus.root} lacks; choose --val next-group or --val none"
+                f"{corpus.layout} corpus at {corpus.root} lacks; choose --cv-val next-group or --cv-val none"
             )
         test_sessions = sorted({sessions[c] for c in test} - {""}, key=natural_key)
         rest_sessions = {sessions[c] for c in rest} - {""}
@@ -364,7 +364,7 @@ def _hold_out(
     if rest and not any(r == "Train" for r in split.values()):
         raise FoldError(
             f"fold {name}: validation rule {applied!r} leaves no Train clip (Val took every clip "
-            f"not held out: {examples(val_groups)}); choose --val next-group or --val none"
+            f"not held out: {examples(val_groups)}); choose --cv-val next-group or --cv-val none"
         )
     fold = Fold(
         name=name,
@@ -637,7 +637,7 @@ def read_emobox_folds(
                 raise FoldError(
                     f"validation rule 'next-group' on EmoBox folds needs speakers (a 'speaker' "
                     f"label column or the group column), which the {corpus.layout} corpus at "
-                    f"{corpus.root} lacks; use --val none"
+                    f"{corpus.root} lacks; use --cv-val none"
                 )
             held = sorted({who[c] for c in test} - {""}, key=natural_key) if who is not None else []
             val_ids, val_groups, applied = _choose_val(
@@ -645,7 +645,7 @@ def read_emobox_folds(
             if rest and len(val_ids) == len(rest):
                 raise FoldError(
                     f"EmoBox fold {fold_dir}: validation rule {applied!r} leaves no Train clip "
-                    f"(Val took every train entry); choose --val next-group or --val none"
+                    f"(Val took every train entry); choose --cv-val next-group or --cv-val none"
                 )
             for c in val_ids:
                 split[c] = "Val"

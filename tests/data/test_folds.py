@@ -127,7 +127,7 @@ def test_group_column_works_without_a_speaker_column():
     (f,) = make_folds(c, "test-group:02M", val="next-group")
     assert f.column == "group" and set(f.ids("Test")) == set(c.clips.index[c.clips["group"] == "02M"])
     assert {c.clips.at[i, "group"] for i in f.ids("Val")} == {"03F"}
-    with pytest.raises(FoldError, match="needs a 'session' label column.*--val next-group"):
+    with pytest.raises(FoldError, match="needs a 'session' label column.*--cv-val next-group"):
         make_folds(c, "test-group:02M")  # partner needs sessions
 
 
@@ -151,7 +151,7 @@ def test_folds_on_the_tiny_tree(tiny):
 
 def test_a_rule_that_leaves_no_train_is_refused(tiny):
     # two sessions only: session 01 held out, its "next session" would take all the rest
-    with pytest.raises(FoldError, match="leaves no Train clip.*--val next-group or --val none"):
+    with pytest.raises(FoldError, match="leaves no Train clip.*--cv-val next-group or --cv-val none"):
         make_folds(tiny, "leave-one-out:session")
 
 
