@@ -11,7 +11,7 @@ from extract.devices import DEVICES
 from heads.aux_metrics import OLDER_TEXT, older_layout, run_aux
 from heads.aux_metrics import SPLITS as AUX_SPLITS
 from heads.aux_metrics import quantities as aux_quantities
-from heads.config import TRAIN_OPTION_NAMES
+from heads.config import STOP_ON, TRAIN_OPTION_NAMES
 from heads.catalog import head_help
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--patience", type=int,
                    help="stop after this many epochs without a better Val score; 0: never "
                         "(default: 5); the best epoch's state is kept")
+    g.add_argument("--stop-on", choices=STOP_ON,
+                   help="what picks the best epoch and stops early: score (default: the mean "
+                        "Val headline) or loss (the Val loss, as the ExVo baseline)")
     g.add_argument("--schedule", metavar="NAME", help="learning-rate schedule: none (default) or cosine")
     g.add_argument("--warmup", type=float, help="epochs of linear learning-rate warm-up (default: 0)")
     g.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default: 0)")
