@@ -412,7 +412,8 @@ def _remove_stale_tmp(root: Path, run_name: str) -> None:
 
 def load_finetuned(run_dir: str | os.PathLike, device: str = "cpu"
                    ) -> tuple[nn.Module, FinetuneHeads, dict[str, Any]]:
-    """The backbone (eval mode) and heads of a finished run, with the heads checkpoint dict."""
+    """The backbone (eval mode) and heads of a finished run, with the heads checkpoint dict
+    (heads with ``sequence`` True, a ``head_rnn`` run's, read ``(frames, lengths)``)."""
     from transformers import AutoModel
 
     run_dir = Path(run_dir)

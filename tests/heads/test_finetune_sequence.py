@@ -20,10 +20,10 @@ from torch import nn
 import heads.finetune.run as ft_run
 from data.demo import make_demo_corpus
 from data.workdir import save_corpus_ref
+from extract.base import SAMPLE_RATE
 from extract.pooling import POOLINGS
 from heads.finetune import FinetuneConfig, finetune, load_finetuned
 from heads.finetune.backbone import build_heads
-from extract.base import SAMPLE_RATE
 from heads.finetune.batches import eval_plan
 from heads.finetune.config import FRAME_POOLINGS, MAX_EVAL_CLIPS, parse_head_rnn
 from heads.finetune.stages import HEAD_OUTPUTS, make_optimizer
@@ -128,7 +128,8 @@ def test_bad_sequence_options_say_what_to_give(tmp_path: Path) -> None:
     base = dict(workdir=str(tmp_path), model="m", task="avb-high", frozen_epochs=0, head_hidden=0)
     with pytest.raises(ValueError, match="frame_pooling 'last' needs a sequence head: give --head-rnn"):
         FinetuneConfig(**base, frame_pooling="last").check()
-    with pytest.raises(ValueError, match="option head_rnn must be KIND:LAYERSxHIDDEN.*lstm:2x512.*'gru:2x512'"):
+    with pytest.raises(ValueError,
+                       match="option head_rnn must be KIND:LAYERSxHIDDEN.*lstm:2x512.*'gru:2x512'"):
         FinetuneConfig(**base, head_rnn="gru:2x512").check()
     with pytest.raises(ValueError, match="head_rnn must be"):
         FinetuneConfig(**base, head_rnn="lstm:0x512").check()
@@ -201,6 +202,18 @@ def test_finetune_trains_the_sequence_head_and_val_reads_it(setup: dict) -> None
         torch.testing.assert_close(heads.state_dict()[k], v, rtol=0, atol=0)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_sequence_head_run(setup: dict) -> None:
+    """The LSTM runs in float32 on the bfloat16-autocast backbone's frames."""
+    r = finetune(FinetuneConfig(workdir=str(setup["wd"]), model=str(setup["model"]), task="avb-high",
+                                frozen_epochs=0, epochs=1, batch_size=8, lr=1e-3, max_seconds=1.0,
+                                patience=0, device="cuda", workers=1, n_boot=20, head_hidden=0,
+                                head_rnn="lstm:2x8", frame_pooling="last", optimizer="adam",
+                                run_name="seq-cuda"))
+    assert np.isfinite(r.metrics["val"]["score"])
+
+
 def test_finetune_recipe_slabcnu_ft_high_runs_the_papers_head_through_the_cli(
         setup: dict, capsys: pytest.CaptureFixture) -> None:
     """`finetune --recipe slabcnu-ft-high` with a tiny backbone (its layer 2: it has 3), one
@@ -216,7 +229,8 @@ def test_finetune_recipe_slabcnu_ft_high_runs_the_papers_head_through_the_cli(
     run_dir = setup["wd"] / "finetuned" / "paper"
     opts = json.loads((run_dir / "config.json").read_text())["options"]
     assert (opts["head_rnn"], opts["frame_pooling"], opts["optimizer"]) == ("lstm:2x512", "last", "adam")
-    assert (opts["weight_decay"], opts["lr"], opts["batch_size"], opts["head_hidden"]) == (0.0625, 1e-4, 16, 0)
+    assert (opts["weight_decay"], opts["lr"], opts["batch_size"], opts["head_hidden"]) == (
+        0.0625, 1e-4, 16, 0)
     _, heads, _ = load_finetuned(run_dir)
     lstm = heads.nets[0].lstm
     assert (lstm.num_layers, lstm.hidden_size) == (2, 512)
