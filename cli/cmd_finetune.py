@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 # not given leaves the recipe's value, else FinetuneConfig's default)
 _SETTINGS = ("task", "layer", "frozen_epochs", "epochs", "lr", "head_lr", "batch_size", "grad_accum",
              "patience", "warmup", "warmup_ratio", "schedule", "weight_decay", "weighting", "loss",
-             "output", "label_smoothing", "head_hidden", "max_seconds", "ctc", "adversary",
+             "output", "label_smoothing", "head_hidden", "head_rnn", "frame_pooling", "optimizer",
+             "max_seconds", "ctc", "adversary",
              "adversary_mode", "adversary_at", "seed")
 _RUNTIME = ("device", "workers", "run_name")
 
@@ -57,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--head-lr", type=float,
                    help="stage 1 learning rate of the heads (default 1e-3, AdamW's)")
     p.add_argument("--weight-decay", type=float,
-                   help="AdamW weight decay of backbone and heads (default 0.01, AdamW's)")
+                   help="weight decay of backbone and heads (default 0.01, AdamW's; an L2 term "
+                        "with --optimizer adam)")
     p.add_argument("--batch-size", type=int, metavar="N", help="clips per (micro-)batch (default 32)")
     p.add_argument("--grad-accum", type=int, metavar="K",
                    help="stage 2: micro-batches per optimiser step; the accumulated batch is "
@@ -85,6 +87,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="cross-entropy label smoothing (default 0.1)")
     p.add_argument("--head-hidden", type=int, metavar="N",
                    help="hidden width of each task head (default 256; 0: one linear layer per output)")
+    p.add_argument("--head-rnn", metavar="lstm:LxH",
+                   help="a sequence head on the layer's frames (paper 002: lstm:2x512): an LSTM of L "
+                        "layers and hidden size H over each clip's true frames, one linear layer per "
+                        "frame to the outputs, then --frame-pooling; needs --head-hidden 0 and "
+                        "--frozen-epochs 0 (default: heads on the frames' masked mean)")
+    p.add_argument("--frame-pooling", metavar="POOL",
+                   help="the sequence head's pooling over true frames: first, last (each clip's own "
+                        "last true frame; paper 002's best), max, mean (default mean)")
+    p.add_argument("--optimizer", metavar="NAME",
+                   help="stage 2 optimiser: adamw (default; decoupled weight decay) or adam "
+                        "(torch.optim.Adam, the decay an L2 term: paper 002)")
     p.add_argument("--max-seconds", type=float, metavar="S",
                    help="training crops longer clips to a random window of S seconds (bounds "
                         "memory; Val sees whole clips; a cropped clip leaves the CTC term; default 8)")

@@ -22,7 +22,7 @@ from torch import nn
 
 from extract.ssl import SSLExtractor
 from heads.finetune.batches import eval_plan
-from heads.finetune.config import MAX_EVAL_CLIPS
+from heads.finetune.config import MAX_EVAL_CLIPS, option_defaults, parse_head_rnn
 from heads.nets import build_net, length_mask, masked_mean
 from heads.nets.base import finish_outputs
 
@@ -43,7 +43,13 @@ class LinearOutputs(nn.Module):
 class FinetuneHeads(nn.Module):
     """The heads on pooled embeddings: one ``mlp-mtl`` net per output (seed 000's
     ``Linear(H,256)-GELU-Linear(256,k)`` per task), one shared net for all outputs, or with
-    ``hidden=0`` one linear layer per output.
+    ``hidden=0`` one linear layer per output; or with ``rnn`` a sequence head on the frames.
+
+    The sequence head (``sequence`` True; paper 002: "fed into an RNN ... Afterward, a fully
+    connected layer changes the embeddings' dimension to the output sizes ... Finally, a
+    pooling layer") is :class:`heads.nets.sequence.LstmHead`: the LSTM runs on each clip's
+    packed true frames, one ``Linear(hidden, sum k)`` per frame, then ``pooling`` over the true
+    frames (``last``: the clip's own last true frame); padding never reaches an output.
 
     Args:
         input_dim: embedding width H.
@@ -51,24 +57,59 @@ class FinetuneHeads(nn.Module):
         hidden: width of the hidden layer; 0: none (:class:`LinearOutputs`).
         output: regression output mode.
         shared: one shared hidden layer instead of one per output.
+        rnn: ``(layers, hidden size)`` of the sequence head's LSTM; None: heads on pooled
+            embeddings.
+        pooling: the sequence head's pooling over true frames (``first``, ``last``, ``max``,
+            ``mean``).
     """
 
     def __init__(self, input_dim: int, specs: Sequence[tuple[str, str, int]], *, hidden: int,
-                 output: str, shared: bool) -> None:
+                 output: str, shared: bool, rnn: tuple[int, int] | None = None,
+                 pooling: str = "mean") -> None:
         super().__init__()
         groups = [list(specs)] if shared else [[s] for s in specs]
-        if hidden == 0:
+        self.sequence = rnn is not None
+        if rnn is not None:
+            layers, size = rnn
+            self.nets = nn.ModuleList([build_net("lstm", input_dim, list(specs), hidden=size,
+                                                 layers=layers, pooling=pooling, output=output)])
+        elif hidden == 0:
             self.nets = nn.ModuleList([LinearOutputs(input_dim, specs, output=output)])
         else:
             self.nets = nn.ModuleList(build_net("mlp-mtl", input_dim, g, hidden=hidden, output=output)
                                       for g in groups)
         self.tasks = tuple(tuple(s) for s in specs)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # x (B, H)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Pooled heads: x (B, H). Sequence head: x (B, T, H) frames with their true frame
+        counts ``lengths`` (B,)."""
+        if self.sequence:
+            if lengths is None:
+                raise ValueError("the sequence head reads frames: call it with (frames, lengths)")
+            return self.nets[0](x, lengths)
         out: dict[str, torch.Tensor] = {}
         for net in self.nets:
             out.update(net(x))
         return out
+
+
+HEAD_SETTINGS = ("head_hidden", "output", "shared_head", "head_rnn", "frame_pooling")
+"""The fields of :class:`~heads.finetune.config.FinetuneConfig` that shape
+:class:`FinetuneHeads` (saved in heads.pt)."""
+
+
+def build_heads(input_dim: int, specs: Sequence[tuple[str, str, int]], settings: dict[str, Any]
+                ) -> FinetuneHeads:
+    """The :class:`FinetuneHeads` of ``settings`` (keys of :data:`HEAD_SETTINGS`; a missing
+    one, as in a checkpoint written before it existed, takes its default)."""
+    defaults = option_defaults()
+    s = {k: settings.get(k, defaults[k]) for k in HEAD_SETTINGS}
+    rnn = None
+    if s["head_rnn"] is not None:
+        _, layers, size = parse_head_rnn(s["head_rnn"])
+        rnn = (layers, size)
+    return FinetuneHeads(input_dim, specs, hidden=s["head_hidden"], output=s["output"],
+                         shared=s["shared_head"], rnn=rnn, pooling=s["frame_pooling"])
 
 
 def spec_augment_frames(config: Any) -> int:

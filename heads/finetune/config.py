@@ -30,6 +30,16 @@ MAX_EVAL_CLIPS = 64
 _RUNTIME_ONLY = ("workdir", "run_name", "device", "workers", "n_boot", "eval_batch_seconds",
                  "cache_gb")
 
+OPTIMIZERS = ("adamw", "adam")
+"""``adamw``: torch.optim.AdamW (decoupled weight decay, the default); ``adam``:
+torch.optim.Adam, its weight decay an L2 term added to the gradient (paper 002's "Adam optimizer
+with the weight decay coefficient")."""
+HEAD_RNNS = ("lstm",)
+"""Recurrent layers a sequence head (``head_rnn``) may put before its per-frame linear layer."""
+FRAME_POOLINGS = ("first", "last", "max", "mean")
+"""How a sequence head pools its per-frame outputs over each clip's true frames (paper 002's
+four; names of :data:`extract.pooling.POOLINGS`)."""
+
 PhaseFn = Callable[[str, int, float], None]
 """Called when a pass over clips starts: (description, clips, audio seconds)."""
 ProgressFn = Callable[[int, float], None]
@@ -50,7 +60,8 @@ class FinetuneConfig:
         epochs: stage 2 epochs (everything trained); 0 skips the stage.
         lr: stage 2 learning rate (whole model).
         head_lr: stage 1 learning rate of the heads (AdamW default 1e-3).
-        weight_decay: AdamW weight decay of backbone and heads (AdamW default 0.01).
+        weight_decay: weight decay of backbone and heads (AdamW default 0.01): decoupled with
+            ``optimizer`` adamw, an L2 term in the gradient with adam.
         batch_size: clips per step.
         patience: epochs without a better Val headline before a stage stops; 0 never.
         warmup: stage 2 epochs of linear warm-up before the decay (used when ``warmup_ratio``
@@ -67,6 +78,14 @@ class FinetuneConfig:
         label_smoothing: cross-entropy label smoothing.
         class_weights: normalised inverse Train frequency class weights.
         head_hidden: width of each head's hidden layer; 0: one linear layer per output.
+        head_rnn: ``lstm:LAYERSxHIDDEN`` (paper 002: ``lstm:2x512``): a sequence head on the
+            layer's frames instead of heads on their masked mean: the LSTM over each clip's
+            true frames, one linear layer per frame to all outputs, then ``frame_pooling`` over
+            the true frames (:class:`heads.nets.sequence.LstmHead`); needs ``head_hidden`` 0,
+            no ``shared_head`` and ``frozen_epochs`` 0. None: the pooled heads.
+        frame_pooling: the sequence head's pooling (:data:`FRAME_POOLINGS`; ``last``: each
+            clip's own last true frame); without ``head_rnn`` only ``mean`` (the pooled heads).
+        optimizer: stage 2's optimiser (:data:`OPTIMIZERS`): ``adamw`` or ``adam``.
         shared_head: one shared hidden layer for all outputs instead of one per output.
         max_seconds: training crops of longer clips (bounds memory); Val sees whole clips. A
             cropped clip leaves the CTC term of its step (its transcript no longer fits).
@@ -116,6 +135,9 @@ class FinetuneConfig:
     class_weights: bool = True
     head_hidden: int = 256
     shared_head: bool = False
+    head_rnn: str | None = None
+    frame_pooling: str = "mean"
+    optimizer: str = "adamw"
     max_seconds: float = 8.0
     ctc: float = 0.0
     adversary: str | None = None
@@ -178,6 +200,28 @@ class FinetuneConfig:
                 for part in self.run_name.split("/", 1)):
             raise ValueError(f"run name {self.run_name!r} must be a plain folder name (letters, "
                              f"digits, . _ + -)")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"option optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+        if self.frame_pooling not in FRAME_POOLINGS:
+            raise ValueError(f"option frame_pooling must be one of {FRAME_POOLINGS}; got "
+                             f"{self.frame_pooling!r}")
+        if self.head_rnn is None:
+            if self.frame_pooling != "mean":
+                raise ValueError(f"option frame_pooling {self.frame_pooling!r} needs a sequence "
+                                 f"head: give --head-rnn lstm:2x512 too (the pooled heads read "
+                                 f"the mean)")
+        else:
+            parse_head_rnn(self.head_rnn)
+            needs = {"head_hidden": (self.head_hidden, 0, "--head-hidden 0"),
+                     "shared_head": (self.shared_head, False, "no --shared-head"),
+                     "frozen_epochs": (self.frozen_epochs, 0, "--frozen-epochs 0")}
+            for key, (value, want, flag) in needs.items():
+                if value != want:
+                    raise ValueError(
+                        f"option head_rnn {self.head_rnn!r} feeds the frames to one linear layer "
+                        f"per frame and trains with the backbone (stage 1 caches pooled "
+                        f"embeddings, not frames): option {key} must be {want!r}; got "
+                        f"{value!r} (give {flag})")
         TrainOptions.from_dict({"loss": self.loss})  # names the bad loss
         name, _ = parse_weighting(self.weighting)
         if name not in WEIGHTINGS:
@@ -191,6 +235,21 @@ class FinetuneConfig:
     def accumulated_batch(self) -> int:
         """Clips per optimiser step: ``batch_size * grad_accum``."""
         return self.batch_size * self.grad_accum
+
+
+def parse_head_rnn(spec: str) -> tuple[str, int, int]:
+    """``lstm:2x512`` -> ``("lstm", 2, 512)``: the recurrent kind, its layers and hidden size.
+
+    Raises:
+        ValueError: not ``KIND:LAYERSxHIDDEN`` with a kind of :data:`HEAD_RNNS` and both
+            numbers >= 1.
+    """
+    m = re.fullmatch(r"([a-z]+):([0-9]+)x([0-9]+)", str(spec).strip())
+    if m is None or m.group(1) not in HEAD_RNNS or int(m.group(2)) < 1 or int(m.group(3)) < 1:
+        raise ValueError(f"option head_rnn must be KIND:LAYERSxHIDDEN with KIND one of "
+                         f"{HEAD_RNNS} and both numbers >= 1, e.g. lstm:2x512 (paper 002); got "
+                         f"{spec!r}")
+    return m.group(1), int(m.group(2)), int(m.group(3))
 
 
 def option_defaults() -> dict[str, Any]:

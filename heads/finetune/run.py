@@ -28,7 +28,8 @@ from extract.ssl import FINETUNED_FILE, SSLExtractor
 from extract.untrained import MARKER as UNTRAINED_MARKER
 from heads.aux_metrics import AUX_KEY
 from heads.finetune.auxiliary import VOCAB_FILE, AuxHeads, AuxTargets, aux_metrics
-from heads.finetune.backbone import FinetuneHeads, WhisperBackbone, build_backbone, load_model
+from heads.finetune.backbone import (HEAD_SETTINGS, FinetuneHeads, WhisperBackbone, build_backbone,
+                                     build_heads, load_model)
 from heads.finetune.batches import ClipAudio
 from heads.finetune.config import (FINETUNED_DIR, MODEL_SUBDIR, FinetuneConfig, FinetuneResult,
                                    PhaseFn, ProgressFn, default_run_name, option_defaults,
@@ -151,8 +152,8 @@ def finetune(cfg: FinetuneConfig, *, on_phase: PhaseFn | None = None,
     for p in model.parameters():
         p.requires_grad_(False)
     backbone = build_backbone(model, ex, layer=layer, device=device)
-    heads = FinetuneHeads(backbone.hidden_size, [o.spec() for o in outputs],
-                          hidden=cfg.head_hidden, output=cfg.output, shared=cfg.shared_head).to(device)
+    heads = build_heads(backbone.hidden_size, [o.spec() for o in outputs],
+                        {k: getattr(cfg, k) for k in HEAD_SETTINGS}).to(device)
     weighting = build_weighting(cfg.weighting, len(outputs)).to(device)
     aux = None
     if aux_targets is not None:
@@ -238,7 +239,7 @@ def _metrics(run: Run, evaluated: dict[str, tuple[torch.Tensor, np.ndarray, list
     for split, (emb, rows, extra) in evaluated.items():
         split_rows = {"val": run.val_rows, "test": run.test_rows, "train": run.train_rows}[split]
         if split != "train":
-            preds = run.predict(emb, rows, split_rows)
+            preds = run.predict(emb, rows, split_rows, extra)
             for t in run.tasks:
                 truth = {tg.name: run.ds.truths[t.name][tg.name][split_rows] for tg in t.targets}
                 pred = {o.target.name: preds[o.name] for o in run.outputs if o.task == t.name}
@@ -281,7 +282,7 @@ def _write_predictions(run: Run, evaluated: dict[str, tuple[torch.Tensor, np.nda
         if split == "train":
             continue
         split_rows = {"val": run.val_rows, "test": run.test_rows}[split]
-        preds = run.predict(emb, rows, split_rows)
+        preds = run.predict(emb, rows, split_rows, extra)
         table: dict[str, Any] = {"clip_id": [run.ds.ids[r] for r in split_rows]}
         for o in run.outputs:
             truth = run.ds.truths[o.task][o.target.name][split_rows]
@@ -346,7 +347,8 @@ def save_run(run: Run, ex: SSLExtractor, layer: int | None, metrics: dict[str, A
     torch.save({"heads": run.heads.state_dict(), "weighting": run.weighting.state_dict(),
                 "weighting_spec": cfg.weighting, "head_hidden": cfg.head_hidden,
                 "shared_head": cfg.shared_head, "output": cfg.output,
-                "input_dim": run.backbone.hidden_size, "layer": layer, "pooling": "mean",
+                "head_rnn": cfg.head_rnn, "frame_pooling": cfg.frame_pooling,
+                "input_dim": run.backbone.hidden_size, "layer": layer, "pooling": cfg.frame_pooling,
                 "net_tasks": [o.spec() for o in run.outputs],
                 "outputs": [{"name": o.name, "task": o.task, "target": o.target.name, "loss": o.loss,
                              "lo": o.lo, "hi": o.hi, "classes": o.target.classes}
@@ -410,14 +412,14 @@ def _remove_stale_tmp(root: Path, run_name: str) -> None:
 
 def load_finetuned(run_dir: str | os.PathLike, device: str = "cpu"
                    ) -> tuple[nn.Module, FinetuneHeads, dict[str, Any]]:
-    """The backbone (eval mode) and heads of a finished run, with the heads checkpoint dict."""
+    """The backbone (eval mode) and heads of a finished run, with the heads checkpoint dict
+    (heads with ``sequence`` True, a ``head_rnn`` run's, read ``(frames, lengths)``)."""
     from transformers import AutoModel
 
     run_dir = Path(run_dir)
     model = AutoModel.from_pretrained(run_dir / MODEL_SUBDIR, local_files_only=True).eval().to(device)
     ckpt = torch.load(run_dir / "heads.pt", map_location=device, weights_only=False)
-    heads = FinetuneHeads(ckpt["input_dim"], ckpt["net_tasks"], hidden=ckpt["head_hidden"],
-                          output=ckpt["output"], shared=ckpt["shared_head"])
+    heads = build_heads(ckpt["input_dim"], ckpt["net_tasks"], ckpt)
     heads.load_state_dict(ckpt["heads"])
     return model, heads.eval().to(device), ckpt
 

@@ -14,6 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -97,11 +98,15 @@ class Run:
         if self.aux is not None and self.aux_targets is not None:
             aux, targets = self.aux, self.aux_targets
             per_batch = lambda h, frames, pooled: aux_predict(aux, targets, h, frames, pooled)
+        if self.heads.sequence:  # the task heads read the frames: their outputs per clip too
+            per_batch = sequence_predict(self.heads, per_batch)
         if not keep.any():
             return torch.zeros(0, self.backbone.model.config.hidden_size, device=self.device), good_rows, []
         was = self.aux.training if self.aux is not None else False
+        heads_were = self.heads.training
         if self.aux is not None:
             self.aux.eval()
+        self.heads.eval()
         try:
             emb, extra = self.backbone.encode(
                 [w for w in waves if w is not None],
@@ -111,6 +116,7 @@ class Run:
         finally:
             if self.aux is not None:
                 self.aux.train(was)
+            self.heads.train(heads_were)
         return emb, good_rows, extra
 
     def embed_rows(self, rows: np.ndarray, desc: str) -> tuple[torch.Tensor, np.ndarray]:
@@ -118,12 +124,18 @@ class Run:
         emb, good_rows, _ = self.encode_rows(rows, desc)
         return emb, good_rows
 
-    def predict(self, emb: torch.Tensor, rows: np.ndarray, split_rows: np.ndarray
-                ) -> dict[str, np.ndarray]:
+    def predict(self, emb: torch.Tensor, rows: np.ndarray, split_rows: np.ndarray,
+                extra: list | None = None) -> dict[str, np.ndarray]:
         """Label-space predictions for every row of ``split_rows`` from the embeddings of
-        ``rows`` (rows that failed to decode: NaN / -1)."""
+        ``rows`` (rows that failed to decode: NaN / -1); a sequence head's outputs are read
+        from ``extra``, :meth:`encode_rows`' per-clip entries (:data:`HEAD_OUTPUTS`)."""
         raw: dict[str, np.ndarray] = {}
-        if len(rows):
+        if len(rows) and self.heads.sequence:
+            if extra is None or len(extra) != len(rows):
+                raise ValueError("a sequence head's predictions come from encode_rows: pass its "
+                                 "per-clip entries as extra")
+            raw = {name: np.stack([e[HEAD_OUTPUTS][name] for e in extra]) for name, _, _ in self.heads.tasks}
+        elif len(rows):
             self.heads.eval()
             with torch.no_grad(), self.backbone.autocast():
                 raw = {k: v.float().cpu().numpy() for k, v in self.heads(emb).items()}
@@ -141,9 +153,10 @@ class Run:
             preds[o.name] = full
         return preds
 
-    def val_predict(self, emb: torch.Tensor, rows: np.ndarray) -> dict[str, np.ndarray]:
+    def val_predict(self, emb: torch.Tensor, rows: np.ndarray, extra: list | None = None
+                    ) -> dict[str, np.ndarray]:
         """Label-space predictions for every Val row (rows that failed to decode: NaN / -1)."""
-        return self.predict(emb, rows, self.val_rows)
+        return self.predict(emb, rows, self.val_rows, extra)
 
     def record(self, stage: int, epoch: int, losses: list[float], total: float,
                scores: dict[str, tuple[float, bool]], selection: float, lr: float,
@@ -175,6 +188,26 @@ class Run:
                  clips_per_s, audio_s_per_s)
 
 
+HEAD_OUTPUTS = "heads"
+"""Key of a sequence head's raw outputs ``{output name: (k,) array}`` in each clip's entry of
+:meth:`Run.encode_rows`' per-clip list (beside the auxiliary heads' ``text`` / ``code``)."""
+
+
+def sequence_predict(heads: FinetuneHeads, then: Callable[..., list[dict[str, Any]]] | None
+                     ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], list[dict[str, Any]]]:
+    """A :meth:`Backbone.encode` ``per_batch`` that runs the sequence head on an eval batch's
+    frames (float32, no autocast) and adds each clip's raw outputs under :data:`HEAD_OUTPUTS`
+    to what ``then`` (the auxiliary heads' ``per_batch``, or None) returns."""
+    def per_batch(h: torch.Tensor, frames: torch.Tensor, pooled: torch.Tensor) -> list[dict[str, Any]]:
+        out = then(h, frames, pooled) if then is not None else [{} for _ in range(h.shape[0])]
+        with torch.no_grad():
+            raw = {k: v.float().cpu().numpy() for k, v in heads(h.float(), frames).items()}
+        for i, entry in enumerate(out):
+            entry[HEAD_OUTPUTS] = {k: v[i] for k, v in raw.items()}
+        return out
+    return per_batch
+
+
 def _step(run: Run, optimizer: torch.optim.Optimizer, pred: dict[str, torch.Tensor],
           rows: torch.Tensor, epoch: int) -> tuple[torch.Tensor, float]:
     """One optimiser step on the weighted multitask loss: (per-output losses on CPU, total)."""
@@ -193,11 +226,12 @@ def state_copy(*modules: nn.Module | None) -> list[dict[str, torch.Tensor]]:
             for m in modules]
 
 
-def _val_scores(run: Run, emb: torch.Tensor, rows: np.ndarray) -> dict[str, tuple[float, bool]]:
+def _val_scores(run: Run, emb: torch.Tensor, rows: np.ndarray, extra: list | None = None
+                ) -> dict[str, tuple[float, bool]]:
     """The Val headline per task; {} without Val clips (nothing is selected then)."""
     if len(run.val_rows) == 0:
         return {}
-    return val_scores(run.outputs, run.tasks, run.ds, run.val_rows, run.val_predict(emb, rows))
+    return val_scores(run.outputs, run.tasks, run.ds, run.val_rows, run.val_predict(emb, rows, extra))
 
 
 def run_stage1(run: Run, t0: float) -> dict[str, Any]:
@@ -289,8 +323,11 @@ def accumulate(run: Run, micro: list[Micro], epoch: int) -> StepLog:
     for m, w in zip(micro, weights):
         h, frames = run.backbone.frames(m.waves)  # (B, T, H), (B,)
         pooled = masked_mean(h, length_mask(frames, h.shape[1]))  # (B, H)
-        with run.backbone.autocast():
-            pred = run.heads(pooled)
+        if run.heads.sequence:  # float32 LSTM on the clips' true frames
+            pred = run.heads(h, frames)
+        else:
+            with run.backbone.autocast():
+                pred = run.heads(pooled)
         pred = {k: v.float() for k, v in pred.items()}
         rows_dev = torch.as_tensor(m.rows, device=run.device)
         losses = output_losses(run.outputs, pred, run.labels, rows_dev, run.class_weights,
@@ -329,6 +366,15 @@ def _prepare(run: Run, b: np.ndarray, decoded: list, rng: np.random.Generator, m
     return Micro(waves, rows, whole)
 
 
+def make_optimizer(cfg: FinetuneConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """Stage 2's optimiser of ``cfg.optimizer`` at ``cfg.lr`` with ``cfg.weight_decay`` (a group
+    may set its own): ``adamw`` torch.optim.AdamW (decoupled decay), ``adam`` torch.optim.Adam
+    (the decay an L2 term in the gradient, as paper 002's PyTorch "Adam optimizer with the
+    weight decay coefficient")."""
+    kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.optimizer]
+    return kind(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def stage2_schedule(cfg: FinetuneConfig, n_train: int) -> tuple[int, int, int]:
     """(optimiser steps per epoch, total steps, warm-up steps) of stage 2 on ``n_train`` clips."""
     per_epoch = steps_per_epoch(math.ceil(n_train / cfg.batch_size), cfg.grad_accum)
@@ -347,8 +393,7 @@ def run_stage2(run: Run, t0: float) -> dict[str, Any]:
     head_params = list(run.heads.parameters()) + (list(run.aux.parameters()) if run.aux is not None else [])
     groups = [{"params": backbone_params + head_params},
               {"params": list(run.weighting.parameters()), "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(cfg, [g for g in groups if g["params"]])
     rng = np.random.default_rng(cfg.seed + 1)
     torch.manual_seed(cfg.seed + 1)
     np.random.seed(cfg.seed + 1)  # transformers' SpecAugment draws its masks from numpy's global RNG
@@ -398,7 +443,7 @@ def run_stage2(run: Run, t0: float) -> dict[str, Any]:
         run.weighting.end_epoch(epoch_losses)
         el = time.perf_counter() - t_ep
         emb_va, rows_va, extra_va = run.encode_rows(run.val_rows, f"stage 2 epoch {epoch + 1}: Val")
-        scores = _val_scores(run, emb_va, rows_va)
+        scores = _val_scores(run, emb_va, rows_va, extra_va)
         selection = selection_score(scores)
         aux_curve = _aux_curve(run, steps, ctc_sum, adv_sum, hits, scored, rows_va, extra_va)
         run.record(2, epoch, epoch_losses, total_sum / max(steps, 1), scores, selection,
