@@ -48,6 +48,15 @@ class FieldSpec:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
+FINETUNED_FILE = "finetuned.json"
+"""Written by ``heads/finetune`` beside a fine-tuned backbone: its readable ``name``, base
+model, run and tasks. Read by :mod:`extract.ssl.checkpoint` for the set's name and provenance
+only (not its identity: the weights' hash already tells fine-tuned weights apart). Here, not in
+:mod:`extract.ssl`, so that the fine-tune stage's settings are checked without torch."""
+WHISPER_INPUTS = ("padded", "trimmed")
+"""``ExtractOptions.whisper_input``: padded = the model's own 30 s window (default)."""
+
+
 @dataclass(frozen=True)
 class ExtractOptions:
     """Command-line options an extractor may use; each extractor reads the ones it needs.

@@ -31,6 +31,14 @@ SPLITS = ("Train", "Val", "Test")
 ADVERSARY_MODES = ("reverse", "forward")
 """Seed 004's speaker head: ``reverse`` behind gradient reversal (speaker normalisation) or
 ``forward`` without it (the paper's "Forward" ablation, Table III)."""
+BETA_AT = ("loss", "grl")
+"""Where ``beta`` scales: the loss (the paper's Eq.) or the reversal layer (Ganin's lambda)."""
+DECAYS = ("cosine", "linear", "constant")
+"""Fine-tuning stage 2: what follows the warm-up (:mod:`heads.finetune.schedule`)."""
+WEIGHTING_NAMES = ("druw", "dwa", "equal", "exvo", "fixed", "rruw", "ruw", "uw")
+"""The multitask weightings by name: :func:`heads.training.weighting.register_weighting`
+registers a class under each of these and refuses any other name, so settings are checked here
+without torch."""
 SPEAKER_COLUMN = "speaker"
 """``--adversary speaker:BETA``: the corpus's group column (the speaker of each clip)."""
 
@@ -234,6 +242,17 @@ def parse_adversary(spec: str) -> tuple[str, float]:
         raise ValueError(f"option adversary must be COLUMN:BETA with BETA a number >= 0, e.g. "
                          f"speaker:0.1 (seed 004: beta 0, 0.1 or 1); got {spec!r}")
     return column, value
+
+
+def parse_weighting(spec: str) -> tuple[str, str]:
+    """Split a weighting spec ``'name:arg'`` into ``(name, arg)``; ``arg`` is ``''`` when absent.
+
+    Example:
+        >>> parse_weighting(" DWA : T=5 ")
+        ('dwa', 'T=5')
+    """
+    name, _, arg = spec.strip().partition(":")
+    return name.strip().lower(), arg.strip()
 
 
 def parse_loss_spec(spec: str) -> tuple[str, dict[str, str]]:

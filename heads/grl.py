@@ -26,9 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from heads.config import ADVERSARY_MODES  # reverse: gradient reversal; forward: the ablation
-
-BETA_AT = ("loss", "grl")
-"""Where ``beta`` scales: the loss (the paper's Eq.) or the reversal layer (Ganin's lambda)."""
+from heads.config import BETA_AT  # where beta scales: the loss or the reversal layer
 
 IGNORE_INDEX = -1
 """Speaker target of a clip without a speaker label (skipped by the loss)."""

@@ -22,12 +22,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from extract.base import FINETUNED_FILE  # the one name of a fine-tuned folder's record
 from extract.base import SAMPLE_RATE, ExtractorUnavailable
-
-FINETUNED_FILE = "finetuned.json"
-"""Written by ``heads/finetune`` beside a fine-tuned backbone: its readable ``name``, base
-model, run and tasks. Read here for the set's name and provenance only (not its identity: the
-weights' hash already tells fine-tuned weights apart)."""
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")

@@ -10,6 +10,7 @@ import numpy as np
 
 from extract.devices import DEVICES  # the one tuple of device names, re-exported here
 
+from extract.base import WHISPER_INPUTS  # the one tuple of Whisper inputs, re-exported here
 from extract.base import ExtractOptions
 from extract.pooling import validate_poolings
 
@@ -38,8 +39,6 @@ STRATEGY_BATCHED = "batched-frontend+masked-encoder"
 STRATEGY_SPLIT = "per-clip-frontend+masked-encoder"
 STRATEGY_FORWARD = "per-clip-forward"
 STRATEGIES = (STRATEGY_BATCHED, STRATEGY_SPLIT, STRATEGY_FORWARD)
-WHISPER_INPUTS = ("padded", "trimmed")
-"""``ExtractOptions.whisper_input``: padded = the model's own 30 s window (default)."""
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 

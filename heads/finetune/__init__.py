@@ -63,13 +63,44 @@ pooled state, the task heads), ``auxiliary`` (CTC and adversary heads, their tar
 ``stages`` (stage 1 and stage 2), ``run`` (:func:`finetune`, the folder, :func:`store_embeddings`),
 ``crossval`` (one run per fold, the summary).
 """
-from heads.finetune.backbone import FinetuneHeads
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from heads.finetune.config import (FINETUNED_DIR, MODEL_SUBDIR, FinetuneConfig, FinetuneResult,
                                    default_run_name, model_basename, readable_name)
-from heads.finetune.crossval import FinetuneCrossValidation, finetune_cross_validation
-from heads.finetune.run import finetune, load_finetuned, store_embeddings
+
+# The torch-bound members, imported when first asked for: validating a FinetuneConfig (a
+# recipe listing, ``recipes --fidelity``) needs no torch.
+_LAZY = {
+    "FinetuneHeads": "heads.finetune.backbone",
+    "FinetuneCrossValidation": "heads.finetune.crossval",
+    "finetune_cross_validation": "heads.finetune.crossval",
+    "finetune": "heads.finetune.run",
+    "load_finetuned": "heads.finetune.run",
+    "store_embeddings": "heads.finetune.run",
+}
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from heads.finetune.backbone import FinetuneHeads
+    from heads.finetune.crossval import FinetuneCrossValidation, finetune_cross_validation
+    from heads.finetune.run import finetune, load_finetuned, store_embeddings
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "FinetuneHeads", "finetune", "store_embeddings",
            "FinetuneCrossValidation", "finetune_cross_validation",
            "load_finetuned", "default_run_name", "model_basename", "readable_name",
            "FINETUNED_DIR", "MODEL_SUBDIR"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'heads.finetune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

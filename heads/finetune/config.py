@@ -12,15 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from data.tasks import parse_tasks
-from extract.ssl import FINETUNED_FILE
-from extract.ssl.config import WHISPER_INPUTS
-from heads.nets import OUTPUT_MODES
+from extract.base import FINETUNED_FILE, WHISPER_INPUTS
 from extract.devices import DEVICES
-from heads.config import TrainOptions, parse_adversary
-from heads.finetune.schedule import DECAYS
-from heads.grl import ADVERSARY_MODES, BETA_AT
-from heads.training.weighting import WEIGHTINGS
-from heads.training.weighting import parse_spec as parse_weighting
+from heads.config import (ADVERSARY_MODES, BETA_AT, DECAYS, OUTPUT_MODES, WEIGHTING_NAMES,
+                          TrainOptions, parse_adversary, parse_weighting)
 
 FINETUNED_DIR = "finetuned"
 """WORKDIR/finetuned/<run>/ holds one fine-tuning run."""
@@ -224,8 +219,8 @@ class FinetuneConfig:
                         f"{value!r} (give {flag})")
         TrainOptions.from_dict({"loss": self.loss})  # names the bad loss
         name, _ = parse_weighting(self.weighting)
-        if name not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {self.weighting!r}; valid: {', '.join(sorted(WEIGHTINGS))}")
+        if name not in WEIGHTING_NAMES:
+            raise ValueError(f"unknown weighting {self.weighting!r}; valid: {', '.join(sorted(WEIGHTING_NAMES))}")
 
     def settings(self) -> dict[str, Any]:
         """The fields that determine the trained model (a rerun with equal ones reuses it)."""

@@ -27,10 +27,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from heads.config import DECAYS  # what follows the warm-up (module docstring)
 from heads.training.loop import lr_factor
-
-DECAYS = ("cosine", "linear", "constant")
-"""What follows the warm-up (module docstring)."""
 
 
 def steps_per_epoch(micro_batches: int, grad_accum: int) -> int:

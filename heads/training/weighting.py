@@ -32,6 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from heads.config import WEIGHTING_NAMES
+from heads.config import parse_weighting as parse_spec  # the spec's name and argument
+
 WEIGHTINGS: dict[str, type["Weighting"]] = {}
 """Weighting name -> class; :func:`build_weighting` makes instances from spec strings."""
 
@@ -40,8 +43,12 @@ def register_weighting(cls: type["Weighting"]) -> type["Weighting"]:
     """Class decorator: put a weighting into :data:`WEIGHTINGS` under its ``name``.
 
     Raises:
-        ValueError: the name is registered already.
+        ValueError: the name is registered already, or is not one of
+            :data:`heads.config.WEIGHTING_NAMES` (add it there: settings are checked against it).
     """
+    if cls.name not in WEIGHTING_NAMES:
+        raise ValueError(f"weighting name {cls.name!r} is not in heads.config.WEIGHTING_NAMES; "
+                         f"add it there")
     if cls.name in WEIGHTINGS:
         raise ValueError(f"weighting name {cls.name!r} is registered twice")
     WEIGHTINGS[cls.name] = cls
@@ -539,12 +546,6 @@ class DynamicRestrainedUncertaintyWeighting(Weighting):
     def end_epoch(self, epoch_losses: list[float]) -> None:
         """Append the epoch's mean loss per task to the DWA history."""
         self.dwa.end_epoch(epoch_losses)
-
-
-def parse_spec(spec: str) -> tuple[str, str]:
-    """Split ``'name:arg'`` into ``(name, arg)``; ``arg`` is ``''`` when absent."""
-    name, _, arg = spec.strip().partition(":")
-    return name.strip().lower(), arg.strip()
 
 
 def build_weighting(spec: str, num_tasks: int) -> Weighting:

@@ -54,16 +54,25 @@ def test_unknown_command_lists_every_choice(capsys):
 
 @pytest.mark.parametrize("argv", [["list", "--json"], ["verify"], ["report"],
                                   ["recipes", "slabcnu-lstm"],
-                                  ["recipes", "--fidelity", "slabcnu-lstm"]])
+                                  ["recipes", "--fidelity", "slabcnu-lstm"],
+                                  ["recipes"], ["recipes", "--fidelity"],
+                                  ["recipes", "ser-mtl"], ["recipes", "--fidelity", "ser-mtl"]])
 def test_light_commands_do_not_import_torch(tmp_path, argv):
+    listing = argv[0] == "recipes" and argv[-1] in ("recipes", "--fidelity")  # no NAME, no workdir
+    args = argv if listing else argv + ["--workdir", str(tmp_path)]
     code = ("import sys, json\nfrom cli.main import main\n"
-            f"rc = main({argv + ['--workdir', str(tmp_path)]!r})\n"
+            f"rc = main({args!r})\n"
             "print(json.dumps({'rc': rc, 'torch': 'torch' in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
     last = json.loads(out.stdout.strip().splitlines()[-1])
     assert last["torch"] is False, out.stderr[-2000:]
-    if argv[0] == "recipes":  # a train-stage recipe, its head checked by heads.catalog
-        assert last["rc"] == 0 and "slabcnu-lstm" in out.stdout, out.stderr[-2000:]
+    if argv[0] == "recipes":
+        assert last["rc"] == 0, out.stderr[-2000:]
+    if argv[-1] == "slabcnu-lstm":  # a train-stage recipe, its head checked by heads.catalog
+        assert "slabcnu-lstm" in out.stdout, out.stderr[-2000:]
         if "--fidelity" not in argv:  # a sequence head: its extract command stores frames
             assert "--frames-layers 12" in out.stdout
+    if argv[0] == "recipes" and argv[-1] != "slabcnu-lstm":
+        # every recipe, or one of the fine-tune stage: FinetuneConfig.check() ran without torch
+        assert "ser-mtl" in out.stdout, out.stderr[-2000:]

@@ -6,15 +6,18 @@ import math
 import pytest
 import torch
 
+from heads.config import WEIGHTING_NAMES
 from heads.training.weighting import (
     WEIGHTINGS,
     DynamicRestrainedUncertaintyWeighting,
     DynamicWeightAverage,
+    EqualWeighting,
     RestrainedRevisedUncertaintyWeighting,
     RevisedUncertaintyWeighting,
     UncertaintyWeighting,
     Weighting,
     build_weighting,
+    register_weighting,
 )
 
 
@@ -62,6 +65,20 @@ def test_unknown_name_lists_the_registry() -> None:
         build_weighting("gradnorm", 2)
     for name in WEIGHTINGS:
         assert name in str(err.value)
+
+
+def test_registry_matches_the_names_settings_are_checked_against() -> None:
+    # heads.config.WEIGHTING_NAMES lets FinetuneConfig.check() name a bad weighting without torch
+    assert sorted(WEIGHTINGS) == sorted(WEIGHTING_NAMES)
+
+
+def test_a_name_outside_weighting_names_is_refused() -> None:
+    class Unlisted(EqualWeighting):
+        name = "gradnorm"
+
+    with pytest.raises(ValueError, match="WEIGHTING_NAMES"):
+        register_weighting(Unlisted)
+    assert "gradnorm" not in WEIGHTINGS
 
 
 def test_unknown_or_bad_option() -> None:
