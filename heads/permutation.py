@@ -1,6 +1,9 @@
 """The task-relationship permutation study of seed 001 (Belanich et al., sec. 3.3): do auxiliary
 labels help, and is it their information or just extra inputs?
 
+One concept, at length: the permutation study — its auxiliary labels and their manipulations,
+the per-trial fits of its head (on vectors or on frames) and the t-tests between conditions.
+
 Auxiliary labels of each clip (country as a one-hot block, age standardised on Train) are
 concatenated to the features of one SSL layer, and a head predicts the task (e.g. the 10
 emotions). Conditions::
@@ -36,7 +39,8 @@ Student form with a pooled variance by default, as the paper's "two-sample t-tes
 unequal-variance form with ``welch=True``; Cohen's d (pooled standard deviation) beside them.
 
 Missing auxiliary values: no country -> an all-zero block, no age -> the Train mean; they
-stay missing under every condition. The features are standardised on Train (the torch heads
+stay missing under every condition. A sequence head leaves a Train clip without stored frames
+out of training; a Val / Test clip without frames is fed one Train-mean frame (no labels). The features are standardised on Train (the torch heads
 standardise their whole input on Train again); the one-hot block is left as 0/1. Ridge's
 alpha is chosen on Val per condition and trial (the ``ridge`` head's grid).
 

@@ -180,3 +180,18 @@ def test_the_study_trains_the_head_of_every_conformer_recipe():
     conformer = [r for r in list_recipes() if r.name.startswith("conformer-")]
     assert len(conformer) == 10
     assert {r.head for r in conformer} == set(study_heads()[1])
+
+
+def test_layer_picks_the_frames_a_conformer_recipe_reads(workdir, capsys):
+    """--layer N swaps the recipe's frames_l12 for frames_l<N>; frames not stored: a clear error."""
+    from cli import cmd_permutation
+    from cli.common import UsageError
+
+    wd, _ = workdir
+    parser = argparse.ArgumentParser()
+    cmd_permutation.add_parser(parser.add_subparsers())
+    with pytest.raises(UsageError, match="frames_l7"):
+        cmd_permutation.run(parser.parse_args([
+            "permutation", "--workdir", str(wd), "--features", FRAMES_KEY, "--trials", "2",
+            "--recipe", "conformer-mean3", "--layer", "7"]))
+    assert "frames_field frames_l12 -> frames_l7" in capsys.readouterr().out
