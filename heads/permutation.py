@@ -24,9 +24,9 @@ deterministic fit gets its trial-to-trial variation from a bootstrap resample of
 same resample serves every condition of a trial). A vector head (``ridge``, ``mlp-avb``,
 ``mlp-mtl``) reads the layer's pooled vector with the auxiliary block concatenated. A sequence
 head (:data:`CONFORMER_HEADS`: ``mean3``, ``autopool``, ``fc128``, ``lstm128``, ``netvlad``,
-the paper's Conformer heads, e.g. ``--recipe conformer-mean3``) reads the stored frames (the recipe's
-``frames_field``, else ``frames_l<layer>``) with the auxiliary block appended to every frame
-(:class:`heads.sequences.SequencesWithClipVectors`): "the country and age variables
+the paper's Conformer heads, e.g. ``--recipe conformer-mean3``) reads the stored frames (the
+recipe's ``frames_field``, else ``frames_l<layer>``) with the auxiliary block appended to every
+frame (:class:`heads.sequences.SequencesWithClipVectors`): "the country and age variables
 concatenated to the input Conformer features"; the head's windows and pooling see it on every
 frame. Each trial draws fresh shuffles / wrong labels; the Val score of every condition is
 recorded.
@@ -40,9 +40,11 @@ unequal-variance form with ``welch=True``; Cohen's d (pooled standard deviation)
 
 Missing auxiliary values: no country -> an all-zero block, no age -> the Train mean; they
 stay missing under every condition. A sequence head leaves a Train clip without stored frames
-out of training; a Val / Test clip without frames is fed one Train-mean frame (no labels). The features are standardised on Train (the torch heads
-standardise their whole input on Train again); the one-hot block is left as 0/1. Ridge's
-alpha is chosen on Val per condition and trial (the ``ridge`` head's grid).
+out of training; a Val / Test clip without frames is fed one Train-mean frame (no labels).
+The features are standardised on Train (the torch heads standardise their whole input on Train
+again; a sequence head over every Train frame, the appended labels included); the one-hot
+block is left as 0/1. Ridge's alpha is chosen on Val per condition and trial (the ``ridge``
+head's grid).
 
 Writes ``WORKDIR/permutation/<name>/permutation.json``, ``scores.csv`` (trial, condition,
 score) and ``tests.csv``.
