@@ -15,10 +15,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "deliberately wrong auxiliary labels, --trials times each (Belanich et al.: "
                     "country and age shuffled across the Train clips with an independent "
                     "permutation each, or a wrong country and age for every Train clip; Val "
-                    "unaltered). The head: --recipe NAME (its torch vector head and training "
-                    "options, trained anew per trial with the trial's seed) or --head; ridge "
-                    "(the default, the fast option) gets its trial-to-trial variation from a "
-                    "bootstrap resample of Train. Conditions are compared with Student "
+                    "unaltered). The head: --recipe NAME (its torch head and training options, "
+                    "trained anew per trial with seed --seed + trial) or --head. A sequence "
+                    "head (--recipe conformer-mean3 and the other conformer-* recipes: the "
+                    "paper's Conformer heads) reads the stored frames (the recipe's "
+                    "frames_field, or frames_l<--layer>) with the auxiliary labels appended to "
+                    "every frame, as the paper's 'concatenated to the input Conformer "
+                    "features'; a vector head reads the pooled vector plus the labels. ridge "
+                    "(the default) is the fast option, not the paper's model: a closed-form "
+                    "fit whose trial-to-trial variation comes from a bootstrap resample of "
+                    "Train. Conditions are compared with Student "
                     "two-sample t-tests (scipy.stats.ttest_ind, equal_var=True; --welch: "
                     "Welch's). Writes WORKDIR/permutation/<name>/permutation.json, scores.csv, "
                     "tests.csv and permutation.png (score densities). Cached features only.")
@@ -26,8 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--features", required=True, metavar="SPEC|KEY", help="an ssl: feature set")
     p.add_argument("--task", default="avb-high",
                    help="task predicted (default avb-high); must not be country or age itself")
-    p.add_argument("--layer", type=int, help="SSL layer (default: the last stored)")
-    p.add_argument("--pooling", default="mean", help="SSL pooling (default: mean)")
+    p.add_argument("--layer", type=int, help="SSL layer (default: the last stored; a sequence "
+                                             "head reads frames_l<LAYER>)")
+    p.add_argument("--pooling", default="mean",
+                   help="SSL pooling of a vector head's input (default: mean; a sequence head "
+                        "pools the frames itself)")
     p.add_argument("--aux", default="country,age", help="auxiliary labels (default: country,age)")
     p.add_argument("--conditions", default="none,true,shuffled,wrong",
                    help="conditions (default: none,true,shuffled,wrong)")
@@ -37,9 +46,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "Train is manipulated, as the paper) or the condition's (same)")
     p.add_argument("--recipe", metavar="NAME",
                    help="train this recipe's head with its [train] options in every trial (a "
-                        "torch head on vectors, e.g. exvo-baseline-egemaps)")
-    p.add_argument("--head", help="the head: ridge (default without --recipe: fast, bootstrap "
-                                  "trials) or a torch vector head (mlp-avb, mlp-mtl)")
+                        "torch head on frame sequences, e.g. conformer-mean3, the paper's model "
+                        "on the wav2vec2-base stand-in, or on vectors, e.g. exvo-baseline-egemaps)")
+    p.add_argument("--head", help="the head: ridge (default without --recipe: the fast option, "
+                                  "bootstrap trials, not the paper's model), a torch vector head "
+                                  "(mlp-avb, mlp-mtl) or one of the paper's Conformer sequence "
+                                  "heads (mean3, autopool, fc128, lstm128, netvlad)")
     p.add_argument("--epochs", type=int, help="torch head: epochs per trial (overrides the recipe)")
     p.add_argument("--welch", action="store_true",
                    help="Welch's unequal-variance t-test instead of Student's (the paper's)")
@@ -74,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
         head = args.head or recipe.head
         use = recipe.reuse(args.task)  # what of the recipe applies to the study's task
         options = dict(use.options)
+        frames = str(options.get("frames_field") or "")
+        if args.layer is not None and frames.startswith("frames_l") and frames != f"frames_l{args.layer}":
+            say(f"recipe {recipe.name}: frames_field {frames} -> frames_l{args.layer} (--layer)")
+            options["frames_field"] = f"frames_l{args.layer}"
         for line in use.dropped:
             if not line.startswith(("published numbers", "run name")):
                 say(f"recipe {recipe.name}: no longer applies: {line}")
@@ -95,10 +111,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
     s = result.summary
     plot = plot_permutation_density(s, result.study_dir / "permutation.png")
-    say(f"{s['task']} from {s['feature_set']['name']} layer {s['layer']} ({s['pooling']}) + "
-        f"{', '.join(s['aux'])}; {s['trials']} trials per condition; Val {s['metric']}:")
+    say(f"{s['task']} from {s['feature_set']['name']}: {s['input']} ({', '.join(s['aux'])}); "
+        f"{s['trials']} trials per condition; Val {s['metric']}:")
     for c, st in s["stats"].items():
         say(f"  {c:<9} {st['mean']:.4f} ± {st['std']:.4f}  (min {st['min']:.4f}, max {st['max']:.4f})")
+    say(f"head: {s['head_text']}")
     say(f"{'Welch' if args.welch else 'Student'} two-sample t-tests (two-sided), head {s['head']}:")
     for t in s["tests"]:
         say(f"  {t['a']:>8} vs {t['b']:<8} diff {t['diff']:+.4f}  t = {_f(t['t'], 2)}  "

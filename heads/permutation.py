@@ -1,6 +1,9 @@
 """The task-relationship permutation study of seed 001 (Belanich et al., sec. 3.3): do auxiliary
 labels help, and is it their information or just extra inputs?
 
+One concept, at length: the permutation study — its auxiliary labels and their manipulations,
+the per-trial fits of its head (on vectors or on frames) and the t-tests between conditions.
+
 Auxiliary labels of each clip (country as a one-hot block, age standardised on Train) are
 concatenated to the features of one SSL layer, and a head predicts the task (e.g. the 10
 emotions). Conditions::
@@ -14,12 +17,19 @@ emotions). Conditions::
               gets a country other than its own (uniformly among the others) and its age moved
               by 10 to 25 years up or down (random sign)
 
-The model (``head``): a torch vector head (``mlp-avb``, ``mlp-mtl``; ``permutation --recipe
-NAME`` takes a recipe's head and training options) trained anew in every trial with the
-trial's seed, as the paper retrains its model 50 times; or ``ridge``, the fast option, whose
+The model (``head``): a torch head trained anew in every trial with the trial's seed, as the
+paper retrains its model 50 times (``permutation --recipe NAME`` takes a recipe's head and
+training options); or ``ridge``, the fast option and not the paper's model, whose
 deterministic fit gets its trial-to-trial variation from a bootstrap resample of Train (the
-same resample serves every condition of a trial). Each trial draws fresh shuffles / wrong
-labels; the Val score of every condition is recorded.
+same resample serves every condition of a trial). A vector head (``ridge``, ``mlp-avb``,
+``mlp-mtl``) reads the layer's pooled vector with the auxiliary block concatenated. A sequence
+head (:data:`CONFORMER_HEADS`: ``mean3``, ``autopool``, ``fc128``, ``lstm128``, ``netvlad``,
+the paper's Conformer heads, e.g. ``--recipe conformer-mean3``) reads the stored frames (the
+recipe's ``frames_field``, else ``frames_l<layer>``) with the auxiliary block appended to every
+frame (:class:`heads.sequences.SequencesWithClipVectors`): "the country and age variables
+concatenated to the input Conformer features"; the head's windows and pooling see it on every
+frame. Each trial draws fresh shuffles / wrong labels; the Val score of every condition is
+recorded.
 
 Val and Test are left unaltered by default (``eval_aux="true"``: "scores from the unaltered
 validation set"); ``eval_aux="same"`` manipulates them as well (shuffled within each split).
@@ -29,9 +39,12 @@ Student form with a pooled variance by default, as the paper's "two-sample t-tes
 unequal-variance form with ``welch=True``; Cohen's d (pooled standard deviation) beside them.
 
 Missing auxiliary values: no country -> an all-zero block, no age -> the Train mean; they
-stay missing under every condition. The features are standardised on Train (the torch heads
-standardise their whole input on Train again); the one-hot block is left as 0/1. Ridge's
-alpha is chosen on Val per condition and trial (the ``ridge`` head's grid).
+stay missing under every condition. A sequence head leaves a Train clip without stored frames
+out of training; a Val / Test clip without frames is fed one Train-mean frame (no labels).
+The features are standardised on Train (the torch heads standardise their whole input on Train
+again; a sequence head over every Train frame, the appended labels included); the one-hot
+block is left as 0/1. Ridge's alpha is chosen on Val per condition and trial (the ``ridge``
+head's grid).
 
 Writes ``WORKDIR/permutation/<name>/permutation.json``, ``scores.csv`` (trial, condition,
 score) and ``tests.csv``.
@@ -62,6 +75,7 @@ from heads.probe import ProbeData, fit_ridge_task, load_probe_data, standardise
 from heads.rundir import read_results
 from heads.rundir import write_text as write_text_atomic
 from heads.scoring import HEADLINE_TEXT, score_task
+from heads.sequences import SequenceSet, SequencesWithClipVectors, choose_frames_field, load_sequences
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +108,8 @@ class PermutationConfig:
         alphas: ridge grid.
         name: folder name under permutation/ (default: settings + time).
         n_jobs: BLAS threads.
-        head: ``ridge`` (the fast option) or a torch vector head trained per trial.
+        head: ``ridge`` (the fast option) or a torch head (vectors, or frame sequences with
+            the auxiliary block on every frame) trained per trial.
         head_options: the torch head's training options (:class:`heads.config.TrainOptions`).
         recipe: the recipe the head and its options came from (recorded only).
         welch: Welch's unequal-variance t-test instead of Student's (the paper's).
@@ -291,12 +306,49 @@ def _check(cfg: PermutationConfig) -> None:
     if cfg.eval_aux not in ("same", "true"):
         raise ValueError(f"eval_aux must be 'same' or 'true', got {cfg.eval_aux!r}")
     if cfg.head != "ridge":
-        from heads.registry import HEADS, head_names
-
-        torch_vector = sorted(n for n in head_names("torch") if HEADS[n].input_kind == "vector")
-        if cfg.head not in torch_vector:
+        torch_vector, torch_sequence = study_heads()
+        if cfg.head not in torch_vector + torch_sequence:
             raise ValueError(f"the study's head must be ridge (the fast option) or a torch head "
-                             f"on vectors ({', '.join(torch_vector)}); got {cfg.head!r}")
+                             f"on vectors ({', '.join(torch_vector)}) or on frame sequences "
+                             f"({', '.join(torch_sequence)}); got {cfg.head!r}")
+
+
+CONFORMER_HEADS = ("autopool", "fc128", "lstm128", "mean3", "netvlad")
+"""The sequence heads the study trains: the paper's Conformer heads (Table 1; the heads of the
+``conformer-*`` recipes), which read SSL frames. Other sequence heads (the spectrogram CNNs, the
+``lstm`` of another paper) are not the study's: labels appended to log-mel bins are no
+"concatenation to the input Conformer features"."""
+
+
+def study_heads() -> tuple[list[str], list[str]]:
+    """The torch heads the study can train: (on vectors, on frame sequences)."""
+    from heads.registry import HEADS, head_names
+
+    torch = head_names("torch")
+    return (sorted(n for n in torch if HEADS[n].input_kind == "vector"),
+            sorted(n for n in torch if HEADS[n].input_kind == "sequence" and n in CONFORMER_HEADS))
+
+
+def is_sequence_head(head: str) -> bool:
+    """Whether the study's ``head`` reads frame sequences (the auxiliary block on every frame)."""
+    return head != "ridge" and head in study_heads()[1]
+
+
+HEAD_TEXT_RIDGE = ("ridge, the fast option (a closed-form ridge regression on the pooled "
+                   "vector, bootstrap trials), not the paper's model")
+"""How a ridge study names its head (permutation.json ``head_text``, the report)."""
+
+
+def head_text(cfg: PermutationConfig, frames_field: str | None) -> str:
+    """One line saying which head ran and on what."""
+    if cfg.head == "ridge":
+        return HEAD_TEXT_RIDGE
+    recipe = f"recipe {cfg.recipe}'s " if cfg.recipe else ""
+    if frames_field is not None:
+        return (f"{recipe}{cfg.head} (a torch sequence head) on the stored {frames_field} frames "
+                "with the auxiliary labels appended to every frame, trained anew per trial")
+    return (f"{recipe}{cfg.head} (a torch head on the pooled vector plus the auxiliary labels), "
+            "trained anew per trial")
 
 
 def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str], None] | None = None
@@ -314,8 +366,20 @@ def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str
     t0 = time.perf_counter()
     _check(cfg)
     store = FeatureStore(cfg.workdir)
-    header = find_set(store, cfg.features, request_checks(None, cfg.layer, cfg.pooling))
-    field, index, layer = resolve_field(header, None, cfg.layer, cfg.pooling)
+    sequence = is_sequence_head(cfg.head)
+    frames_field: str | None = None
+    if sequence:
+        from heads.config import TrainOptions
+
+        opts = TrainOptions.from_dict(cfg.head_options)
+        header = find_set(store, cfg.features,
+                          lambda h: choose_frames_field([h], opts.frames_field, cfg.layer))
+        _, frames_field = choose_frames_field([header], opts.frames_field, cfg.layer)
+        field, index = frames_field, None
+        layer = header.fields[frames_field].attrs.get("layer", cfg.layer)
+    else:
+        header = find_set(store, cfg.features, request_checks(None, cfg.layer, cfg.pooling))
+        field, index, layer = resolve_field(header, None, cfg.layer, cfg.pooling)
     tasks = parse_tasks(cfg.task)
     if len(tasks) != 1:
         raise ValueError(f"the study predicts one task, got {[t.name for t in tasks]}")
@@ -332,9 +396,15 @@ def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str
     if aux.age is not None:
         age_mean = float(np.nanmean(aux.age[tr]))
         age_std = float(np.nanstd(aux.age[tr])) or 1.0
-    X, _ = store.read(header.key, field, data.ids, index=index)
-    Xs, bad = standardise(X, tr)
-    del X
+    seqs: SequenceSet | None = None
+    if sequence:  # frames standardised per batch by the head (aux columns included)
+        seqs, present, _ = load_sequences(store, [header.key], data.ids, frames_field=frames_field,
+                                          max_memory_gb=opts.max_memory_gb)
+        Xs, bad = np.zeros((len(data.ids), 0), np.float32), ~present
+    else:
+        X, _ = store.read(header.key, field, data.ids, index=index)
+        Xs, bad = standardise(X, tr)
+        del X
     name = cfg.name or _default_name(cfg, header.name, layer)
     study_dir = Path(cfg.workdir) / PERMUTATION_DIR / name
     study_dir.mkdir(parents=True, exist_ok=True)
@@ -353,13 +423,22 @@ def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str
                 counts[tr] = 1.0
             counts[bad] = 0.0
             for cond in cfg.conditions:
-                Xc = _inputs(cond, Xs, aux, true_block, data, rng, age_mean, age_std, cfg.eval_aux)
-                if cfg.head == "ridge":
-                    preds, chosen = fit_ridge_task(Xc, data, counts, cfg.alphas)
-                    alphas[cond].append(next(iter(chosen.values())))
+                out_dir = Path(scratch) / f"{trial}-{cond}"
+                if seqs is not None:  # the trial's auxiliary block on every frame
+                    block = aux_block(cond, aux, true_block, data, rng, age_mean, age_std,
+                                      cfg.eval_aux)
+                    preds = _fit_torch_head(
+                        cfg, Xs, data, counts > 0, cfg.seed + trial, out_dir,
+                        seqs if block is None else SequencesWithClipVectors(seqs, block))
                 else:
-                    preds = _fit_torch_head(cfg, Xc, data, counts > 0, cfg.seed + trial,
-                                            Path(scratch) / f"{trial}-{cond}")
+                    Xc = _inputs(cond, Xs, aux, true_block, data, rng, age_mean, age_std,
+                                 cfg.eval_aux)
+                    if cfg.head == "ridge":
+                        preds, chosen = fit_ridge_task(Xc, data, counts, cfg.alphas)
+                        alphas[cond].append(next(iter(chosen.values())))
+                    else:
+                        preds = _fit_torch_head(cfg, Xc, data, counts > 0, cfg.seed + trial,
+                                                out_dir)
                 s = score_task(task, {k: v[va] for k, v in data.truths.items()},
                                {k: v[va] for k, v in preds.items()})["score"]
                 scores[cond].append(float(s))
@@ -367,24 +446,36 @@ def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str
                     progress(trial * len(cfg.conditions) + cfg.conditions.index(cond) + 1, total,
                              f"trial {trial} {cond}")
     tests = compare_conditions(scores, equal_var=not cfg.welch)
+    k = int(true_block.shape[1])
+    if seqs is not None:
+        base, dim = "every frame", int(seqs.dim)
+        input_text = (f"the {frames_field} frames ({dim}-d) of layer {layer}, each with the "
+                      f"{k}-d auxiliary block appended ({dim + k}-d per frame)")
+    else:
+        base, dim = "features", int(Xs.shape[1])
+        input_text = (f"layer {layer}'s {cfg.pooling}-pooled vector ({dim}-d) with the {k}-d "
+                      f"auxiliary block concatenated ({dim + k}-d)")
     summary = {
         "name": name, "kind": "permutation",
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
         "feature_set": {"key": header.key, "spec": header.spec, "name": header.name,
                         "field": field},
         "task": task.name, "metric": task.headline, "metric_text": HEADLINE_TEXT[task.headline],
-        "layer": layer, "pooling": cfg.pooling, "aux": list(cfg.aux),
+        "layer": layer, "pooling": None if seqs is not None else cfg.pooling,
+        "frames_field": frames_field, "input": input_text, "input_dim": dim + k,
+        "aux": list(cfg.aux),
         "countries": list(aux.countries), "trials": cfg.trials, "eval_aux": cfg.eval_aux,
         "conditions": list(cfg.conditions),
         "condition_meaning": {
-            "none": "features only",
-            "true": "features + the clip's own auxiliary labels",
-            "shuffled": "features + country and age each permuted (independently) across the "
+            "none": "features only" if seqs is None else "frames only",
+            "true": f"{base} + the clip's own auxiliary labels",
+            "shuffled": f"{base} + country and age each permuted (independently) across the "
                         + ("Train clips" if cfg.eval_aux == "true" else "clips of each split"),
-            "wrong": "features + another country than the clip's own, age moved by "
+            "wrong": f"{base} + another country than the clip's own, age moved by "
                      f"{WRONG_AGE_SHIFT[0]:g}-{WRONG_AGE_SHIFT[1]:g} years (random sign), for "
                      + ("every Train clip" if cfg.eval_aux == "true" else "every clip")},
-        "head": cfg.head, "recipe": cfg.recipe, "test": test_name(not cfg.welch),
+        "head": cfg.head, "head_text": head_text(cfg, frames_field), "recipe": cfg.recipe,
+        "test": test_name(not cfg.welch),
         "trial_meaning": ("each trial: a bootstrap resample of Train (shared by the conditions "
                           "of the trial), fresh shuffles and wrong labels; alpha chosen on Val"
                           if cfg.head == "ridge" else
@@ -404,35 +495,49 @@ def run_permutation(cfg: PermutationConfig, *, progress: Callable[[int, int, str
     return PermutationResult(study_dir, summary)
 
 
+def aux_block(cond: str, aux: AuxLabels, true_block: np.ndarray, data: ProbeData,
+              rng: np.random.Generator, age_mean: float, age_std: float, eval_aux: str
+              ) -> np.ndarray | None:
+    """The condition's auxiliary block, (n, k) float32 (None for ``none``); with ``eval_aux``
+    ``true`` only the Train rows are manipulated. What a vector head gets concatenated to its
+    vector and a sequence head to every frame."""
+    if cond == "none":
+        return None
+    if cond == "true":
+        return true_block
+    train_only = eval_aux == "true"
+    if cond == "shuffled":
+        fake = shuffled_aux(aux, data.split, rng, ("Train",) if train_only else None)
+    else:
+        fake = wrong_aux(aux, rng, data.rows("Train") if train_only else None)
+    return aux_matrix(fake, age_mean, age_std)
+
+
 def _inputs(cond: str, Xs: np.ndarray, aux: AuxLabels, true_block: np.ndarray, data: ProbeData,  # noqa: N803
             rng: np.random.Generator, age_mean: float, age_std: float, eval_aux: str) -> np.ndarray:
-    """Features plus the condition's auxiliary block, (n, d + k) float32; with ``eval_aux``
-    ``true`` only the Train rows are manipulated."""
-    if cond == "none":
-        return Xs
-    if cond == "true":
-        block = true_block
-    else:
-        train_only = eval_aux == "true"
-        if cond == "shuffled":
-            fake = shuffled_aux(aux, data.split, rng, ("Train",) if train_only else None)
-        else:
-            fake = wrong_aux(aux, rng, data.rows("Train") if train_only else None)
-        block = aux_matrix(fake, age_mean, age_std)
-    return np.concatenate([Xs, block], axis=1)
+    """Features plus the condition's auxiliary block (:func:`aux_block`), (n, d + k) float32."""
+    block = aux_block(cond, aux, true_block, data, rng, age_mean, age_std, eval_aux)
+    return Xs if block is None else np.concatenate([Xs, block], axis=1)
 
 
 def _fit_torch_head(cfg: PermutationConfig, X: np.ndarray, data: ProbeData, train_ok: np.ndarray,  # noqa: N803
-                    seed: int, out_dir: Path) -> dict[str, np.ndarray]:
-    """One trial's torch head on ``X`` (Train rows with ``train_ok``; Val picks the epoch):
-    target -> predictions of every row. Its files go to a scratch folder."""
+                    seed: int, out_dir: Path, sequences: SequenceSet | None = None
+                    ) -> dict[str, np.ndarray]:
+    """One trial's torch head on ``X`` (or, for a sequence head, on ``sequences``; Train rows
+    with ``train_ok``; Val picks the epoch): target -> predictions of every row. Its files go
+    to a scratch folder."""
     from heads.base import FitOptions
-    from heads.dataset import Dataset
+    from heads.dataset import Dataset, SequenceDataset
     from heads.registry import HEADS
 
     split = np.where(train_ok | (data.split != "Train"), data.split, "Unused")
-    ds = Dataset(list(data.ids), split, X.astype(np.float32), [data.task],
-                 {data.task.name: data.truths}, [])
+    if sequences is not None:
+        ds: Dataset = SequenceDataset(list(data.ids), split, np.zeros((len(data.ids), 0), np.float32),
+                                      [data.task], {data.task.name: data.truths}, [],
+                                      sequences=sequences)
+    else:
+        ds = Dataset(list(data.ids), split, X.astype(np.float32), [data.task],
+                     {data.task.name: data.truths}, [])
     result = HEADS[cfg.head].fit(ds, [data.task], seed=seed, out_dir=out_dir,
                                  options=FitOptions(head_options=dict(cfg.head_options),
                                                     n_jobs=cfg.n_jobs))

@@ -4,7 +4,8 @@ A ragged field (SSL ``frames_l12``, ``logmel``, openSMILE ``lld``) holds one ``(
 array per clip. :func:`load_sequences` aligns them to the experiment's clip ids;
 :func:`fit_frame_stats` fits the per-dimension mean and standard deviation over every Train
 frame; :func:`pad_batch` standardises a batch and zero-pads it to its longest clip, returning
-the true lengths the heads mask with.
+the true lengths the heads mask with; :class:`SequencesWithClipVectors` appends one vector
+per clip to every frame.
 
 Memory: by default every sequence is read once into one ``(total_frames, D)`` array in the
 stored dtype plus ``offsets`` (the store's own layout), e.g. float16 SSL frames of 20,000 clips
@@ -155,6 +156,42 @@ class StoreSequences:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_view": None}  # open files do not travel
+
+
+class SequencesWithClipVectors:
+    """Sequences of ``base`` with one vector per clip appended to every frame: clip ``i``'s
+    ``(T_i, D)`` frames become ``(T_i, D + k)``, each frame followed by ``vectors[i]``.
+
+    The one place frames get per-clip inputs (e.g. the permutation study's auxiliary labels,
+    "concatenated to the input Conformer features"); a head's windowing and pooling then see
+    them on every frame. Frames come out in float32 (a float16 store would round the vectors).
+
+    Args:
+        base: the clips' frame sequences.
+        vectors: ``(n, k)``, aligned to ``base``'s rows.
+
+    Example:
+        >>> base = InMemorySequences.from_arrays([np.ones((2, 1)), np.zeros((1, 1))])
+        >>> seqs = SequencesWithClipVectors(base, np.array([[5.0], [7.0]]))
+        >>> seqs.dim, [s.tolist() for s in seqs.rows([1, 0])]
+        (2, [[[0.0, 7.0]], [[1.0, 5.0], [1.0, 5.0]]])
+    """
+
+    def __init__(self, base: SequenceSet, vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(base):
+            raise ValueError(f"vectors must be (n clips = {len(base)}, k); got shape {vectors.shape}")
+        self.base, self.vectors = base, vectors
+        self.dim = int(base.dim) + int(vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def rows(self, rows: Sequence[int]) -> list[np.ndarray]:
+        rows = [int(r) for r in rows]
+        return [np.concatenate([s.astype(np.float32), np.broadcast_to(self.vectors[r], (len(s),
+                                self.vectors.shape[1]))], axis=1)
+                for r, s in zip(rows, self.base.rows(rows))]
 
 
 def ragged_fields(header: SetHeader) -> list[str]:
@@ -318,6 +355,7 @@ def build_sequence_dataset(store: FeatureStore, corpus: Corpus, tasks: Sequence[
     return SequenceDataset(ids, split, np.zeros((len(ids), 0), np.float32), list(tasks), truths,
                            [desc], missing, sequences=seqs)
 
-__all__ = ["SequenceSet", "InMemorySequences", "StoreSequences", "ragged_fields",
+__all__ = ["SequenceSet", "InMemorySequences", "StoreSequences", "SequencesWithClipVectors",
+           "ragged_fields",
            "choose_frames_field", "load_sequences", "fit_frame_stats", "pad_batch",
            "build_sequence_dataset"]

@@ -65,11 +65,14 @@ def permutation_blocks(studies: list[dict[str, Any]], figures: Figures) -> list[
                                 "id": "permutation"}]
     for s in studies:
         b.append({"kind": "h", "level": 3, "text": s["name"]})
+        # studies before the sequence heads recorded no "input" / "head_text"
+        source = s.get("input") or f"layer {s['layer']} ({s['pooling']})"
         b.append({"kind": "p", "text":
-                  f"Task {s['task']} from `{s['feature_set']['key']}` layer {s['layer']} "
-                  f"({s['pooling']}) plus auxiliary labels {', '.join(s['aux'])}; {s['trials']} "
+                  f"Task {s['task']} from `{s['feature_set']['key']}`: {source}, auxiliary "
+                  f"labels {', '.join(s['aux'])}; {s['trials']} "
                   f"trials per condition ({s['trial_meaning']}); Val/Test see "
                   f"{'the condition' if s.get('eval_aux') == 'same' else 'true'} labels."})
+        b.append({"kind": "p", "text": f"Head: {head_description(s)}."})
         path = figures.draw(f"permutation-{s['name']}", plots.plot_permutation_density, s)
         b += figure(path, "Density (Gaussian KDE) of the Val score per condition; ticks: trials.")
         b.append({"kind": "table", "headers": ["condition", "meaning", "mean", "std", "min", "max"],
@@ -89,6 +92,17 @@ def permutation_blocks(studies: list[dict[str, Any]], figures: Figures) -> list[
         b.append({"kind": "p", "class": "meta",
                   "text": f"{test}{other}; head {s.get('head', 'ridge')}."})
     return b
+
+
+def head_description(study: dict[str, Any]) -> str:
+    """Which head a permutation study ran; a ridge study says it is the fast option, not the
+    paper's model (also for studies that predate ``head_text``)."""
+    from heads.permutation import HEAD_TEXT_RIDGE
+
+    head = study.get("head", "ridge")
+    if study.get("head_text"):
+        return study["head_text"]
+    return HEAD_TEXT_RIDGE if head == "ridge" else f"{head}, trained anew per trial"
 
 
 def analysis_blocks(analyses: list[dict[str, Any]], figures: Figures) -> list[dict[str, Any]]:
