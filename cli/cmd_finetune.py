@@ -100,7 +100,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(torch.optim.Adam, the decay an L2 term: paper 002)")
     p.add_argument("--max-seconds", type=float, metavar="S",
                    help="training crops longer clips to a random window of S seconds (bounds "
-                        "memory; Val sees whole clips; a cropped clip leaves the CTC term; default 8)")
+                        "memory; Val sees whole clips; a cropped clip leaves the CTC term; default 8; 0: "
+                        "whole clips)")
     g = add_auxiliary_flags(
         p, title="paper 004's auxiliary heads",
         description="CTC on the frame outputs and a speaker classifier behind gradient reversal "

@@ -22,9 +22,10 @@ from torch import nn
 
 from extract.ssl import SSLExtractor
 from heads.finetune.batches import eval_plan
-from heads.finetune.config import MAX_EVAL_CLIPS, option_defaults, parse_head_rnn
+from heads.finetune.config import MAX_EVAL_CLIPS, chain_entries, option_defaults, parse_head_rnn
 from heads.nets import build_net, length_mask, masked_mean
 from heads.nets.base import finish_outputs
+from heads.training.outputs import Output, resolve_chain
 
 
 class LinearOutputs(nn.Module):
@@ -61,15 +62,22 @@ class FinetuneHeads(nn.Module):
             embeddings.
         pooling: the sequence head's pooling over true frames (``first``, ``last``, ``max``,
             ``mean``).
+        net: a registered vector net (:data:`heads.finetune.config.HEAD_NETS`) as the one head
+            over all outputs, ``hidden`` its width; None: the heads above.
+        net_options: that net's config fields (``chain`` as output names).
     """
 
     def __init__(self, input_dim: int, specs: Sequence[tuple[str, str, int]], *, hidden: int,
                  output: str, shared: bool, rnn: tuple[int, int] | None = None,
-                 pooling: str = "mean") -> None:
+                 pooling: str = "mean", net: str | None = None,
+                 net_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         groups = [list(specs)] if shared else [[s] for s in specs]
         self.sequence = rnn is not None
-        if rnn is not None:
+        if net is not None:
+            self.nets = nn.ModuleList([build_net(net, input_dim, list(specs), hidden=hidden,
+                                                 output=output, **(net_options or {}))])
+        elif rnn is not None:
             layers, size = rnn
             self.nets = nn.ModuleList([build_net("lstm", input_dim, list(specs), hidden=size,
                                                  layers=layers, pooling=pooling, output=output)])
@@ -93,7 +101,8 @@ class FinetuneHeads(nn.Module):
         return out
 
 
-HEAD_SETTINGS = ("head_hidden", "output", "shared_head", "head_rnn", "frame_pooling")
+HEAD_SETTINGS = ("head_hidden", "output", "shared_head", "head_rnn", "frame_pooling", "head_net",
+                 "head_options")
 """The fields of :class:`~heads.finetune.config.FinetuneConfig` that shape
 :class:`FinetuneHeads` (saved in heads.pt)."""
 
@@ -108,8 +117,27 @@ def build_heads(input_dim: int, specs: Sequence[tuple[str, str, int]], settings:
     if s["head_rnn"] is not None:
         _, layers, size = parse_head_rnn(s["head_rnn"])
         rnn = (layers, size)
+    options = dict(s["head_options"] or {})
+    if "chain" in options:
+        options["chain"] = chain_entries(options["chain"])
     return FinetuneHeads(input_dim, specs, hidden=s["head_hidden"], output=s["output"],
-                         shared=s["shared_head"], rnn=rnn, pooling=s["frame_pooling"])
+                         shared=s["shared_head"], rnn=rnn, pooling=s["frame_pooling"],
+                         net=s["head_net"], net_options=options)
+
+
+def head_settings(cfg: Any, outputs: Sequence[Output]) -> dict[str, Any]:
+    """The :data:`HEAD_SETTINGS` of a run's config ``cfg`` with ``head_options``' ``chain``
+    resolved to the run's output names (entries may name a task, a target or an output, as the
+    frozen stage's ``chain``); what :func:`build_heads` takes and heads.pt records.
+
+    Raises:
+        ValueError: a chain entry names no output or several.
+    """
+    s = {k: getattr(cfg, k) for k in HEAD_SETTINGS}
+    if s["head_options"] and "chain" in s["head_options"]:
+        chain = resolve_chain(chain_entries(s["head_options"]["chain"]), outputs)
+        s["head_options"] = {**s["head_options"], "chain": list(chain)}
+    return s
 
 
 def spec_augment_frames(config: Any) -> int:

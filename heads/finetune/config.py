@@ -31,6 +31,12 @@ torch.optim.Adam, its weight decay an L2 term added to the gradient (paper 002's
 with the weight decay coefficient")."""
 HEAD_RNNS = ("lstm",)
 """Recurrent layers a sequence head (``head_rnn``) may put before its per-frame linear layer."""
+HEAD_NETS = ("mlp-mtl",)
+"""Registered nets (:mod:`heads.nets`) a fine-tune run may use as its one head over all outputs
+(``head_net``): ``mlp-mtl``, seed 000's multitask MLP (:class:`heads.nets.mlp.MlpMtl`)."""
+HEAD_NET_OPTIONS = ("projection", "chain", "chain_detach", "dropout")
+"""``head_options`` keys: fields of :class:`heads.nets.mlp.MlpMtlConfig` (its ``hidden`` is
+``head_hidden``, its ``output`` is ``output``)."""
 FRAME_POOLINGS = ("first", "last", "max", "mean")
 """How a sequence head pools its per-frame outputs over each clip's true frames (paper 002's
 four; names of :data:`extract.pooling.POOLINGS`)."""
@@ -82,8 +88,19 @@ class FinetuneConfig:
             clip's own last true frame); without ``head_rnn`` only ``mean`` (the pooled heads).
         optimizer: stage 2's optimiser (:data:`OPTIMIZERS`): ``adamw`` or ``adam``.
         shared_head: one shared hidden layer for all outputs instead of one per output.
+        head_net: None (the heads above), or a net of :data:`HEAD_NETS` as the one head over all
+            outputs: ``mlp-mtl`` is the frozen-stage ``mlp-mtl`` (:class:`heads.nets.mlp.MlpMtl`)
+            with ``head_hidden`` as its width and ``output`` as its regression output; needs
+            ``head_hidden`` >= 1, no ``shared_head`` and no ``head_rnn``.
+        head_options: the net's options (keys of :data:`HEAD_NET_OPTIONS`), as a frozen
+            recipe's ``[train.net]`` and ``chain``: ``projection`` (``per-task``: seed 000's
+            ``Linear(H,256)-GELU-Linear(256,k)`` per task), ``chain`` (intermediate tasks by
+            task, target or output name, a list or ``"a,b"``: their predictions are fed along
+            with the pooled features to the other tasks), ``chain_detach``, ``dropout``. None:
+            the net's defaults. Only with ``head_net``.
         max_seconds: training crops of longer clips (bounds memory); Val sees whole clips. A
-            cropped clip leaves the CTC term of its step (its transcript no longer fits).
+            cropped clip leaves the CTC term of its step (its transcript no longer fits). 0:
+            no crops, training sees whole clips too (seed 000).
         ctc: alpha, the weight of a character CTC head on the frame outputs (paper 004: 0.1);
             0: no CTC head. Vocabulary from the Train transcripts (label column ``text``).
         adversary: ``COLUMN:BETA`` (``speaker:1``): a classifier of that label column on the
@@ -130,6 +147,8 @@ class FinetuneConfig:
     class_weights: bool = True
     head_hidden: int = 256
     shared_head: bool = False
+    head_net: str | None = None
+    head_options: dict[str, Any] | None = None
     head_rnn: str | None = None
     frame_pooling: str = "mean"
     optimizer: str = "adamw"
@@ -159,10 +178,10 @@ class FinetuneConfig:
         if self.frozen_epochs + self.epochs < 1:
             raise ValueError("frozen_epochs and epochs are both 0: nothing to train; give "
                              "--epochs N (stage 2) and/or --frozen-epochs N (stage 1)")
-        for key in ("lr", "head_lr", "max_seconds", "eval_batch_seconds"):
+        for key in ("lr", "head_lr", "eval_batch_seconds"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"option {key} must be > 0; got {getattr(self, key)!r}")
-        for key in ("weight_decay", "warmup", "cache_gb", "ctc"):
+        for key in ("weight_decay", "warmup", "cache_gb", "ctc", "max_seconds"):
             if not getattr(self, key) >= 0:
                 raise ValueError(f"option {key} must be >= 0; got {getattr(self, key)!r}")
         if self.warmup_ratio is not None and not 0.0 <= self.warmup_ratio < 1.0:
@@ -217,10 +236,38 @@ class FinetuneConfig:
                         f"per frame and trains with the backbone (stage 1 caches pooled "
                         f"embeddings, not frames): option {key} must be {want!r}; got "
                         f"{value!r} (give {flag})")
+        self._check_head_net()
         TrainOptions.from_dict({"loss": self.loss})  # names the bad loss
         name, _ = parse_weighting(self.weighting)
         if name not in WEIGHTING_NAMES:
             raise ValueError(f"unknown weighting {self.weighting!r}; valid: {', '.join(sorted(WEIGHTING_NAMES))}")
+
+    def _check_head_net(self) -> None:
+        if self.head_net is None:
+            if self.head_options:
+                raise ValueError(f"option head_options {self.head_options!r} configures a head "
+                                 f"net: give head_net too (one of {HEAD_NETS})")
+            return
+        if self.head_net not in HEAD_NETS:
+            raise ValueError(f"option head_net must be one of {HEAD_NETS} (or left out); got "
+                             f"{self.head_net!r}")
+        needs = {"head_hidden": self.head_hidden >= 1, "shared_head": not self.shared_head,
+                 "head_rnn": self.head_rnn is None}
+        bad = [k for k, ok in needs.items() if not ok]
+        if bad:
+            raise ValueError(f"option head_net {self.head_net!r} is one net on the pooled "
+                             f"embedding with a hidden layer of head_hidden units: it needs "
+                             f"head_hidden >= 1, no shared_head and no head_rnn; {bad[0]} is "
+                             f"{getattr(self, bad[0])!r}")
+        options = self.head_options or {}
+        if not isinstance(options, dict):
+            raise ValueError(f"option head_options must be a table of {HEAD_NET_OPTIONS}; got "
+                             f"{options!r}")
+        unknown = sorted(set(options) - set(HEAD_NET_OPTIONS))
+        if unknown:
+            raise ValueError(f"option head_options: unknown key(s) {unknown}; valid: "
+                             f"{', '.join(HEAD_NET_OPTIONS)} (width and output are head_hidden "
+                             f"and output)")
 
     def settings(self) -> dict[str, Any]:
         """The fields that determine the trained model (a rerun with equal ones reuses it)."""
@@ -245,6 +292,14 @@ def parse_head_rnn(spec: str) -> tuple[str, int, int]:
                          f"{HEAD_RNNS} and both numbers >= 1, e.g. lstm:2x512 (paper 002); got "
                          f"{spec!r}")
     return m.group(1), int(m.group(2)), int(m.group(3))
+
+
+def chain_entries(chain: Any) -> tuple[str, ...]:
+    """``head_options``' ``chain`` (``"a,b"`` or a list) as a tuple of names."""
+    if chain is None:
+        return ()
+    items = chain.split(",") if isinstance(chain, str) else list(chain)
+    return tuple(str(c).strip() for c in items if str(c).strip())
 
 
 def option_defaults() -> dict[str, Any]:

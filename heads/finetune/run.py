@@ -28,8 +28,8 @@ from extract.ssl import FINETUNED_FILE, SSLExtractor
 from extract.untrained import MARKER as UNTRAINED_MARKER
 from heads.aux_metrics import AUX_KEY
 from heads.finetune.auxiliary import VOCAB_FILE, AuxHeads, AuxTargets, aux_metrics
-from heads.finetune.backbone import (HEAD_SETTINGS, FinetuneHeads, WhisperBackbone, build_backbone,
-                                     build_heads, load_model)
+from heads.finetune.backbone import (FinetuneHeads, WhisperBackbone, build_backbone, build_heads,
+                                     head_settings, load_model)
 from heads.finetune.batches import ClipAudio
 from heads.finetune.config import (FINETUNED_DIR, MODEL_SUBDIR, FinetuneConfig, FinetuneResult,
                                    PhaseFn, ProgressFn, default_run_name, option_defaults,
@@ -153,7 +153,7 @@ def finetune(cfg: FinetuneConfig, *, on_phase: PhaseFn | None = None,
         p.requires_grad_(False)
     backbone = build_backbone(model, ex, layer=layer, device=device)
     heads = build_heads(backbone.hidden_size, [o.spec() for o in outputs],
-                        {k: getattr(cfg, k) for k in HEAD_SETTINGS}).to(device)
+                        head_settings(cfg, outputs)).to(device)
     weighting = build_weighting(cfg.weighting, len(outputs)).to(device)
     aux = None
     if aux_targets is not None:
@@ -345,9 +345,7 @@ def save_run(run: Run, ex: SSLExtractor, layer: int | None, metrics: dict[str, A
         record["whisper_input"] = cfg.whisper_input
     write_json(model_dir / FINETUNED_FILE, record)
     torch.save({"heads": run.heads.state_dict(), "weighting": run.weighting.state_dict(),
-                "weighting_spec": cfg.weighting, "head_hidden": cfg.head_hidden,
-                "shared_head": cfg.shared_head, "output": cfg.output,
-                "head_rnn": cfg.head_rnn, "frame_pooling": cfg.frame_pooling,
+                "weighting_spec": cfg.weighting, **head_settings(cfg, run.outputs),
                 "input_dim": run.backbone.hidden_size, "layer": layer, "pooling": cfg.frame_pooling,
                 "net_tasks": [o.spec() for o in run.outputs],
                 "outputs": [{"name": o.name, "task": o.task, "target": o.target.name, "loss": o.loss,

@@ -188,6 +188,8 @@ class Run:
                  clips_per_s, audio_s_per_s)
 
 
+NO_CROP = int(np.iinfo(np.int64).max)
+"""Stage 2's crop length with ``max_seconds`` 0: longer than any clip (whole clips)."""
 HEAD_OUTPUTS = "heads"
 """Key of a sequence head's raw outputs ``{output name: (k,) array}`` in each clip's entry of
 :meth:`Run.encode_rows`' per-clip list (beside the auxiliary heads' ``text`` / ``code``)."""
@@ -397,7 +399,7 @@ def run_stage2(run: Run, t0: float) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed + 1)
     torch.manual_seed(cfg.seed + 1)
     np.random.seed(cfg.seed + 1)  # transformers' SpecAugment draws its masks from numpy's global RNG
-    max_len = int(cfg.max_seconds * SAMPLE_RATE)
+    max_len = int(cfg.max_seconds * SAMPLE_RATE) if cfg.max_seconds > 0 else NO_CROP
     samples = np.array([int(round(d * SAMPLE_RATE)) for d in run.durations[run.train_rows]])
     steps_per_ep, total_steps, warmup_steps = stage2_schedule(cfg, len(run.train_rows))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(
