@@ -251,8 +251,8 @@ class FinetuneConfig:
         if self.head_net not in HEAD_NETS:
             raise ValueError(f"option head_net must be one of {HEAD_NETS} (or left out); got "
                              f"{self.head_net!r}")
-        needs = {"head_hidden": self.head_hidden >= 1, "shared_head": not self.shared_head,
-                 "head_rnn": self.head_rnn is None}
+        # head_rnn needs head_hidden 0 (checked above): it never reaches here with head_hidden >= 1
+        needs = {"head_hidden": self.head_hidden >= 1, "shared_head": not self.shared_head}
         bad = [k for k, ok in needs.items() if not ok]
         if bad:
             raise ValueError(f"option head_net {self.head_net!r} is one net on the pooled "

@@ -25,7 +25,8 @@ from heads.training import load_checkpoint, make_outputs
 
 PAPER_000_SIZES = {"high": 10, "culture": 40, "two": 2, "type": 8, "country": 4}
 """000 sec. II: "(high: 10, culture: 40, two: 2, type: 8, country: 4)"."""
-HCMLAB = [r for r in list_recipes() if r.name.startswith("hcmlab-")]
+HCMLAB = [r for r in list_recipes() if r.name.startswith("hcmlab-") and r.stage == "train"]
+"""The frozen-stage recipes (the fine-tune ones: tests/heads/test_finetune_mtl.py)."""
 
 
 def _paper_000_tasks(recipe) -> list[tuple[str, str, int]]:
