@@ -1,5 +1,5 @@
-"""The SSL backbone with its frame outputs and their true lengths, the pooled hidden state, and
-the task heads trained on it.
+"""One concept, at length: the network fine-tuning trains. The SSL backbone with its frame
+outputs and their true lengths, the pooled hidden state, and the task heads trained on it.
 
 One :class:`Backbone` class per encoder family (:data:`BACKBONES`, keyed like
 :mod:`extract.ssl.families`): each prepares its input the way its frozen extraction does (the
