@@ -218,3 +218,31 @@ def test_finetune_recipe_hcmlab_mtl_ft_runs_both_stages_through_the_cli(
     base = AutoModel.from_pretrained(setup["model"])
     conv = "feature_extractor.conv_layers.0.conv.weight"
     assert not torch.equal(dict(model.named_parameters())[conv], dict(base.named_parameters())[conv])
+
+
+def test_a_chained_run_resolves_the_task_name_saves_the_chain_and_is_reused(setup: dict) -> None:
+    """head_options chain "country" (a task name) through a whole run: heads.pt records the
+    output names, the reloaded heads feed country's probabilities to High and Type, and a rerun
+    with the same settings (a table among them) reuses the finished run."""
+    from heads.finetune import finetune
+
+    cfg = FinetuneConfig(workdir=str(setup["wd"]), model=str(setup["model"]),
+                         task="avb-high,avb-type,country", frozen_epochs=1, epochs=1, batch_size=8,
+                         patience=0, device="cpu", workers=1, n_boot=20, head_net="mlp-mtl",
+                         head_options={"projection": "per-task", "chain": "country"},
+                         output="clamp", max_seconds=0.0, run_name="chained")
+    first = finetune(cfg)
+    model, heads, ckpt = load_finetuned(first.run_dir)
+    assert ckpt["head_options"] == {"projection": "per-task", "chain": ["country"]}
+    (net,) = heads.nets
+    assert net.config.chain == ("country",) and net.config.projection == "per-task"
+    hidden = model.config.hidden_size
+    in_dims = {name: module[0].in_features for (name, _, _), module in zip(ckpt["net_tasks"], net.heads)}
+    assert in_dims == {"high": hidden + 4, "type": hidden + 4, "country": hidden}
+    x = torch.randn(3, hidden)
+    high, typ, country = net.heads
+    fed = torch.cat([x, torch.softmax(country(x), dim=-1)], dim=-1)
+    with torch.no_grad():
+        torch.testing.assert_close(heads(x)["type"], typ(fed))
+    again = finetune(cfg)
+    assert again.resumed and again.run_dir == first.run_dir
