@@ -43,21 +43,33 @@ def _heads(cfg: FinetuneConfig, specs, dim: int = 768):
     return build_heads(dim, specs, head_settings(cfg, _outputs(specs)))
 
 
-def test_the_recipes_are_the_two_submitted_systems() -> None:
-    assert {r.name for r in HCMLAB_FT} == {"hcmlab-mtl-ft", "hcmlab-mtl-b960h-ft"}
+SYSTEMS = {  # recipe: (task, output, chain) as 000 sec. III names the variant
+    "hcmlab-mtl-ft": ("avb-high,avb-culture,avb-type,country", "clamp", ()),  # -SM
+    "hcmlab-mtl-b960h-ft": ("avb-high,avb-culture,avb-type,country", "clamp", ()),  # B960h
+    "hcmlab-mtl-1of4-ft": ("avb-high,avb-culture,avb-two,avb-type,country", "sigmoid", ("country",)),
+}
+
+
+def test_the_recipes_are_the_papers_systems_with_both_stages() -> None:
+    assert {r.name for r in HCMLAB_FT} == set(SYSTEMS)
     for r in HCMLAB_FT:
         cfg = r.finetune_config("/tmp/wd", run_name="x")
-        assert r.task == "avb-high,avb-culture,avb-type,country"  # -Two
+        task, output, chain = SYSTEMS[r.name]
+        assert r.task == task
         assert (cfg.frozen_epochs, cfg.epochs, cfg.patience, cfg.batch_size) == (30, 30, 2, 32)
         assert (cfg.head_lr, cfg.weight_decay, cfg.optimizer) == (1e-3, 0.01, "adamw")  # AdamW defaults
         assert (cfg.lr, cfg.schedule, cfg.warmup, cfg.warmup_ratio) == (4e-5, "cosine", 1.0, None)
         assert cfg.freeze_feature_encoder is False and cfg.max_seconds == 0.0  # whole net, whole clips
-        assert (cfg.weighting, cfg.loss, cfg.output, cfg.class_weights) == ("uw", "ccc", "clamp", True)
-        assert (cfg.head_net, cfg.head_options, cfg.head_hidden) == ("mlp-mtl", {"projection": "per-task"}, 256)
+        assert (cfg.weighting, cfg.loss, cfg.output, cfg.class_weights) == ("uw", "ccc", output, True)
+        assert (cfg.head_net, cfg.head_hidden, cfg.head_options["projection"]) == ("mlp-mtl", 256, "per-task")
+        assert tuple(cfg.head_options.get("chain", ())) == chain
+        (net,) = _heads(cfg, _tasks(r.task)).nets
+        assert net.config.chain == chain and net.config.output == output
         assert cfg.layer is None  # the last hidden state: layer 12 of a base model
         rows = {row.detail: row for row in r.fidelity.rows}
-        for detail in ("projection layers", "stage 1", "stage 2", "stage 2 learning rate",
-                       "stage 2 schedule", "epochs", "stopping", "batch size", "padding"):
+        for detail in ("projection layers", "intermediate tasks", "stage 1", "stage 2",
+                       "stage 2 learning rate", "stage 2 schedule", "epochs", "stopping",
+                       "batch size", "padding", "regression outputs"):
             assert rows[detail].kind == "match", (r.name, detail)
         assert rows["crops"].kind == "not stated" and "whole clips" in rows["crops"].ours
     sm = {p.split: p.scores for p in load_recipe("hcmlab-mtl-ft").reproduces}
@@ -66,6 +78,9 @@ def test_the_recipes_are_the_two_submitted_systems() -> None:
     b960h = {p.split: p.scores for p in load_recipe("hcmlab-mtl-b960h-ft").reproduces}
     assert b960h == {"val": {"avb-high": 0.658, "avb-culture": 0.642, "avb-type": 0.567, "country": 0.647},
                      "test": {"avb-high": 0.679, "avb-culture": 0.526, "avb-type": 0.573}}
+    (one_of_four,) = load_recipe("hcmlab-mtl-1of4-ft").reproduces
+    assert one_of_four.split == "val" and one_of_four.scores == {
+        "avb-high": 0.628, "avb-culture": 0.614, "avb-two": 0.245, "avb-type": 0.542, "country": 0.603}
     assert load_recipe("hcmlab-mtl-b960h-ft").features == ("ssl:facebook/data2vec-audio-base-960h",)
     assert not any("after fine-tuning" in p.note for r in HCMLAB_FT for p in r.reproduces)
 
@@ -75,12 +90,12 @@ def test_the_recipes_are_the_two_submitted_systems() -> None:
 def test_finetune_heads_are_the_papers_projection_per_task(recipe, chain) -> None:
     """One MlpMtl over all tasks; each task Linear(768, 256), GELU, Linear(256, k); nothing
     shared; a chained task's output size joins the other tasks' input (768 + its k)."""
-    options = {**recipe.finetune["head_options"], **({"chain": list(chain)} if chain else {})}
+    options = {**recipe.finetune["head_options"], "chain": list(chain)}
     cfg = recipe.finetune_config("/tmp/wd", run_name="x", head_options=options)
     specs = _tasks(recipe.task)
     heads = _heads(cfg, specs)
     (net,) = heads.nets
-    assert isinstance(net, MlpMtl) and net.shared is None and net.config.output == "clamp"
+    assert isinstance(net, MlpMtl) and net.shared is None and net.config.chain == chain
     chain_dim = sum(PAPER_000_SIZES[c] for c in chain)
     for (name, _, k), module in zip(specs, net.heads):
         layers = list(module)
