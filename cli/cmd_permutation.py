@@ -21,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "paper's Conformer heads) reads the stored frames (the recipe's "
                     "frames_field, or frames_l<--layer>) with the auxiliary labels appended to "
                     "every frame, as the paper's 'concatenated to the input Conformer "
-                    "features'; a vector head reads the pooled vector plus the labels. ridge "
-                    "(the default) is the fast option, not the paper's model: a closed-form "
+                    "features'; a vector head reads the pooled vector plus the labels. "
+                    "--head ridge is the fast option, not the paper's model: a closed-form "
                     "fit whose trial-to-trial variation comes from a bootstrap resample of "
                     "Train. Conditions are compared with Student "
                     "two-sample t-tests (scipy.stats.ttest_ind, equal_var=True; --welch: "
@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="train this recipe's head with its [train] options in every trial (a "
                         "torch head on frame sequences, e.g. conformer-mean3, the paper's model "
                         "on the wav2vec2-base stand-in, or on vectors, e.g. exvo-baseline-egemaps)")
-    p.add_argument("--head", help="the head: ridge (default without --recipe: the fast option, "
+    p.add_argument("--head", help="the head (give --recipe or --head): ridge (the fast option, "
                                   "bootstrap trials, not the paper's model), a torch vector head "
                                   "(mlp-avb, mlp-mtl) or one of the paper's Conformer sequence "
                                   "heads (mean3, autopool, fc128, lstm128, netvlad)")
@@ -59,6 +59,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="folder name under WORKDIR/permutation")
     p.add_argument("--jobs", type=int, default=1, help="BLAS threads (default: 1)")
     p.set_defaults(func=run)
+
+
+def _choose_model(args: argparse.Namespace) -> str:
+    """The refusal of a study without its model, with the two commands that name one."""
+    from data.hints import command
+
+    same = ["--workdir", args.workdir, "--features", args.features]
+    if args.task != "avb-high":
+        same += ["--task", args.task]
+    if args.layer is not None:
+        same += ["--layer", args.layer]
+    return ("the permutation study needs its model: the paper's, a Conformer head retrained per "
+            "trial on the stored layer frames (--recipe conformer-mean3), or the fast option, "
+            "ridge on the pooled vector with bootstrap trials, which is not the paper's model "
+            "(--head ridge). Run one of:\n  "
+            + command("permutation", *same, "--recipe", "conformer-mean3") + "\n  "
+            + command("permutation", *same, "--head", "ridge"))
 
 
 def _items(text: str) -> tuple[str, ...]:
@@ -72,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from heads.permutation import PermutationConfig, run_permutation
     from reports.plots import plot_permutation_density
 
+    if not args.head and not args.recipe:
+        raise UsageError(_choose_model(args))
     head, options = args.head or "ridge", {}
     if args.recipe:
         from heads.recipes import RecipeError, load_recipe

@@ -104,11 +104,38 @@ def test_permutation_command_writes_density_plot(study, capsys):
 
     wd, _ = study
     rc = main(["permutation", "--workdir", str(wd), "--features", SYNTHETIC_SPEC,
-               "--layer", "0", "--trials", "3", "--conditions", "true,shuffled", "--name", "cli",
-               "--welch"])
+               "--layer", "0", "--head", "ridge", "--trials", "3", "--conditions", "true,shuffled",
+               "--name", "cli", "--welch"])
     assert rc == 0
     assert "Welch" in capsys.readouterr().out
     assert (wd / "permutation" / "cli" / "permutation.png").stat().st_size > 0
+
+
+def test_a_study_without_its_model_is_refused_with_the_two_commands_that_name_one(study, capsys):
+    """Ridge is an option, never a silent default: without --recipe or --head the study stops
+    and prints the paper's model and the fast option as whole commands; the ridge one runs."""
+    import argparse
+    import shlex
+
+    from cli import cmd_permutation
+    from cli.common import UsageError
+
+    parser = argparse.ArgumentParser()
+    cmd_permutation.add_parser(parser.add_subparsers())
+    wd, _ = study
+    with pytest.raises(UsageError) as err:
+        cmd_permutation.run(parser.parse_args(["permutation", "--workdir", str(wd), "--features",
+                                               SYNTHETIC_SPEC, "--layer", "0"]))
+    lines = [line.strip() for line in str(err.value).splitlines()]
+    assert "not the paper's model" in lines[0]
+    paper, fast = lines[1:]
+    assert paper.endswith("--layer 0 --recipe conformer-mean3")
+    assert fast.endswith("--layer 0 --head ridge")
+    argv = shlex.split(fast)[2:]  # drop "python run_pipeline.py"
+    assert argv[0] == "permutation"
+    rc = cmd_permutation.run(parser.parse_args([*argv, "--trials", "2", "--conditions",
+                                                "true,shuffled", "--name", "hint"]))
+    assert rc == 0 and (wd / "permutation" / "hint" / "permutation.json").exists()
 
 
 # -- issue 12: the paper's protocol (Belanich et al. sec. 3.3) ---------------------------------
