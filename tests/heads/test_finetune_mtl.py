@@ -5,7 +5,6 @@ hcmlab-mtl-b960h-ft running both of the paper's stages (000 sec. II)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,16 +20,10 @@ from heads.finetune.backbone import HEAD_SETTINGS, build_heads, head_settings
 from heads.nets.mlp import MlpMtl
 from heads.recipes import list_recipes, load_recipe
 from tests.extract.conftest import build_tiny_model
+from tests.heads.test_recipes_nets_fidelity import (assert_projection_per_task,
+                                                  paper_000_tasks)
 
-PAPER_000_SIZES = {"high": 10, "culture": 40, "two": 2, "type": 8, "country": 4}
-"""000 sec. II: "(high: 10, culture: 40, two: 2, type: 8, country: 4)"."""
 HCMLAB_FT = [r for r in list_recipes() if r.name.startswith("hcmlab-") and r.stage == "finetune"]
-
-
-def _tasks(task: str) -> list[tuple[str, str, int]]:
-    names = [t.strip().removeprefix("avb-") for t in task.split(",")]
-    return [(n, "classification" if n in ("type", "country") else "regression", PAPER_000_SIZES[n])
-            for n in names]
 
 
 def _outputs(specs) -> list[SimpleNamespace]:
@@ -63,7 +56,7 @@ def test_the_recipes_are_the_papers_systems_with_both_stages() -> None:
         assert (cfg.weighting, cfg.loss, cfg.output, cfg.class_weights) == ("uw", "ccc", output, True)
         assert (cfg.head_net, cfg.head_hidden, cfg.head_options["projection"]) == ("mlp-mtl", 256, "per-task")
         assert tuple(cfg.head_options.get("chain", ())) == chain
-        (net,) = _heads(cfg, _tasks(r.task)).nets
+        (net,) = _heads(cfg, paper_000_tasks(r.task)).nets
         assert net.config.chain == chain and net.config.output == output
         assert cfg.layer is None  # the last hidden state: layer 12 of a base model
         rows = {row.detail: row for row in r.fidelity.rows}
@@ -92,19 +85,13 @@ def test_finetune_heads_are_the_papers_projection_per_task(recipe, chain) -> Non
     shared; a chained task's output size joins the other tasks' input (768 + its k)."""
     options = {**recipe.finetune["head_options"], "chain": list(chain)}
     cfg = recipe.finetune_config("/tmp/wd", run_name="x", head_options=options)
-    specs = _tasks(recipe.task)
+    specs = paper_000_tasks(recipe.task)
     heads = _heads(cfg, specs)
     (net,) = heads.nets
-    assert isinstance(net, MlpMtl) and net.shared is None and net.config.chain == chain
-    chain_dim = sum(PAPER_000_SIZES[c] for c in chain)
-    for (name, _, k), module in zip(specs, net.heads):
-        layers = list(module)
-        assert [type(m) for m in layers] == [torch.nn.Linear, torch.nn.GELU, torch.nn.Linear], name
-        in_dim = 768 if name in chain else 768 + chain_dim
-        assert (layers[0].in_features, layers[0].out_features) == (in_dim, 256), name
-        assert (layers[2].in_features, layers[2].out_features) == (256, k), name
+    assert isinstance(net, MlpMtl) and net.config.chain == chain
+    assert_projection_per_task(net, specs, chain)
     assert sum(p.numel() for p in heads.parameters()) == sum(
-        p.numel() for m in net.heads for p in m.parameters())  # no shared layer
+        p.numel() for m in net.heads for p in m.parameters())  # no layer beside the net's heads
 
 
 def test_chained_predictions_enter_with_the_pooled_features() -> None:
@@ -114,7 +101,7 @@ def test_chained_predictions_enter_with_the_pooled_features() -> None:
     torch.manual_seed(0)
     cfg = load_recipe("hcmlab-mtl-ft").finetune_config(
         "/tmp/wd", run_name="x", head_options={"projection": "per-task", "chain": "country"})
-    specs = _tasks("avb-high,avb-type,country")
+    specs = paper_000_tasks("avb-high,avb-type,country")
     heads = _heads(cfg, specs)
     high, typ, country = heads.nets[0].heads
     x = torch.randn(6, 768)
@@ -141,7 +128,7 @@ def test_default_heads_and_other_recipes_are_unchanged() -> None:
     fine-tune recipe leaves head_net and head_options out and keeps its crops."""
     cfg = FinetuneConfig(**_base())
     assert (cfg.head_net, cfg.head_options, cfg.max_seconds) == (None, None, 8.0)
-    specs = _tasks("avb-high,avb-type,country")
+    specs = paper_000_tasks("avb-high,avb-type,country")
     heads = _heads(cfg, specs)
     assert len(heads.nets) == 3 and all(n.shared is not None and len(n.heads) == 1 for n in heads.nets)
     assert {"head_net", "head_options"} <= set(HEAD_SETTINGS)
@@ -169,7 +156,7 @@ def test_bad_head_net_options_say_what_to_give() -> None:
     with pytest.raises(ValueError, match="max_seconds must be >= 0"):
         FinetuneConfig(**base, max_seconds=-1.0).check()
     with pytest.raises(ValueError, match="projection must be one of"):
-        build_heads(8, _tasks("avb-high"), {"head_net": "mlp-mtl", "head_options": {"projection": "tree"}})
+        build_heads(8, paper_000_tasks("avb-high"), {"head_net": "mlp-mtl", "head_options": {"projection": "tree"}})
 
 
 @pytest.fixture(scope="module")

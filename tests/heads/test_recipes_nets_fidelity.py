@@ -29,19 +29,16 @@ HCMLAB = [r for r in list_recipes() if r.name.startswith("hcmlab-") and r.stage 
 """The frozen-stage recipes (the fine-tune ones: tests/heads/test_finetune_mtl.py)."""
 
 
-def _paper_000_tasks(recipe) -> list[tuple[str, str, int]]:
-    names = [t.strip().removeprefix("avb-") for t in recipe.task.split(",")]
+def paper_000_tasks(task: str) -> list[tuple[str, str, int]]:
+    """(name, kind, outputs) of each task of a paper-000 task list (``avb-high,country``)."""
+    names = [t.strip().removeprefix("avb-") for t in task.split(",")]
     return [(n, "classification" if n in ("type", "country") else "regression", PAPER_000_SIZES[n])
             for n in names]
 
 
-@pytest.mark.parametrize("recipe", HCMLAB, ids=[r.name for r in HCMLAB])
-def test_hcmlab_nets_have_the_papers_projection_per_task(recipe) -> None:
-    """Each task: Linear(768, 256), GELU, Linear(256, k); nothing shared between the tasks; an
-    intermediate task's output size joins the other tasks' input (768 + its k)."""
-    tasks = _paper_000_tasks(recipe)
-    chain = tuple(c.strip() for c in str(recipe.options.get("chain", "")).split(",") if c.strip())
-    net = build_net(recipe.head, 768, tasks, **recipe.options.get("net", {}), chain=chain)
+def assert_projection_per_task(net, tasks, chain) -> None:
+    """Each task: Linear(768, 256), GELU, Linear(256, k); an intermediate task's output size
+    joins the other tasks' input (768 + its k); no parameter outside the task heads."""
     chain_dim = sum(PAPER_000_SIZES[c] for c in chain)
     for (name, _, k), module in zip(tasks, net.heads):
         layers = list(module)
@@ -52,6 +49,16 @@ def test_hcmlab_nets_have_the_papers_projection_per_task(recipe) -> None:
     assert net.shared is None
     assert sum(p.numel() for p in net.parameters()) == sum(
         p.numel() for m in net.heads for p in m.parameters())  # no shared layer
+
+
+@pytest.mark.parametrize("recipe", HCMLAB, ids=[r.name for r in HCMLAB])
+def test_hcmlab_nets_have_the_papers_projection_per_task(recipe) -> None:
+    """Each task: Linear(768, 256), GELU, Linear(256, k); nothing shared between the tasks; an
+    intermediate task's output size joins the other tasks' input (768 + its k)."""
+    tasks = paper_000_tasks(recipe.task)
+    chain = tuple(c.strip() for c in str(recipe.options.get("chain", "")).split(",") if c.strip())
+    net = build_net(recipe.head, 768, tasks, **recipe.options.get("net", {}), chain=chain)
+    assert_projection_per_task(net, tasks, chain)
     fidelity = {r.detail: r for r in recipe.fidelity.rows}
     assert fidelity["projection layers"].kind == "match"
     assert fidelity["intermediate tasks"].kind == "match"
